@@ -1,0 +1,67 @@
+# Shared settings for the Slurm lab scripts. Sourced, not executed.
+#
+# The lab is a single-node Slurm cluster in a debootstrap chroot:
+#   LAB_SUITE=trixie  -> Slurm 24.11 (REST API v0.0.40-42), ports 6817/6818/6820
+#   LAB_SUITE=sid     -> Slurm 26.05 (REST API v0.0.42-45), ports 7817/7818/7820
+# Both suites can run at the same time.
+
+set -euo pipefail
+
+REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+LAB_SUITE=${LAB_SUITE:-trixie}
+case "$LAB_SUITE" in
+trixie) PORT_BASE=6800 ;;
+sid) PORT_BASE=7800 ;;
+*)
+	echo "lab: LAB_SUITE must be trixie or sid, not '$LAB_SUITE'" >&2
+	exit 2
+	;;
+esac
+
+# Everything the lab writes lives under one git-ignored folder.
+LAB_CACHE=${LAB_CACHE:-$REPO_ROOT/.cache/lab}
+LAB_DIR=$LAB_CACHE/$LAB_SUITE
+ROOTFS=$LAB_DIR/rootfs
+STATE=$LAB_DIR/state
+# Job output: the same absolute path on the host and inside the chroot.
+SHARED=${LAB_SHARED:-$LAB_DIR/shared}
+ENV_FILE=$LAB_DIR/lab.env
+
+SLURMCTLD_PORT=$((PORT_BASE + 17))
+SLURMD_PORT=$((PORT_BASE + 18))
+SLURMRESTD_PORT=$((PORT_BASE + 20))
+
+JOB_USER=${LAB_JOB_USER:-jobuser}
+JOB_UID=${LAB_JOB_UID:-1500}
+LAB_CPUS=${LAB_CPUS:-4}
+LAB_MEM_MB=${LAB_MEM_MB:-8192}
+TOKEN_LIFESPAN=${LAB_TOKEN_LIFESPAN:-86400}
+
+SLURM_PACKAGES="munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin"
+
+log() { printf 'lab[%s]: %s\n' "$LAB_SUITE" "$*" >&2; }
+
+need_root() {
+	if [ "$(id -u)" != 0 ]; then
+		echo "lab: must run as root (debootstrap, chroot and mounts)" >&2
+		exit 1
+	fi
+}
+
+# in_chroot runs a command inside the chroot with a clean environment, so
+# nothing from the caller (SLURM_* variables, proxies) leaks in.
+in_chroot() {
+	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root \
+		chroot "$ROOTFS" "$@"
+}
+
+# pid_alive tells whether the daemon recorded in $STATE/<name>.pid still runs.
+pid_alive() {
+	local f=$STATE/$1.pid
+	[ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
+}
+
+# lab_mounts lists mount points under the rootfs, deepest first.
+lab_mounts() {
+	awk -v root="$ROOTFS" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r
+}

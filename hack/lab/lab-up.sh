@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Bring up the Slurm lab: build (or reuse) the chroot, configure a
+# single-node cluster, start munged, slurmctld, slurmd and slurmrestd, mint a
+# JWT for the job user and write $ENV_FILE for the tests.
+#
+# Idempotent: a running lab is left alone (only the token and env file are
+# refreshed); a cached chroot is reused.
+. "$(dirname "$0")/common.sh"
+need_root
+
+# host_mirror prints the Debian mirror this host's apt already uses, so the
+# lab fetches from the same archive without naming one here.
+host_mirror() {
+	if [ -n "${LAB_MIRROR:-}" ]; then
+		echo "$LAB_MIRROR"
+		return
+	fi
+	local m
+	m=$(cat /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		awk '/^URIs:/ { for (i = 2; i <= NF; i++) if ($i !~ /security/) { print $i; exit } }')
+	if [ -z "$m" ]; then
+		m=$(awk '$1 == "deb" && $0 !~ /security/ { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z]+:\/\//) { print $i; exit } }' \
+			/etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | head -n1)
+	fi
+	if [ -z "$m" ]; then
+		echo "lab: cannot find a Debian mirror in /etc/apt; set LAB_MIRROR" >&2
+		exit 1
+	fi
+	echo "$m"
+}
+
+ensure_host_tools() {
+	if ! command -v debootstrap >/dev/null; then
+		log "installing debootstrap on the host"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+	fi
+}
+
+# Mounts are not recorded: lab-down finds them by their location under the
+# rootfs, so even a half-finished start is undone.
+mount_once() {
+	local target=$1
+	shift
+	mountpoint -q "$target" || mount "$@" "$target"
+}
+
+mount_chroot() {
+	mkdir -p "$ROOTFS"/{proc,sys,dev,run} "$ROOTFS$SHARED"
+	mount_once "$ROOTFS/proc" -t proc proc
+	mount_once "$ROOTFS/sys" -t sysfs sysfs
+	mount_once "$ROOTFS/dev" --bind /dev
+	mkdir -p "$ROOTFS/dev/pts"
+	mountpoint -q "$ROOTFS/dev/pts" || mount --bind /dev/pts "$ROOTFS/dev/pts" || true
+	mount_once "$ROOTFS/run" -t tmpfs -o mode=0755 tmpfs
+	mount_once "$ROOTFS$SHARED" --bind "$SHARED"
+}
+
+build_rootfs() {
+	local stamp="$SLURM_PACKAGES"
+	if [ -f "$ROOTFS/.lab-ready" ] && [ "$(cat "$ROOTFS/.lab-ready")" = "$stamp" ]; then
+		return
+	fi
+	ensure_host_tools
+	local mirror tmp
+	mirror=$(host_mirror)
+	tmp=$LAB_DIR/rootfs.tmp
+	# A half-built rootfs from an interrupted run may still have mounts.
+	ROOTFS=$tmp
+	for m in $(lab_mounts); do umount -l "$m"; done
+	rm -rf --one-file-system "$tmp"
+	log "debootstrap $LAB_SUITE (minbase) - the cold path takes about a minute"
+	debootstrap --variant=minbase "$LAB_SUITE" "$tmp" "$mirror" >"$LAB_DIR/debootstrap.log" 2>&1 || {
+		tail -n 20 "$LAB_DIR/debootstrap.log" >&2
+		exit 1
+	}
+	printf '#!/bin/sh\nexit 101\n' >"$tmp/usr/sbin/policy-rc.d"
+	chmod 0755 "$tmp/usr/sbin/policy-rc.d"
+	# sid's Release file may be past its Valid-Until on a snapshot archive.
+	echo 'Acquire::Check-Valid-Until "false";' >"$tmp/etc/apt/apt.conf.d/99lab"
+	mkdir -p "$tmp"/{proc,sys,dev,run}
+	mount -t proc proc "$tmp/proc"
+	mount --bind /dev "$tmp/dev"
+	mount -t tmpfs -o mode=0755 tmpfs "$tmp/run"
+	log "installing $SLURM_PACKAGES"
+	if ! in_chroot sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SLURM_PACKAGES" \
+		>"$LAB_DIR/apt.log" 2>&1; then
+		tail -n 20 "$LAB_DIR/apt.log" >&2
+		for m in $(lab_mounts); do umount -l "$m"; done
+		exit 1
+	fi
+	in_chroot apt-get clean
+	for m in $(lab_mounts); do umount "$m"; done
+	ROOTFS=$LAB_DIR/rootfs
+	echo "$stamp" >"$tmp/.lab-ready"
+	if [ -n "$(lab_mounts)" ]; then
+		log "the old rootfs is still mounted: run 'make lab-down' first"
+		exit 1
+	fi
+	rm -rf --one-file-system "$ROOTFS"
+	mv "$tmp" "$ROOTFS"
+}
+
+configure() {
+	local host
+	host=$(hostname -s)
+	printf '127.0.0.1 localhost %s\n' "$host" >"$ROOTFS/etc/hosts"
+
+	# Users: the job user (uid fixed so the host can own the shared dir by
+	# number) and slurmrestd's own unprivileged user.
+	in_chroot sh -c "id $JOB_USER >/dev/null 2>&1 || useradd -m -u $JOB_UID -s /bin/sh $JOB_USER"
+	in_chroot sh -c 'id slurmrestd >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin slurmrestd'
+	chown "$JOB_UID:$JOB_UID" "$SHARED"
+	chmod 0755 "$SHARED"
+
+	mkdir -p "$ROOTFS/etc/slurm"
+	if [ ! -s "$ROOTFS/etc/slurm/jwt_hs256.key" ]; then
+		head -c 32 /dev/urandom >"$ROOTFS/etc/slurm/jwt_hs256.key"
+	fi
+	in_chroot chown slurm:slurm /etc/slurm/jwt_hs256.key
+	chmod 0600 "$ROOTFS/etc/slurm/jwt_hs256.key"
+	if [ ! -s "$ROOTFS/etc/munge/munge.key" ]; then
+		head -c 1024 /dev/urandom >"$ROOTFS/etc/munge/munge.key"
+	fi
+	in_chroot chown munge:munge /etc/munge/munge.key
+	chmod 0400 "$ROOTFS/etc/munge/munge.key"
+
+	cat >"$ROOTFS/etc/slurm/slurm.conf" <<EOF
+# Written by hack/lab/lab-up.sh: a single-node lab cluster.
+ClusterName=lab-$LAB_SUITE
+SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$SLURMCTLD_PORT
+SlurmdPort=$SLURMD_PORT
+SlurmUser=slurm
+AuthType=auth/munge
+AuthAltTypes=auth/jwt
+AuthAltParameters=jwt_key=/etc/slurm/jwt_hs256.key
+StateSaveLocation=/var/lib/slurm/slurmctld
+SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=500
+MailProg=/bin/true
+ReturnToService=2
+MaxJobCount=10000
+SlurmdParameters=config_overrides
+SchedulerParameters=defer_batch
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$LAB_CPUS RealMemory=$LAB_MEM_MB State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+EOF
+	echo 'CgroupPlugin=disabled' >"$ROOTFS/etc/slurm/cgroup.conf"
+	mkdir -p "$ROOTFS"/var/lib/slurm/{slurmctld,slurmd} "$ROOTFS/var/log/slurm"
+	in_chroot chown -R slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
+}
+
+# start_daemon NAME CMD...: run CMD in the foreground inside the chroot, in
+# its own session, and record its PID (chroot execs, so $! is the daemon).
+start_daemon() {
+	local name=$1
+	shift
+	if pid_alive "$name"; then
+		return
+	fi
+	setsid env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root "$@" \
+		>"$STATE/$name.log" 2>&1 </dev/null &
+	echo $! >"$STATE/$name.pid"
+}
+
+wait_for() {
+	local what=$1 tries=$2
+	shift 2
+	for _ in $(seq "$tries"); do
+		if "$@" >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 0.5
+	done
+	log "timed out waiting for $what"
+	for f in "$STATE"/*.log "$ROOTFS"/var/log/slurm/*.log; do
+		[ -f "$f" ] && { echo "== $f" >&2; tail -n 15 "$f" >&2; }
+	done
+	return 1
+}
+
+node_ready() {
+	in_chroot sinfo -h -N -o %t | grep -Eq '^(idle|mix|mixed|alloc|allocated)$'
+}
+
+start() {
+	mkdir -p "$ROOTFS/run/munge" "$ROOTFS/var/log/munge" "$ROOTFS/var/lib/munge"
+	in_chroot chown munge:munge /run/munge /var/log/munge /var/lib/munge
+	start_daemon munged chroot --userspec=munge:munge "$ROOTFS" /usr/sbin/munged -F
+	wait_for munged 40 test -S "$ROOTFS/run/munge/munge.socket.2"
+	start_daemon slurmctld chroot "$ROOTFS" /usr/sbin/slurmctld -D
+	start_daemon slurmd chroot "$ROOTFS" /usr/sbin/slurmd -D -N localhost
+	start_daemon slurmrestd env SLURM_JWT=daemon chroot "$ROOTFS" /usr/sbin/slurmrestd \
+		-u slurmrestd -g slurmrestd -a rest_auth/jwt -s openapi/slurmctld "127.0.0.1:$SLURMRESTD_PORT"
+	wait_for slurmctld 60 in_chroot scontrol ping
+	# ReturnToService=2 brings the node back from a previous run's DOWN state.
+	wait_for "node idle" 60 node_ready
+}
+
+write_env() {
+	local token version
+	token=$(in_chroot scontrol token "username=$JOB_USER" "lifespan=$TOKEN_LIFESPAN" | sed -n 's/^SLURM_JWT=//p')
+	[ -n "$token" ] || {
+		log "scontrol token returned nothing"
+		exit 1
+	}
+	umask 077
+	printf '%s' "$token" >"$STATE/token"
+	version=$(in_chroot sinfo --version | awk '{print $2}')
+	local url="http://127.0.0.1:$SLURMRESTD_PORT"
+	wait_for slurmrestd 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SLURMRESTD_PORT"
+	cat >"$ENV_FILE" <<EOF
+# Written by hack/lab/lab-up.sh; read by the integration tests.
+SLURM_LAB_SUITE=$LAB_SUITE
+SLURM_LAB_VERSION=$version
+SLURM_LAB_URL=$url
+SLURM_LAB_USER=$JOB_USER
+SLURM_LAB_UID=$JOB_UID
+SLURM_LAB_TOKEN_FILE=$STATE/token
+SLURM_LAB_SHARED=$SHARED
+SLURM_LAB_PARTITION=debug
+SLURM_LAB_CPUS=$LAB_CPUS
+SLURM_LAB_ROOTFS=$ROOTFS
+EOF
+	chmod 0644 "$ENV_FILE"
+}
+
+mkdir -p "$LAB_DIR" "$STATE" "$SHARED"
+started=$(date +%s)
+build_rootfs
+mount_chroot
+configure
+start
+write_env
+log "up in $(($(date +%s) - started))s: Slurm $(sed -n 's/^SLURM_LAB_VERSION=//p' "$ENV_FILE") at $(sed -n 's/^SLURM_LAB_URL=//p' "$ENV_FILE"); env file $ENV_FILE"

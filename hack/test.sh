@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command (`make test`): lint, verify, unit tests, then the
+# integration tests on each Slurm lab suite. Labs this script starts it also
+# stops; a lab that was already up is reused and left running.
+#
+#   TEST_SUITES="trixie sid"   which lab suites to run the integration lane on
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TEST_SUITES=${TEST_SUITES:-trixie sid}
+
+started=()
+cleanup() {
+	for s in "${started[@]}"; do
+		LAB_SUITE=$s hack/lab/lab-down.sh || true
+	done
+}
+trap cleanup EXIT
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "lint"
+make --no-print-directory lint
+step "verify (generated code and go.mod are up to date)"
+make --no-print-directory verify
+
+for s in $TEST_SUITES; do
+	env_file=.cache/lab/$s/lab.env
+	if ! { [ -f "$env_file" ] && LAB_SUITE=$s bash -c '. hack/lab/common.sh; pid_alive slurmrestd'; }; then
+		started+=("$s")
+	fi
+	step "lab $s"
+	LAB_SUITE=$s hack/lab/lab-up.sh
+	step "go test on lab $s"
+	SLURM_LAB_ENV=$PWD/$env_file SLURM_LAB_REQUIRED=1 go test -count=1 ./...
+done

@@ -1,0 +1,101 @@
+// Package labenv loads the Slurm lab's env file (written by
+// hack/lab/lab-up.sh) for integration tests.
+//
+// Tests find the file through SLURM_LAB_ENV. Without it they skip with a
+// message saying how to bring the lab up; with SLURM_LAB_REQUIRED=1 (set by
+// `make test`) a missing lab is a failure, so CI can never pass by skipping.
+package labenv
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// Lab describes one running lab cluster.
+type Lab struct {
+	Suite     string // Debian suite: trixie or sid
+	Version   string // Slurm version, e.g. 24.11.5
+	URL       string // slurmrestd base URL
+	User      string // job user the token belongs to
+	UID       int    // the job user's uid, which owns Shared
+	TokenFile string // JWT for User
+	Shared    string // directory seen at the same path by jobs and the host
+	Partition string
+	CPUs      int // CPUs of the single node
+	Rootfs    string
+}
+
+// Token reads the current JWT from TokenFile.
+func (l *Lab) Token() (string, error) {
+	b, err := os.ReadFile(l.TokenFile)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Load parses an env file of KEY=VALUE lines.
+func Load(path string) (*Lab, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	kv := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return nil, fmt.Errorf("%s: malformed line %q", path, line)
+		}
+		kv[k] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	l := &Lab{
+		Suite:     kv["SLURM_LAB_SUITE"],
+		Version:   kv["SLURM_LAB_VERSION"],
+		URL:       kv["SLURM_LAB_URL"],
+		User:      kv["SLURM_LAB_USER"],
+		TokenFile: kv["SLURM_LAB_TOKEN_FILE"],
+		Shared:    kv["SLURM_LAB_SHARED"],
+		Partition: kv["SLURM_LAB_PARTITION"],
+		Rootfs:    kv["SLURM_LAB_ROOTFS"],
+	}
+	for k, dst := range map[string]*int{"SLURM_LAB_UID": &l.UID, "SLURM_LAB_CPUS": &l.CPUs} {
+		if *dst, err = strconv.Atoi(kv[k]); err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", path, k, err)
+		}
+	}
+	if l.URL == "" || l.User == "" || l.TokenFile == "" || l.Shared == "" {
+		return nil, fmt.Errorf("%s: missing SLURM_LAB_URL, _USER, _TOKEN_FILE or _SHARED", path)
+	}
+	return l, nil
+}
+
+// Require returns the lab named by SLURM_LAB_ENV, or skips the test (fails
+// it when SLURM_LAB_REQUIRED=1).
+func Require(t testing.TB) *Lab {
+	t.Helper()
+	path := os.Getenv("SLURM_LAB_ENV")
+	if path == "" {
+		if os.Getenv("SLURM_LAB_REQUIRED") == "1" {
+			t.Fatal("SLURM_LAB_REQUIRED=1 but SLURM_LAB_ENV is not set")
+		}
+		t.Skip("no Slurm lab: run `make lab-up` and set SLURM_LAB_ENV=.cache/lab/trixie/lab.env (or use `make test`)")
+	}
+	l, err := Load(path)
+	if err != nil {
+		t.Fatalf("load lab env: %v", err)
+	}
+	return l
+}
