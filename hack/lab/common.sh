@@ -61,7 +61,9 @@ pid_alive() {
 	[ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
 }
 
-# lab_mounts lists mount points under the rootfs, deepest first.
+# lab_mounts lists every mount point under this suite's folder (the rootfs,
+# and a half-built rootfs.tmp that debootstrap or apt left mounted), deepest
+# first. Anything mounted there is the lab's own.
 lab_mounts() {
-	awk -v root="$ROOTFS" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts | sort -r
+	awk -v dir="$LAB_DIR/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r
 }

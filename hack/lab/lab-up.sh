@@ -65,10 +65,18 @@ build_rootfs() {
 	local mirror tmp
 	mirror=$(host_mirror)
 	tmp=$LAB_DIR/rootfs.tmp
-	# A half-built rootfs from an interrupted run may still have mounts.
-	ROOTFS=$tmp
+	local d
+	for d in munged slurmctld slurmd slurmrestd; do
+		if pid_alive "$d"; then
+			log "the lab runs on an outdated chroot: run 'make lab-down LAB_SUITE=$LAB_SUITE' first"
+			exit 1
+		fi
+	done
+	# Nothing runs, so any mount left here is from an interrupted build.
 	for m in $(lab_mounts); do umount -l "$m"; done
 	rm -rf --one-file-system "$tmp"
+	# From here on in_chroot works in the rootfs being built.
+	ROOTFS=$tmp
 	log "debootstrap $LAB_SUITE (minbase) - the cold path takes about a minute"
 	debootstrap --variant=minbase "$LAB_SUITE" "$tmp" "$mirror" >"$LAB_DIR/debootstrap.log" 2>&1 || {
 		tail -n 20 "$LAB_DIR/debootstrap.log" >&2
@@ -93,10 +101,6 @@ build_rootfs() {
 	for m in $(lab_mounts); do umount "$m"; done
 	ROOTFS=$LAB_DIR/rootfs
 	echo "$stamp" >"$tmp/.lab-ready"
-	if [ -n "$(lab_mounts)" ]; then
-		log "the old rootfs is still mounted: run 'make lab-down' first"
-		exit 1
-	fi
 	rm -rf --one-file-system "$ROOTFS"
 	mv "$tmp" "$ROOTFS"
 }
