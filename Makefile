@@ -28,13 +28,23 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 .PHONY: generate
-generate: ## Regenerate generated code (go generate)
+generate: ## Regenerate the slurmrestd clients (*.gen.go) from openapi/ with the pinned oapi-codegen
 	$(GO) generate ./...
+
+.PHONY: openapi
+openapi: ## Re-capture the slurmrestd OpenAPI specs and test goldens from running labs (make lab-up for trixie and sid first)
+	@for s in trixie sid; do [ -f .cache/lab/$$s/lab.env ] || { echo "lab $$s is not up: make lab-up LAB_SUITE=$$s"; exit 1; }; done
+	. .cache/lab/trixie/lab.env && $(GO) run ./hack/openapi-capture -url $$SLURM_LAB_URL -user $$SLURM_LAB_USER \
+		-token-file $$SLURM_LAB_TOKEN_FILE -version v0.0.42 -out openapi/v0.0.42/openapi.json
+	. .cache/lab/sid/lab.env && $(GO) run ./hack/openapi-capture -url $$SLURM_LAB_URL -user $$SLURM_LAB_USER \
+		-token-file $$SLURM_LAB_TOKEN_FILE -version v0.0.45 -out openapi/v0.0.45/openapi.json
+	hack/capture-testdata.sh .cache/lab/trixie/lab.env v0.0.42
+	hack/capture-testdata.sh .cache/lab/sid/lab.env v0.0.45
 
 .PHONY: verify
 verify: generate ## Regenerate, then fail if generated code or go.mod/go.sum are stale
 	$(GO) mod tidy -diff
-	@if [ -n "$$(git status --porcelain -- '*.gen.go')" ]; then \
+	@if ! git diff --quiet -- '*.gen.go' || [ -n "$$(git ls-files --others --exclude-standard -- '*.gen.go')" ]; then \
 		echo "generated code is stale or untracked: run 'make generate' and commit"; \
 		git status --short -- '*.gen.go'; exit 1; fi
 

@@ -1,0 +1,459 @@
+package slurmclient
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"golang.org/x/sys/unix"
+
+	"github.com/slurmkube/slurm-vk/slurmclient/model"
+	"github.com/slurmkube/slurm-vk/slurmclient/v0042"
+	"github.com/slurmkube/slurm-vk/slurmclient/v0045"
+)
+
+// The neutral model, re-exported so the provider needs only this package.
+type (
+	JobID      = model.JobID
+	JobSpec    = model.JobSpec
+	Job        = model.Job
+	JobState   = model.JobState
+	JobStatus  = model.JobStatus
+	JobFilter  = model.JobFilter
+	ExitCode   = model.ExitCode
+	Node       = model.Node
+	Partition  = model.Partition
+	ServerInfo = model.ServerInfo
+	Error      = model.Error
+	SlurmError = model.SlurmError
+)
+
+// Error kinds, for errors.Is.
+var (
+	ErrNotFound        = model.ErrNotFound
+	ErrUnauthenticated = model.ErrUnauthenticated
+	ErrForbidden       = model.ErrForbidden
+	ErrRejected        = model.ErrRejected
+	ErrUnavailable     = model.ErrUnavailable
+)
+
+// Interface is what the provider uses; *Client implements it, and tests
+// use fakes.
+type Interface interface {
+	// Ping makes an authenticated call and reports the server's versions.
+	Ping(ctx context.Context) (ServerInfo, error)
+	// Submit submits a batch job. With a non-empty, unique spec.Comment it
+	// never creates a second job for one call, even when the outcome of a
+	// request is unknown.
+	Submit(ctx context.Context, spec JobSpec) (JobID, error)
+	Job(ctx context.Context, id JobID) (*Job, error)
+	// JobStates asks for many jobs' states in one request; IDs slurmctld
+	// no longer knows are missing from the answer.
+	JobStates(ctx context.Context, ids []JobID) ([]JobStatus, error)
+	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// Cancel cancels a job the way scancel does: a pending job never
+	// starts; a running one gets SIGTERM, then SIGKILL after Slurm's
+	// KillWait, and ends CANCELLED. A job that has already ended is not an
+	// error; ErrNotFound means Slurm does not know the job (any more).
+	Cancel(ctx context.Context, id JobID) error
+	// Signal only delivers sig to a running job's processes; the job ends
+	// however they react (a trapped SIGTERM and exit 143 ends it FAILED).
+	Signal(ctx context.Context, id JobID, sig syscall.Signal) error
+	Nodes(ctx context.Context) ([]Node, error)
+	Partitions(ctx context.Context) ([]Partition, error)
+	// APIVersion is the negotiated version, "" before the first call.
+	APIVersion() string
+}
+
+// Config says how to reach slurmrestd.
+type Config struct {
+	// URL is http://host:port, https://host:port or unix:/path/to/socket.
+	URL string
+	// User goes in X-SLURM-USER-NAME; empty leaves it out (the token's own
+	// user is used).
+	User string
+	// TokenFile holds the JWT; it is re-read when it changes.
+	TokenFile string
+	// APIVersion forces a version (e.g. "v0.0.42"); "" or "auto" picks the
+	// newest one both sides speak.
+	APIVersion string
+	// CAFile verifies an https slurmrestd.
+	CAFile string
+	// Timeout bounds one HTTP request (default 30s).
+	Timeout time.Duration
+	// MaxConcurrent bounds requests in flight (default 16).
+	MaxConcurrent int
+	// RetryFor bounds retries of a failed read or an unknown submit outcome
+	// (default 30s; the caller's context bounds them too).
+	RetryFor time.Duration
+}
+
+// backendFactory builds one API version's adapter.
+type backendFactory func(server string, doer *http.Client) (model.Backend, error)
+
+// Supported lists the API versions this client speaks, newest first.
+var supported = []struct {
+	version string
+	build   backendFactory
+}{
+	{v0045.APIVersion, func(s string, d *http.Client) (model.Backend, error) { return v0045.New(s, d) }},
+	{v0042.APIVersion, func(s string, d *http.Client) (model.Backend, error) { return v0042.New(s, d) }},
+}
+
+// SupportedVersions lists the API versions this client speaks, newest first.
+func SupportedVersions() []string {
+	out := make([]string, len(supported))
+	for i, s := range supported {
+		out[i] = s.version
+	}
+	return out
+}
+
+// Client is the slurmrestd client. The API version is negotiated on first
+// use, so a Client can be made while slurmrestd is down.
+type Client struct {
+	cfg  Config
+	http *http.Client
+	base string
+
+	mu      sync.Mutex
+	backend model.Backend
+}
+
+var _ Interface = (*Client)(nil)
+
+// New checks cfg and builds a Client; it does no I/O.
+func New(cfg Config) (*Client, error) {
+	if cfg.URL == "" || cfg.TokenFile == "" {
+		return nil, errors.New("slurmclient: URL and TokenFile are required")
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = 16
+	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = 30 * time.Second
+	}
+	if cfg.APIVersion == "auto" {
+		cfg.APIVersion = ""
+	}
+	if v := cfg.APIVersion; v != "" && factory(v) == nil {
+		return nil, fmt.Errorf("slurmclient: API version %s is not supported (supported: %s)", v, strings.Join(SupportedVersions(), ", "))
+	}
+	hc, base, err := newHTTPClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("slurmclient: %w", err)
+	}
+	return &Client{cfg: cfg, http: hc, base: base}, nil
+}
+
+func factory(version string) backendFactory {
+	for _, s := range supported {
+		if s.version == version {
+			return s.build
+		}
+	}
+	return nil
+}
+
+// APIVersion implements Interface.
+func (c *Client) APIVersion() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backend == nil {
+		return ""
+	}
+	return c.backend.Version()
+}
+
+// backendFor returns the negotiated backend, negotiating on first use.
+func (c *Client) backendFor(ctx context.Context) (model.Backend, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.backend != nil {
+		return c.backend, nil
+	}
+	version := c.cfg.APIVersion
+	if version == "" {
+		v, err := c.negotiate(ctx)
+		if err != nil {
+			return nil, err
+		}
+		version = v
+	}
+	b, err := factory(version)(c.base, c.http)
+	if err != nil {
+		return nil, err
+	}
+	c.backend = b
+	return b, nil
+}
+
+// negotiate picks the newest supported version the server serves: a path
+// under an unserved version answers 404, a served one anything else.
+func (c *Client) negotiate(ctx context.Context) (string, error) {
+	const op = "negotiate API version"
+	for _, s := range supported {
+		status, err := c.probe(ctx, "/slurm/"+s.version+"/ping/")
+		if err != nil {
+			return "", model.Transport(op, err)
+		}
+		if status != http.StatusNotFound {
+			return s.version, nil
+		}
+	}
+	offered := c.offered(ctx)
+	return "", &model.Error{Kind: model.ErrUnavailable, Op: op,
+		Err: fmt.Errorf("slurmrestd serves %s; this client speaks %s", offered, strings.Join(SupportedVersions(), ", "))}
+}
+
+func (c *Client) probe(ctx context.Context, path string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+var versionPath = regexp.MustCompile(`"/slurm/(v[0-9.]+)/`)
+
+// offered lists the /slurm/ versions in the server's OpenAPI document, for
+// the error message when nothing matches.
+func (c *Client) offered(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/openapi/v3", nil)
+	if err != nil {
+		return "an unknown set of versions"
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "an unknown set of versions (" + err.Error() + ")"
+	}
+	defer resp.Body.Close()
+	var doc struct {
+		Paths map[string]json.RawMessage `json:"paths"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&doc) != nil {
+		return fmt.Sprintf("an unknown set of versions (GET /openapi/v3: HTTP %d)", resp.StatusCode)
+	}
+	seen := map[string]bool{}
+	for p := range doc.Paths {
+		if m := versionPath.FindStringSubmatch(`"` + p); m != nil {
+			seen[m[1]] = true
+		}
+	}
+	if len(seen) == 0 {
+		return "no /slurm/ API versions"
+	}
+	var vs []string
+	for v := range seen {
+		vs = append(vs, v)
+	}
+	sort.Strings(vs)
+	return strings.Join(vs, ", ")
+}
+
+// retry runs op until it succeeds, fails for a reason other than
+// ErrUnavailable, or the retry budget or ctx runs out.
+func (c *Client) retry(ctx context.Context, op func(model.Backend) error) error {
+	bo := backoff.NewExponentialBackOff()
+	bo.InitialInterval = 200 * time.Millisecond
+	bo.MaxInterval = 5 * time.Second
+	bo.MaxElapsedTime = c.cfg.RetryFor
+	return backoff.Retry(func() error {
+		b, err := c.backendFor(ctx)
+		if err == nil {
+			err = op(b)
+		}
+		if err != nil && !errors.Is(err, ErrUnavailable) {
+			return backoff.Permanent(err)
+		}
+		return err
+	}, backoff.WithContext(bo, ctx))
+}
+
+// Ping implements Interface.
+func (c *Client) Ping(ctx context.Context) (ServerInfo, error) {
+	var info ServerInfo
+	err := c.retry(ctx, func(b model.Backend) (err error) {
+		info, err = b.Ping(ctx)
+		return err
+	})
+	return info, err
+}
+
+// Job implements Interface.
+func (c *Client) Job(ctx context.Context, id JobID) (*Job, error) {
+	var job *Job
+	err := c.retry(ctx, func(b model.Backend) (err error) {
+		job, err = b.Job(ctx, id)
+		return err
+	})
+	if job != nil {
+		expandPaths(job)
+	}
+	return job, err
+}
+
+// JobStates implements Interface.
+func (c *Client) JobStates(ctx context.Context, ids []JobID) ([]JobStatus, error) {
+	var out []JobStatus
+	err := c.retry(ctx, func(b model.Backend) (err error) {
+		out, err = b.JobStates(ctx, ids)
+		return err
+	})
+	return out, err
+}
+
+// Jobs implements Interface.
+func (c *Client) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+	var out []Job
+	err := c.retry(ctx, func(b model.Backend) (err error) {
+		out, err = b.Jobs(ctx, f)
+		return err
+	})
+	for i := range out {
+		expandPaths(&out[i])
+	}
+	return out, err
+}
+
+// Nodes implements Interface.
+func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
+	var out []Node
+	err := c.retry(ctx, func(b model.Backend) (err error) {
+		out, err = b.Nodes(ctx)
+		return err
+	})
+	return out, err
+}
+
+// Partitions implements Interface.
+func (c *Client) Partitions(ctx context.Context) ([]Partition, error) {
+	var out []Partition
+	err := c.retry(ctx, func(b model.Backend) (err error) {
+		out, err = b.Partitions(ctx)
+		return err
+	})
+	return out, err
+}
+
+// Cancel implements Interface. Cancelling twice is harmless, so it retries
+// like a read.
+func (c *Client) Cancel(ctx context.Context, id JobID) error {
+	err := c.retry(ctx, func(b model.Backend) error { return b.Cancel(ctx, id, "") })
+	var se *Error
+	if errors.As(err, &se) && se.HasErrno(model.ErrnoAlreadyDone) {
+		return nil
+	}
+	return err
+}
+
+// Signal implements Interface.
+func (c *Client) Signal(ctx context.Context, id JobID, sig syscall.Signal) error {
+	name := unix.SignalName(sig)
+	if name == "" || sig == 0 {
+		return &model.Error{Kind: model.ErrRejected, Op: fmt.Sprintf("signal job %d", id), Err: fmt.Errorf("unknown signal %d", sig)}
+	}
+	return c.retry(ctx, func(b model.Backend) error { return b.Cancel(ctx, id, name) })
+}
+
+// Submit implements Interface. A submit is never blindly repeated: when a
+// request's outcome is unknown (no answer, or a gateway error), the job is
+// looked up by its comment first and submitted again only if it is not
+// there. Without a comment there is no safe way to tell, so the error is
+// returned.
+func (c *Client) Submit(ctx context.Context, spec JobSpec) (JobID, error) {
+	b, err := c.backendFor(ctx)
+	if err != nil {
+		return 0, err
+	}
+	id, err := b.Submit(ctx, spec)
+	if err == nil || !unknownOutcome(err) || spec.Comment == "" {
+		return id, err
+	}
+	last := err
+	err = c.retry(ctx, func(b model.Backend) error {
+		jobs, err := b.Jobs(ctx, JobFilter{})
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if j.Comment == spec.Comment {
+				id = j.ID
+				return nil
+			}
+		}
+		id, err = b.Submit(ctx, spec)
+		if err != nil && !unknownOutcome(err) {
+			return backoff.Permanent(err)
+		}
+		return err
+	})
+	if err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable) {
+		return 0, fmt.Errorf("%w (first attempt: %v)", err, last)
+	}
+	return id, err
+}
+
+// unknownOutcome tells whether a failed submit may still have created a job.
+func unknownOutcome(err error) bool {
+	var e *model.Error
+	if !errors.As(err, &e) || !errors.Is(err, ErrUnavailable) {
+		return false
+	}
+	return len(e.Slurm) == 0 // Slurm explained itself: it did not submit
+}
+
+// expandPaths fills in the filename patterns Slurm 26.05 leaves in
+// stdout/stderr (24.11 expands them itself), for the patterns that depend
+// only on the job record.
+func expandPaths(j *Job) {
+	j.Stdout = expandPattern(j.Stdout, j)
+	j.Stderr = expandPattern(j.Stderr, j)
+}
+
+func expandPattern(p string, j *Job) string {
+	if !strings.Contains(p, "%") {
+		return p
+	}
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+1 == len(p) {
+			b.WriteByte(p[i])
+			continue
+		}
+		i++
+		switch p[i] {
+		case '%':
+			b.WriteByte('%')
+		case 'j', 'A':
+			fmt.Fprint(&b, uint32(j.ID))
+		case 'x':
+			b.WriteString(j.Name)
+		case 'u':
+			b.WriteString(j.UserName)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(p[i])
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,175 @@
+package slurmclient
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// tokenFile serves the JWT kept in a file, re-reading it when the file
+// changes (size, mtime or inode, so an atomic rename of a Kubernetes Secret
+// volume counts) and when the server rejects the token.
+type tokenFile struct {
+	path string
+
+	mu    sync.Mutex
+	token string
+	stat  os.FileInfo
+}
+
+func (t *tokenFile) get(force bool) (string, error) {
+	st, err := os.Stat(t.path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !force && t.stat != nil && os.SameFile(t.stat, st) && st.ModTime().Equal(t.stat.ModTime()) && st.Size() == t.stat.Size() {
+		return t.token, nil
+	}
+	b, err := os.ReadFile(t.path)
+	if err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	t.token = strings.TrimSpace(string(b))
+	t.stat = st
+	return t.token, nil
+}
+
+// authTransport adds slurmrestd's authentication headers, bounds the number
+// of requests in flight, and after a 401/511 re-reads the token and tries
+// once more if it changed.
+type authTransport struct {
+	base   http.RoundTripper
+	user   string
+	tokens *tokenFile
+	slots  chan struct{}
+}
+
+func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	select {
+	case a.slots <- struct{}{}:
+	case <-req.Context().Done():
+		return nil, req.Context().Err()
+	}
+	resp, err := a.roundTrip(req)
+	if err != nil {
+		<-a.slots
+		return nil, err
+	}
+	resp.Body = &releaseOnClose{ReadCloser: resp.Body, release: func() { <-a.slots }}
+	return resp, nil
+}
+
+func (a *authTransport) roundTrip(req *http.Request) (*http.Response, error) {
+	token, err := a.tokens.get(false)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := a.send(req, token)
+	if err != nil || !rejectsToken(resp.StatusCode) {
+		return resp, err
+	}
+	fresh, err := a.tokens.get(true)
+	if err != nil || fresh == token || (req.Body != nil && req.GetBody == nil) {
+		return resp, nil // nothing better to try: report the rejection
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	if req.GetBody != nil {
+		body, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = body
+	}
+	return a.send(req, fresh)
+}
+
+func (a *authTransport) send(req *http.Request, token string) (*http.Response, error) {
+	r := req.Clone(req.Context())
+	if a.user != "" {
+		r.Header.Set("X-SLURM-USER-NAME", a.user)
+	}
+	r.Header.Set("X-SLURM-USER-TOKEN", token)
+	return a.base.RoundTrip(r)
+}
+
+func rejectsToken(status int) bool {
+	return status == http.StatusUnauthorized || status == http.StatusNetworkAuthenticationRequired
+}
+
+type releaseOnClose struct {
+	io.ReadCloser
+	once    sync.Once
+	release func()
+}
+
+func (r *releaseOnClose) Close() error {
+	err := r.ReadCloser.Close()
+	r.once.Do(r.release)
+	return err
+}
+
+// newHTTPClient builds the HTTP client for cfg and returns it with the base
+// URL requests should use (for unix sockets, a placeholder host).
+func newHTTPClient(cfg Config) (*http.Client, string, error) {
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           dialer.DialContext,
+		MaxIdleConns:          cfg.MaxConcurrent,
+		MaxIdleConnsPerHost:   cfg.MaxConcurrent,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: cfg.Timeout,
+	}
+	base := strings.TrimSuffix(cfg.URL, "/")
+	switch {
+	case strings.HasPrefix(base, "unix:"):
+		sock := strings.TrimPrefix(strings.TrimPrefix(base, "unix:"), "//")
+		if sock == "" {
+			return nil, "", fmt.Errorf("slurmrestd URL %q: no socket path", cfg.URL)
+		}
+		tr.Proxy = nil
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return dialer.DialContext(ctx, "unix", sock)
+		}
+		base = "http://slurmrestd"
+	case strings.HasPrefix(base, "https://"):
+		tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.CAFile != "" {
+			pem, err := os.ReadFile(cfg.CAFile)
+			if err != nil {
+				return nil, "", fmt.Errorf("slurmrestd CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, "", fmt.Errorf("slurmrestd CA file %s: no PEM certificates", cfg.CAFile)
+			}
+			tlsCfg.RootCAs = pool
+		}
+		tr.TLSClientConfig = tlsCfg
+	case strings.HasPrefix(base, "http://"):
+	default:
+		return nil, "", fmt.Errorf("slurmrestd URL %q: want http://, https:// or unix:/path", cfg.URL)
+	}
+	return &http.Client{
+		Transport: &authTransport{
+			base:   tr,
+			user:   cfg.User,
+			tokens: &tokenFile{path: cfg.TokenFile},
+			slots:  make(chan struct{}, cfg.MaxConcurrent),
+		},
+		Timeout: cfg.Timeout,
+	}, base, nil
+}
