@@ -24,7 +24,7 @@ func labVersions(lab *labenv.Lab) (negotiated string, all []string) {
 	return "v0.0.42", []string{"v0.0.42"}
 }
 
-func labClient(t *testing.T, lab *labenv.Lab, version string) *Client {
+func labClient(t testing.TB, lab *labenv.Lab, version string) *Client {
 	t.Helper()
 	c, err := New(Config{URL: lab.URL, User: lab.User, TokenFile: lab.TokenFile, APIVersion: version})
 	if err != nil {

@@ -152,7 +152,7 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=500
 MailProg=/bin/true
 ReturnToService=2
-MaxJobCount=10000
+MaxJobCount=100000
 SlurmdParameters=config_overrides
 SchedulerParameters=defer_batch
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$LAB_CPUS RealMemory=$LAB_MEM_MB State=UNKNOWN

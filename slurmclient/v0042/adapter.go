@@ -225,17 +225,16 @@ func (b *Backend) JobStates(ctx context.Context, ids []model.JobID) ([]model.Job
 		return nil, model.Transport(op, err)
 	}
 	defer raw.Body.Close()
-	data, err := io.ReadAll(raw.Body)
-	if err != nil {
-		return nil, model.Transport(op, err)
-	}
 	var r *jobsStateResp
 	if isJSON(raw) {
+		// Streamed: the answer grows with the number of jobs asked for.
 		r = new(jobsStateResp)
-		if err := json.Unmarshal(data, r); err != nil {
+		if err := json.NewDecoder(raw.Body).Decode(r); err != nil {
 			return nil, &model.Error{Kind: model.ErrUnavailable, Op: op, Status: raw.StatusCode, Err: fmt.Errorf("decode answer: %w", err)}
 		}
 	}
+	// Drain what is left so the connection can be reused.
+	io.Copy(io.Discard, raw.Body)
 	if err := check(op, raw, r != nil, func() *V0042OpenapiErrors { return r.Errors }); err != nil {
 		return nil, err
 	}
