@@ -514,17 +514,23 @@ func TestTokenRotation(t *testing.T) {
 	if _, err := c.Ping(context.Background()); err != nil {
 		t.Fatalf("after rotation: %v", err)
 	}
-	// The server moves on first; a 511 makes the client re-read the file.
-	good.Store("third-jwt")
-	c.http.Transport.(*authTransport).tokens.get(false) // cache "second-jwt"
-	if err := os.WriteFile(c.cfg.TokenFile, []byte("third-jwt"), 0o600); err != nil {
+	st, err := os.Stat(c.cfg.TokenFile)
+	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chtimes(c.cfg.TokenFile, time.Time{}, c.http.Transport.(*authTransport).tokens.stat.ModTime())
+	secondMtime := st.ModTime()
+	// The server moves on first; a 511 makes the client re-read the file.
+	good.Store("third-jwtx")
+	c.http.Transport.(*authTransport).tokens.Get(false) // cache "second-jwt"
+	if err := os.WriteFile(c.cfg.TokenFile, []byte("third-jwtx"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Same size and mtime as before: only the server's 511 can reveal the change.
+	os.Chtimes(c.cfg.TokenFile, time.Time{}, secondMtime)
 	if _, err := c.Ping(context.Background()); err != nil {
 		t.Fatalf("after a 511: %v", err)
 	}
-	if got := strings.Join(seen, " "); !strings.HasSuffix(got, "second-jwt third-jwt") {
+	if got := strings.Join(seen, " "); !strings.HasSuffix(got, "second-jwt third-jwtx") {
 		t.Errorf("tokens sent: %s", got)
 	}
 	for _, tok := range seen {

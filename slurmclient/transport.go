@@ -12,37 +12,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/slurmkube/slurm-vk/internal/tokenfile"
 )
-
-// tokenFile serves the JWT kept in a file, re-reading it when the file
-// changes (size, mtime or inode, so an atomic rename of a Kubernetes Secret
-// volume counts) and when the server rejects the token.
-type tokenFile struct {
-	path string
-
-	mu    sync.Mutex
-	token string
-	stat  os.FileInfo
-}
-
-func (t *tokenFile) get(force bool) (string, error) {
-	st, err := os.Stat(t.path)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !force && t.stat != nil && os.SameFile(t.stat, st) && st.ModTime().Equal(t.stat.ModTime()) && st.Size() == t.stat.Size() {
-		return t.token, nil
-	}
-	b, err := os.ReadFile(t.path)
-	if err != nil {
-		return "", fmt.Errorf("token file: %w", err)
-	}
-	t.token = strings.TrimSpace(string(b))
-	t.stat = st
-	return t.token, nil
-}
 
 // authTransport adds slurmrestd's authentication headers, bounds the number
 // of requests in flight, and after a 401/511 re-reads the token and tries
@@ -50,7 +22,7 @@ func (t *tokenFile) get(force bool) (string, error) {
 type authTransport struct {
 	base   http.RoundTripper
 	user   string
-	tokens *tokenFile
+	tokens *tokenfile.File
 	slots  chan struct{}
 }
 
@@ -70,7 +42,7 @@ func (a *authTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 }
 
 func (a *authTransport) roundTrip(req *http.Request) (*http.Response, error) {
-	token, err := a.tokens.get(false)
+	token, err := a.tokens.Get(false)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +50,7 @@ func (a *authTransport) roundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || !rejectsToken(resp.StatusCode) {
 		return resp, err
 	}
-	fresh, err := a.tokens.get(true)
+	fresh, err := a.tokens.Get(true)
 	if err != nil || fresh == token || (req.Body != nil && req.GetBody == nil) {
 		return resp, nil // nothing better to try: report the rejection
 	}
@@ -167,7 +139,7 @@ func newHTTPClient(cfg Config) (*http.Client, string, error) {
 		Transport: &authTransport{
 			base:   tr,
 			user:   cfg.User,
-			tokens: &tokenFile{path: cfg.TokenFile},
+			tokens: tokenfile.New(cfg.TokenFile),
 			slots:  make(chan struct{}, cfg.MaxConcurrent),
 		},
 		Timeout: cfg.Timeout,

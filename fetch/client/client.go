@@ -1,0 +1,309 @@
+// Package client is the provider's side of the fetch protocol
+// (fetch/README.md): it reads container output by byte offset, follows it
+// with long-polls that survive endpoint restarts without losing or
+// repeating a byte, and stages files into pod directories.
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-resty/resty/v2"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/internal/tokenfile"
+)
+
+// Protocol headers (see fetch/server).
+const (
+	headerNext     = "X-Fetch-Next"
+	headerSize     = "X-Fetch-Size"
+	headerComplete = "X-Fetch-Complete"
+)
+
+var (
+	// ErrNotFound: the pod directory (or what was asked for in it) does not
+	// exist.
+	ErrNotFound = errors.New("not found")
+	// ErrUnauthorized: the endpoint refused the token.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrRejected: the endpoint refused the request as malformed or too big.
+	ErrRejected = errors.New("rejected")
+)
+
+// Error is a failed request, with the endpoint's reason.
+type Error struct {
+	Kind   error // ErrNotFound, ErrUnauthorized, ErrRejected, or nil (server/transport)
+	Status int
+	Reason string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("fetch endpoint: HTTP %d: %s", e.Status, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrNotFound) work.
+func (e *Error) Is(target error) bool { return e.Kind != nil && target == e.Kind }
+
+// Config configures a Client.
+type Config struct {
+	// URL is the endpoint's base URL, http:// or https://.
+	URL string
+	// TokenFile holds the bearer token; re-read when it changes.
+	TokenFile string
+	// CAFile verifies an https endpoint.
+	CAFile string
+	// InitialBackoff and MaxBackoff bound the reconnect delays of a stream
+	// (defaults 100ms and 5s); the delay resets after each success.
+	InitialBackoff, MaxBackoff time.Duration
+	// Wait is the long-poll wait sent with follow reads (default 30s).
+	Wait time.Duration
+	// Chunk is the most a single read request asks for (default 4 MiB).
+	// The client streams the answer, so it bounds no memory.
+	Chunk int64
+	// RetryFor bounds retries of calls that are not follow streams
+	// (default 30s).
+	RetryFor time.Duration
+}
+
+// Client talks to one fetch endpoint.
+type Client struct {
+	cfg   Config
+	rc    *resty.Client
+	token *tokenfile.File
+}
+
+// New checks cfg and builds a Client; it does no I/O.
+func New(cfg Config) (*Client, error) {
+	u, err := url.Parse(cfg.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("fetch endpoint URL %q: want http(s)://host:port", cfg.URL)
+	}
+	if cfg.TokenFile == "" {
+		return nil, errors.New("fetch endpoint: a token file is required")
+	}
+	if cfg.InitialBackoff <= 0 {
+		cfg.InitialBackoff = 100 * time.Millisecond
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Second
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = 30 * time.Second
+	}
+	if cfg.Chunk <= 0 {
+		cfg.Chunk = 4 << 20
+	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = 30 * time.Second
+	}
+	tr := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   true,
+	}
+	if cfg.CAFile != "" {
+		pem, err := os.ReadFile(cfg.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("fetch endpoint CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("fetch endpoint CA file %s: no PEM certificates", cfg.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	// No client-wide timeout: it would cut long-polls and streams. Calls
+	// are bounded by their contexts.
+	rc := resty.NewWithClient(&http.Client{Transport: tr}).
+		SetBaseURL(strings.TrimSuffix(cfg.URL, "/")).
+		SetLogger(quietLogger{})
+	return &Client{cfg: cfg, rc: rc, token: tokenfile.New(cfg.TokenFile)}, nil
+}
+
+// quietLogger keeps resty from printing to stderr; errors reach callers.
+type quietLogger struct{}
+
+func (quietLogger) Errorf(string, ...any) {}
+func (quietLogger) Warnf(string, ...any)  {}
+func (quietLogger) Debugf(string, ...any) {}
+
+func podPath(pod layout.Pod) string {
+	return "/v1/pods/" + url.PathEscape(pod.Namespace) + "/" + url.PathEscape(pod.Name) + "/" + url.PathEscape(pod.UID)
+}
+
+// do sends one request with the bearer token; after a 401 it re-reads the
+// token file and tries once more if the token changed. With stream set the
+// body is left unread for the caller.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, stream bool) (*resty.Response, error) {
+	send := func(force bool) (*resty.Response, string, error) {
+		tok, err := c.token.Get(force)
+		if err != nil {
+			return nil, "", err
+		}
+		req := c.rc.R().SetContext(ctx).SetAuthToken(tok).SetDoNotParseResponse(stream)
+		if query != nil {
+			req.SetQueryParamsFromValues(query)
+		}
+		if body != nil {
+			req.SetBody(body).SetHeader("Content-Type", "application/octet-stream")
+		}
+		resp, err := req.Execute(method, path)
+		return resp, tok, err
+	}
+	resp, tok, err := send(false)
+	if err != nil || resp.StatusCode() != http.StatusUnauthorized {
+		return resp, err
+	}
+	if fresh, ferr := c.token.Get(true); ferr != nil || fresh == tok {
+		return resp, nil
+	}
+	closeRaw(resp)
+	resp, _, err = send(true)
+	return resp, err
+}
+
+func closeRaw(resp *resty.Response) {
+	if resp != nil && resp.RawBody() != nil {
+		io.Copy(io.Discard, io.LimitReader(resp.RawBody(), 64<<10))
+		resp.RawBody().Close()
+	}
+}
+
+// httpError turns a non-2xx answer into an *Error. body is the answer's
+// body when the caller has it.
+func httpError(status int, body []byte) error {
+	var eb struct {
+		Error string `json:"error"`
+	}
+	reason := strings.TrimSpace(string(body))
+	if json.Unmarshal(body, &eb) == nil && eb.Error != "" {
+		reason = eb.Error
+	}
+	if reason == "" {
+		reason = http.StatusText(status)
+	}
+	e := &Error{Status: status, Reason: reason}
+	switch {
+	case status == http.StatusNotFound:
+		e.Kind = ErrNotFound
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		e.Kind = ErrUnauthorized
+	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests:
+	case status >= 400 && status < 500:
+		e.Kind = ErrRejected
+	}
+	return e
+}
+
+// permanent tells whether retrying the same request cannot help.
+func permanent(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Kind != nil
+}
+
+// call makes a small request, retrying transient failures with backoff for
+// up to RetryFor, and returns the body of a 2xx answer.
+func (c *Client) call(ctx context.Context, method, path string, query url.Values, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryFor)
+	defer cancel()
+	bo := newBackoff(c.cfg, 0) // bounded by ctx
+	for {
+		resp, err := c.do(ctx, method, path, query, body, false)
+		if err == nil {
+			if resp.IsSuccess() {
+				return resp.Body(), nil
+			}
+			err = httpError(resp.StatusCode(), resp.Body())
+		}
+		if permanent(err) {
+			return nil, err
+		}
+		if werr := sleep(ctx, bo.NextBackOff()); werr != nil {
+			return nil, fmt.Errorf("%s %s: %w (last error: %v)", method, path, werr, err)
+		}
+	}
+}
+
+// CreatePod makes the pod directory (idempotent).
+func (c *Client) CreatePod(ctx context.Context, pod layout.Pod) error {
+	if err := pod.Validate(); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, http.MethodPut, podPath(pod), nil, nil)
+	return err
+}
+
+// DeletePod removes the pod directory, after the endpoint's retention
+// (idempotent).
+func (c *Client) DeletePod(ctx context.Context, pod layout.Pod) error {
+	if err := pod.Validate(); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, http.MethodDelete, podPath(pod), nil, nil)
+	return err
+}
+
+// Stage writes data to the pod's staging directory at rel with mode,
+// atomically (readers never see a partial file).
+func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error {
+	if err := pod.Validate(); err != nil {
+		return err
+	}
+	if err := layout.ValidateStaged(rel); err != nil {
+		return err
+	}
+	q := url.Values{"mode": {fmt.Sprintf("%04o", mode.Perm())}}
+	segs := strings.Split(rel, "/")
+	for i, s := range segs {
+		segs[i] = url.PathEscape(s)
+	}
+	if data == nil {
+		data = []byte{}
+	}
+	_, err := c.call(ctx, http.MethodPut, podPath(pod)+"/files/"+strings.Join(segs, "/"), q, data)
+	return err
+}
+
+// Info is a stream's state.
+type Info struct {
+	Exists     bool   `json:"exists"`
+	Size       int64  `json:"size"`
+	Exited     bool   `json:"exited"`
+	ExitCode   *int   `json:"exitCode,omitempty"`
+	TailOffset *int64 `json:"tailOffset,omitempty"`
+}
+
+// Info reports a container attempt's output size and exit state; with
+// tailLines >= 0 also where its last tailLines lines start.
+func (c *Client) Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (Info, error) {
+	q := url.Values{"attempt": {strconv.Itoa(attempt)}}
+	if tailLines >= 0 {
+		q.Set("tail_lines", strconv.FormatInt(tailLines, 10))
+	}
+	body, err := c.call(ctx, http.MethodGet, podPath(pod)+"/containers/"+url.PathEscape(container)+"/info", q, nil)
+	if err != nil {
+		return Info{}, err
+	}
+	var info Info
+	if err := json.Unmarshal(body, &info); err != nil {
+		return Info{}, fmt.Errorf("fetch endpoint: decode info: %w", err)
+	}
+	return info, nil
+}
+
+// CloseIdleConnections releases idle keep-alive connections.
+func (c *Client) CloseIdleConnections() { c.rc.GetClient().CloseIdleConnections() }

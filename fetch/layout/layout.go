@@ -1,0 +1,139 @@
+// Package layout is the on-disk contract between the provider, the batch
+// scripts it generates, and the fetch endpoint: where a pod's files live
+// under the shared root. It is the one place that builds those paths.
+//
+//	<root>/<namespace>_<pod>_<uid>/               the pod directory
+//	    <container>/<attempt>.log                 stdout+stderr, raw bytes
+//	    <container>/<attempt>.exit                exit code, written when it ends
+//	    _staged/<path>                            files the provider uploads
+//	    _work/                                    scratch (emptyDir volumes)
+//	    .deleted                                  pod gone; removed after retention
+//
+// Names are validated so that no component can contain '/', '_' (the pod
+// directory separator) or be "." or "..", and "_staged"/"_work" can never
+// collide with a container name (DNS-1123 labels have no '_').
+package layout
+
+import (
+	"fmt"
+	"path"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+const (
+	// StagedDir holds files uploaded through the fetch endpoint.
+	StagedDir = "_staged"
+	// WorkDir holds per-pod scratch space created by the job.
+	WorkDir = "_work"
+	// DeletedMarker marks a pod directory whose pod is gone.
+	DeletedMarker = ".deleted"
+	// MaxStagedPath bounds a staged file's relative path.
+	MaxStagedPath = 1024
+	// MaxStagedDepth bounds a staged file's directory depth.
+	MaxStagedDepth = 16
+	// MaxAttempt bounds a container attempt (restart count).
+	MaxAttempt = 1 << 20
+)
+
+var (
+	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	uidPattern       = regexp.MustCompile(`^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$`)
+	stagedSegment    = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
+)
+
+// Pod identifies a pod's directory.
+type Pod struct {
+	Namespace string
+	Name      string
+	UID       string
+}
+
+// Validate checks the names: namespace a DNS-1123 label, name a DNS-1123
+// subdomain, UID letters, digits and dashes (Kubernetes uses UUIDs).
+func (p Pod) Validate() error {
+	if len(p.Namespace) > 63 || !dns1123Label.MatchString(p.Namespace) {
+		return fmt.Errorf("namespace %q is not a DNS-1123 label", p.Namespace)
+	}
+	if len(p.Name) > 253 || !dns1123Subdomain.MatchString(p.Name) {
+		return fmt.Errorf("pod name %q is not a DNS-1123 subdomain", p.Name)
+	}
+	if len(p.UID) > 64 || !uidPattern.MatchString(p.UID) {
+		return fmt.Errorf("pod UID %q must be 1-64 letters, digits or dashes", p.UID)
+	}
+	return nil
+}
+
+// Dir is the pod directory's name under the root.
+func (p Pod) Dir() string { return p.Namespace + "_" + p.Name + "_" + p.UID }
+
+// String is namespace/name (uid), for messages.
+func (p Pod) String() string { return p.Namespace + "/" + p.Name + " (" + p.UID + ")" }
+
+// ParseDir is the inverse of Dir.
+func ParseDir(dir string) (Pod, error) {
+	parts := strings.Split(dir, "_")
+	if len(parts) != 3 {
+		return Pod{}, fmt.Errorf("%q is not a pod directory name", dir)
+	}
+	p := Pod{Namespace: parts[0], Name: parts[1], UID: parts[2]}
+	return p, p.Validate()
+}
+
+// ValidateContainer checks a container name (a DNS-1123 label).
+func ValidateContainer(name string) error {
+	if len(name) > 63 || !dns1123Label.MatchString(name) {
+		return fmt.Errorf("container name %q is not a DNS-1123 label", name)
+	}
+	return nil
+}
+
+// ValidateAttempt checks a container attempt number.
+func ValidateAttempt(attempt int) error {
+	if attempt < 0 || attempt > MaxAttempt {
+		return fmt.Errorf("attempt %d out of range 0..%d", attempt, MaxAttempt)
+	}
+	return nil
+}
+
+// ValidateStaged checks a staged file's path relative to the staging
+// directory: slash-separated segments of letters, digits, '-', '_' and '.',
+// none of them "." or "..", no leading slash, bounded length and depth.
+func ValidateStaged(rel string) error {
+	if rel == "" || len(rel) > MaxStagedPath {
+		return fmt.Errorf("staged path must be 1-%d bytes", MaxStagedPath)
+	}
+	segs := strings.Split(rel, "/")
+	if len(segs) > MaxStagedDepth {
+		return fmt.Errorf("staged path %q is deeper than %d", rel, MaxStagedDepth)
+	}
+	for _, s := range segs {
+		if s == "." || s == ".." || !stagedSegment.MatchString(s) {
+			return fmt.Errorf("staged path %q: segment %q is not allowed", rel, s)
+		}
+	}
+	return nil
+}
+
+// LogFile is a container attempt's output file, relative to the pod
+// directory.
+func LogFile(container string, attempt int) string {
+	return path.Join(container, strconv.Itoa(attempt)+".log")
+}
+
+// ExitFile is a container attempt's exit marker, relative to the pod
+// directory.
+func ExitFile(container string, attempt int) string {
+	return path.Join(container, strconv.Itoa(attempt)+".exit")
+}
+
+// Staged is a staged file's path relative to the pod directory.
+func Staged(rel string) string { return path.Join(StagedDir, rel) }
+
+// Path joins root (as seen by whoever will use the path: the job on a
+// compute node, or the endpoint's host), the pod directory and elem.
+func (p Pod) Path(root string, elem ...string) string {
+	return path.Join(append([]string{root, p.Dir()}, elem...)...)
+}

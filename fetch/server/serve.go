@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ServeOptions says where and how to listen.
+type ServeOptions struct {
+	Addr              string // host:port
+	CertFile, KeyFile string // TLS when both are set
+	// ShutdownGrace bounds the wait for requests in flight at shutdown
+	// (default 10s). Long-polls are released at once.
+	ShutdownGrace time.Duration
+	// Ready, if set, receives the bound address once listening.
+	Ready func(net.Addr)
+}
+
+// Serve serves s until ctx ends, then shuts down gracefully. It runs the
+// janitor too.
+func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
+	if o.ShutdownGrace <= 0 {
+		o.ShutdownGrace = 10 * time.Second
+	}
+	// Requests see base's context: cancelling it at shutdown ends waiting
+	// long-polls, whose clients resume elsewhere or after a restart.
+	base, cancelBase := context.WithCancel(context.Background())
+	defer cancelBase()
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    16 << 10,
+		BaseContext:       func(net.Listener) context.Context { return base },
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+	}
+	ln, err := net.Listen("tcp", o.Addr)
+	if err != nil {
+		return err
+	}
+	if o.Ready != nil {
+		o.Ready(ln.Addr())
+	}
+	go s.Janitor(base, time.Minute)
+	errc := make(chan error, 1)
+	go func() {
+		if o.CertFile != "" && o.KeyFile != "" {
+			errc <- hs.ServeTLS(ln, o.CertFile, o.KeyFile)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	cancelBase()
+	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownGrace)
+	defer cancel()
+	err = hs.Shutdown(sctx)
+	if e := <-errc; !errors.Is(e, http.ErrServerClosed) && err == nil {
+		err = e
+	}
+	return err
+}

@@ -1,0 +1,764 @@
+// Package server is the fetch endpoint: an HTTP server that runs on the
+// Slurm side, next to the shared file system, and serves job output by byte
+// offset (with long-poll), stages input files into pod directories, and
+// removes pod directories when their pods are gone. The protocol is in
+// fetch/README.md.
+//
+// Every path is confined twice: names are validated against the layout
+// contract, and all file access goes through an os.Root opened on the pod
+// directory, so neither "..", nor an absolute path, nor a symlink can reach
+// outside it.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/internal/tokenfile"
+)
+
+// Protocol headers on a log read.
+const (
+	HeaderOffset   = "X-Fetch-Offset"    // offset of the first byte in the body
+	HeaderNext     = "X-Fetch-Next"      // offset to ask for next
+	HeaderSize     = "X-Fetch-Size"      // the file's size when read
+	HeaderComplete = "X-Fetch-Complete"  // "true": exit marker present and every byte delivered
+	HeaderExitCode = "X-Fetch-Exit-Code" // the container's exit code, once known
+)
+
+// Config configures a Server.
+type Config struct {
+	// Root is the shared directory holding pod directories.
+	Root string
+	// TokenFile holds the bearer token clients must send; re-read on change.
+	TokenFile string
+	// PollInterval is how often a long-poll re-checks a file when no
+	// file-system event arrives: the latency floor on file systems where
+	// inotify cannot see writes from other hosts (NFS, Lustre). Default 1s.
+	PollInterval time.Duration
+	// MaxWait caps a long-poll's wait parameter. Default 60s.
+	MaxWait time.Duration
+	// MaxChunk caps the bytes one log read returns. Default 4 MiB.
+	MaxChunk int64
+	// MaxUpload caps one staged file. Default 16 MiB.
+	MaxUpload int64
+	// Retention is how long a deleted pod's directory is kept. 0: removed
+	// at once.
+	Retention time.Duration
+	// Owner, when set, owns what the server creates (for a server running
+	// as root on behalf of the job user).
+	Owner *Owner
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil: a private registry.
+	Registerer prometheus.Registerer
+	// Gatherer serves /metrics; nil: the private registry.
+	Gatherer prometheus.Gatherer
+}
+
+// Owner is a numeric uid and gid.
+type Owner struct{ UID, GID int }
+
+// Server serves the fetch protocol.
+type Server struct {
+	cfg   Config
+	root  *os.Root
+	token *tokenfile.File
+	log   *slog.Logger
+	watch *watcher
+	m     metrics
+	mux   *http.ServeMux
+}
+
+type metrics struct {
+	requests  *prometheus.CounterVec
+	bytes     prometheus.Counter
+	longPolls prometheus.Gauge
+	staged    prometheus.Counter
+}
+
+// New opens the root and checks the token file.
+func New(cfg Config) (*Server, error) {
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = time.Second
+	}
+	if cfg.MaxWait <= 0 {
+		cfg.MaxWait = 60 * time.Second
+	}
+	if cfg.MaxChunk <= 0 {
+		cfg.MaxChunk = 4 << 20
+	}
+	if cfg.MaxUpload <= 0 {
+		cfg.MaxUpload = 16 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	root, err := os.OpenRoot(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("open root: %w", err)
+	}
+	tok := tokenfile.New(cfg.TokenFile)
+	if _, err := tok.Get(true); err != nil {
+		root.Close()
+		return nil, err
+	}
+	w, err := newWatcher(cfg.Logger)
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, root: root, token: tok, log: cfg.Logger, watch: w}
+	reg := cfg.Registerer
+	gather := cfg.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, gather = r, r
+	}
+	s.m = metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slurm_fetchd_requests_total", Help: "Requests by handler and HTTP status code.",
+		}, []string{"handler", "code"}),
+		bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "slurm_fetchd_log_bytes_served_total", Help: "Job output bytes served.",
+		}),
+		longPolls: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "slurm_fetchd_active_long_polls", Help: "Log reads waiting for new output.",
+		}),
+		staged: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "slurm_fetchd_staged_bytes_total", Help: "Bytes written to staged files.",
+		}),
+	}
+	reg.MustRegister(s.m.requests, s.m.bytes, s.m.longPolls, s.m.staged)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
+	const pod = "/v1/pods/{namespace}/{name}/{uid}"
+	s.handle(mux, "PUT "+pod, "pod_create", s.createPod)
+	s.handle(mux, "DELETE "+pod, "pod_delete", s.deletePod)
+	s.handle(mux, "PUT "+pod+"/files/{path...}", "stage", s.stage)
+	s.handle(mux, "GET "+pod+"/containers/{container}/log", "log", s.readLog)
+	s.handle(mux, "GET "+pod+"/containers/{container}/info", "info", s.info)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	})
+	s.mux = mux
+	return s, nil
+}
+
+// Close releases the root and the file-system watcher.
+func (s *Server) Close() error {
+	s.watch.close()
+	return s.root.Close()
+}
+
+// ServeHTTP implements http.Handler. Non-canonical paths ("..", ".", "//")
+// are refused rather than redirected to their cleaned form, as
+// http.ServeMux would: no client of ours sends them.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p {
+		writeError(w, http.StatusBadRequest, "the path must be canonical: no '.', '..' or empty segments")
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// statusWriter remembers the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// handle registers an authenticated handler for a pod and counts it.
+func (s *Server) handle(mux *http.ServeMux, pattern, name string, h func(http.ResponseWriter, *http.Request, layout.Pod)) {
+	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() { s.m.requests.WithLabelValues(name, strconv.Itoa(sw.code)).Inc() }()
+		if !s.authorized(r) {
+			sw.Header().Set("WWW-Authenticate", `Bearer realm="slurm-fetchd"`)
+			writeError(sw, http.StatusUnauthorized, "missing or wrong bearer token")
+			return
+		}
+		pod := layout.Pod{Namespace: r.PathValue("namespace"), Name: r.PathValue("name"), UID: r.PathValue("uid")}
+		if err := pod.Validate(); err != nil {
+			writeError(sw, http.StatusBadRequest, err.Error())
+			return
+		}
+		h(sw, r, pod)
+	})
+}
+
+func (s *Server) authorized(r *http.Request) bool {
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || got == "" {
+		return false
+	}
+	want, err := s.token.Get(false)
+	if err != nil {
+		s.log.Error("cannot read the token file; refusing every request", "err", err)
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// errorBody is every 4xx/5xx answer's body.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, code int, reason string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(errorBody{Error: reason})
+}
+
+// fsError maps a file-system error to an HTTP answer without leaking host
+// paths.
+func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		writeError(w, http.StatusNotFound, what+" does not exist")
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), isEscape(err):
+		writeError(w, http.StatusForbidden, what+" is not a plain file inside the pod directory")
+	default:
+		s.log.Error("file system error", "what", what, "err", err)
+		writeError(w, http.StatusInternalServerError, what+": file system error")
+	}
+}
+
+// isEscape recognizes os.Root's refusal to leave the root.
+func isEscape(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
+}
+
+// podRoot opens the pod directory as its own root.
+func (s *Server) podRoot(pod layout.Pod) (*os.Root, error) {
+	return s.root.OpenRoot(pod.Dir())
+}
+
+func (s *Server) chown(r *os.Root, name string) error {
+	if s.cfg.Owner == nil {
+		return nil
+	}
+	return r.Lchown(name, s.cfg.Owner.UID, s.cfg.Owner.GID)
+}
+
+// createPod makes the pod directory with its staging and work folders.
+// Idempotent.
+func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	if err := s.root.Mkdir(pod.Dir(), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	pr, err := s.podRoot(pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+	for _, d := range []string{layout.StagedDir, layout.WorkDir} {
+		if err := pr.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			s.fsError(w, d, err)
+			return
+		}
+		if err := s.chown(pr, d); err != nil {
+			s.fsError(w, d, err)
+			return
+		}
+	}
+	if err := s.chown(s.root, pod.Dir()); err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	// A pod re-created with the same UID is not deleted any more.
+	pr.Remove(layout.DeletedMarker)
+	s.log.Info("pod directory ready", "pod", pod.String())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deletePod removes the pod directory now, or marks it for the janitor
+// when a retention is configured. Idempotent.
+func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	if s.cfg.Retention <= 0 {
+		if err := s.root.RemoveAll(pod.Dir()); err != nil {
+			s.fsError(w, "pod directory", err)
+			return
+		}
+		s.log.Info("pod directory removed", "pod", pod.String())
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	pr, err := s.podRoot(pod)
+	if errors.Is(err, fs.ErrNotExist) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+	f, err := pr.OpenFile(layout.DeletedMarker, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW, 0o644)
+	if err != nil {
+		s.fsError(w, "deletion marker", err)
+		return
+	}
+	f.Close()
+	s.log.Info("pod directory marked for removal", "pod", pod.String(), "retention", s.cfg.Retention)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Janitor removes pod directories whose deletion marker is older than the
+// retention, every interval, until ctx ends.
+func (s *Server) Janitor(ctx context.Context, interval time.Duration) {
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		s.sweep(time.Now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) sweep(now time.Time) {
+	d, err := s.root.Open(".")
+	if err != nil {
+		s.log.Error("janitor: open root", "err", err)
+		return
+	}
+	names, err := d.Readdirnames(-1)
+	d.Close()
+	if err != nil {
+		s.log.Error("janitor: list root", "err", err)
+		return
+	}
+	for _, name := range names {
+		pod, err := layout.ParseDir(name)
+		if err != nil {
+			continue // not ours
+		}
+		st, err := s.root.Lstat(pod.Dir() + "/" + layout.DeletedMarker)
+		if err != nil || now.Sub(st.ModTime()) < s.cfg.Retention {
+			continue
+		}
+		if err := s.root.RemoveAll(name); err != nil {
+			s.log.Error("janitor: remove pod directory", "pod", pod.String(), "err", err)
+			continue
+		}
+		s.log.Info("janitor: pod directory removed", "pod", pod.String())
+	}
+}
+
+// stage writes one file under the pod's staging directory atomically: a
+// temporary file in the same directory, fsync, then rename.
+func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	rel := r.PathValue("path")
+	if err := layout.ValidateStaged(rel); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	mode := os.FileMode(0o644)
+	if m := r.URL.Query().Get("mode"); m != "" {
+		v, err := strconv.ParseUint(m, 8, 32)
+		if err != nil || v&^0o777 != 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("mode %q must be octal permission bits (e.g. 0600)", m))
+			return
+		}
+		mode = os.FileMode(v)
+	}
+	if r.ContentLength > s.cfg.MaxUpload {
+		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("file larger than %d bytes", s.cfg.MaxUpload))
+		return
+	}
+	pr, err := s.podRoot(pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+	target := layout.Staged(rel)
+	dir := target[:strings.LastIndexByte(target, '/')]
+	if err := pr.MkdirAll(dir, 0o755); err != nil {
+		s.fsError(w, "staging directory", err)
+		return
+	}
+	tmp := fmt.Sprintf("%s/.tmp-%d-%s", dir, time.Now().UnixNano(), target[len(dir)+1:])
+	f, err := pr.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY|syscall.O_NOFOLLOW, mode)
+	if err != nil {
+		s.fsError(w, "staged file", err)
+		return
+	}
+	n, err := io.Copy(f, http.MaxBytesReader(w, r.Body, s.cfg.MaxUpload))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = pr.Chmod(tmp, mode) // the umask may have narrowed it
+	}
+	if err == nil {
+		err = s.chown(pr, tmp)
+	}
+	if err == nil {
+		err = pr.Rename(tmp, target)
+	}
+	if err != nil {
+		pr.Remove(tmp)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("file larger than %d bytes", s.cfg.MaxUpload))
+			return
+		}
+		s.fsError(w, "staged file", err)
+		return
+	}
+	s.m.staged.Add(float64(n))
+	s.log.Info("file staged", "pod", pod.String(), "path", rel, "bytes", n, "mode", fmt.Sprintf("%04o", mode))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// streamQuery is what a log read or info request names.
+type streamQuery struct {
+	container string
+	attempt   int
+}
+
+func parseStream(r *http.Request) (streamQuery, error) {
+	q := streamQuery{container: r.PathValue("container")}
+	if err := layout.ValidateContainer(q.container); err != nil {
+		return q, err
+	}
+	if a := r.URL.Query().Get("attempt"); a != "" {
+		n, err := strconv.Atoi(a)
+		if err != nil {
+			return q, fmt.Errorf("attempt %q is not a number", a)
+		}
+		q.attempt = n
+	}
+	return q, layout.ValidateAttempt(q.attempt)
+}
+
+// streamState is a container attempt's output as of one look.
+type streamState struct {
+	exists   bool  // the log file exists
+	size     int64 // its size
+	exited   bool  // the exit marker exists
+	exitCode int
+}
+
+// look reads the marker before the size: the job writes the marker after
+// the last byte, so a size taken after seeing the marker is final.
+func look(pr *os.Root, q streamQuery) (streamState, error) {
+	var st streamState
+	f, err := pr.OpenFile(layout.ExitFile(q.container, q.attempt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	switch {
+	case err == nil:
+		var b [32]byte
+		n, _ := io.ReadFull(f, b[:])
+		f.Close()
+		st.exited = true
+		code, perr := strconv.Atoi(strings.TrimSpace(string(b[:n])))
+		if perr != nil {
+			code = -1 // a marker we cannot read still means the container ended
+		}
+		st.exitCode = code
+	case !errors.Is(err, fs.ErrNotExist):
+		return st, err
+	}
+	fi, err := pr.Lstat(layout.LogFile(q.container, q.attempt))
+	switch {
+	case err == nil:
+		if !fi.Mode().IsRegular() {
+			return st, fmt.Errorf("log: %w", syscall.ELOOP)
+		}
+		st.exists, st.size = true, fi.Size()
+	case !errors.Is(err, fs.ErrNotExist):
+		return st, err
+	}
+	return st, nil
+}
+
+func (st streamState) setHeaders(h http.Header) {
+	h.Set(HeaderSize, strconv.FormatInt(st.size, 10))
+	if st.exited {
+		h.Set(HeaderExitCode, strconv.Itoa(st.exitCode))
+	}
+}
+
+// readLog serves output from an offset: at most max bytes (capped by the
+// server), waiting up to wait for output beyond the offset.
+func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	q, err := parseStream(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	params := r.URL.Query()
+	offset, err := parseInt(params.Get("offset"), 0)
+	if err != nil || offset < 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("offset %q must be a non-negative integer", params.Get("offset")))
+		return
+	}
+	max, err := parseInt(params.Get("max"), s.cfg.MaxChunk)
+	if err != nil || max <= 0 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("max %q must be a positive integer", params.Get("max")))
+		return
+	}
+	if max > s.cfg.MaxChunk {
+		max = s.cfg.MaxChunk
+	}
+	var wait time.Duration
+	if v := params.Get("wait"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("wait %q must be a duration such as 30s", v))
+			return
+		}
+		if wait > s.cfg.MaxWait {
+			wait = s.cfg.MaxWait
+		}
+	}
+	pr, err := s.podRoot(pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+
+	st, err := look(pr, q)
+	if err != nil {
+		s.fsError(w, "log", err)
+		return
+	}
+	if wait > 0 && st.size <= offset && !st.exited {
+		if st, err = s.waitForOutput(r.Context(), pod, pr, q, offset, wait); err != nil {
+			if r.Context().Err() != nil {
+				return // the client went away
+			}
+			s.fsError(w, "log", err)
+			return
+		}
+	}
+	if offset > st.size {
+		st.setHeaders(w.Header())
+		writeError(w, http.StatusRequestedRangeNotSatisfiable, fmt.Sprintf("offset %d is past the end of the output (%d bytes)", offset, st.size))
+		return
+	}
+	n := st.size - offset
+	if n > max {
+		n = max
+	}
+	next := offset + n
+	h := w.Header()
+	st.setHeaders(h)
+	h.Set(HeaderOffset, strconv.FormatInt(offset, 10))
+	h.Set(HeaderNext, strconv.FormatInt(next, 10))
+	h.Set(HeaderComplete, strconv.FormatBool(st.exited && next == st.size))
+	h.Set("Content-Type", "application/octet-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.FormatInt(n, 10))
+	if n == 0 {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	f, err := pr.OpenFile(layout.LogFile(q.container, q.attempt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		h.Del("Content-Length")
+		s.fsError(w, "log", err)
+		return
+	}
+	defer f.Close()
+	w.WriteHeader(http.StatusOK)
+	// A short copy (client gone) leaves the body short of Content-Length,
+	// which the client sees as a broken answer and retries from what it got.
+	copied, _ := io.Copy(w, io.NewSectionReader(f, offset, n))
+	s.m.bytes.Add(float64(copied))
+}
+
+// waitForOutput blocks until the log grows past offset, the exit marker
+// appears, wait passes or ctx ends, and returns the state then.
+func (s *Server) waitForOutput(ctx context.Context, pod layout.Pod, pr *os.Root, q streamQuery, offset int64, wait time.Duration) (streamState, error) {
+	s.m.longPolls.Inc()
+	defer s.m.longPolls.Dec()
+	// Watch the container directory, or the pod directory until the job
+	// creates it; the poll covers writes inotify cannot see.
+	dir := pod.Path(s.cfg.Root, q.container)
+	if _, err := pr.Lstat(q.container); err != nil {
+		dir = pod.Path(s.cfg.Root)
+	}
+	events, stop := s.watch.subscribe(dir)
+	defer stop()
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	poll := time.NewTicker(s.cfg.PollInterval)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return streamState{}, ctx.Err()
+		case <-deadline.C:
+			return look(pr, q)
+		case <-events:
+		case <-poll.C:
+		}
+		st, err := look(pr, q)
+		if err != nil || st.size > offset || st.exited {
+			return st, err
+		}
+	}
+}
+
+// infoBody answers an info request.
+type infoBody struct {
+	Exists     bool   `json:"exists"`
+	Size       int64  `json:"size"`
+	Exited     bool   `json:"exited"`
+	ExitCode   *int   `json:"exitCode,omitempty"`
+	TailOffset *int64 `json:"tailOffset,omitempty"`
+}
+
+// info reports a stream's size and state, and where its last tail_lines
+// lines start.
+func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	q, err := parseStream(r)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	tail := int64(-1)
+	if v := r.URL.Query().Get("tail_lines"); v != "" {
+		if tail, err = strconv.ParseInt(v, 10, 64); err != nil || tail < 0 {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("tail_lines %q must be a non-negative integer", v))
+			return
+		}
+	}
+	pr, err := s.podRoot(pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+	st, err := look(pr, q)
+	if err != nil {
+		s.fsError(w, "log", err)
+		return
+	}
+	body := infoBody{Exists: st.exists, Size: st.size, Exited: st.exited}
+	if st.exited {
+		body.ExitCode = &st.exitCode
+	}
+	if tail >= 0 {
+		off := st.size
+		if st.exists && tail > 0 {
+			f, err := pr.OpenFile(layout.LogFile(q.container, q.attempt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+			if err != nil {
+				s.fsError(w, "log", err)
+				return
+			}
+			off, err = TailOffset(f, st.size, tail)
+			f.Close()
+			if err != nil {
+				s.fsError(w, "log", err)
+				return
+			}
+		}
+		body.TailOffset = &off
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(body)
+}
+
+// TailOffset returns the offset where the last n lines of the first size
+// bytes of r start, reading backwards in blocks (never the whole file). A
+// final newline ends the last line; a last line without one still counts.
+func TailOffset(r io.ReaderAt, size, n int64) (int64, error) {
+	if n <= 0 {
+		return size, nil
+	}
+	const block = 64 << 10
+	buf := make([]byte, block)
+	end := size
+	first := true
+	var found int64
+	for end > 0 {
+		start := end - block
+		if start < 0 {
+			start = 0
+		}
+		chunk := buf[:end-start]
+		if _, err := r.ReadAt(chunk, start); err != nil && err != io.EOF {
+			return 0, err
+		}
+		i := len(chunk) - 1
+		if first {
+			first = false
+			if chunk[i] == '\n' {
+				i-- // the final newline ends the last line, it starts none
+			}
+		}
+		for ; i >= 0; i-- {
+			if chunk[i] == '\n' {
+				found++
+				if found == n {
+					return start + int64(i) + 1, nil
+				}
+			}
+		}
+		end = start
+	}
+	return 0, nil
+}
+
+func parseInt(s string, def int64) (int64, error) {
+	if s == "" {
+		return def, nil
+	}
+	return strconv.ParseInt(s, 10, 64)
+}
