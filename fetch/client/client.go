@@ -75,12 +75,18 @@ type Config struct {
 	// RetryFor bounds retries of calls that are not follow streams
 	// (default 30s).
 	RetryFor time.Duration
+	// HTTP1 disables HTTP/2. By default follow streams and calls use
+	// HTTP/2 (h2c on plain http, which slurm-fetchd serves), so that many
+	// streams share a few connections; set HTTP1 behind a proxy that only
+	// speaks HTTP/1.1.
+	HTTP1 bool
 }
 
 // Client talks to one fetch endpoint.
 type Client struct {
 	cfg   Config
-	rc    *resty.Client
+	rc    *resty.Client // HTTP/2: follow streams and calls
+	bulk  *resty.Client // HTTP/1.1: one-shot reads
 	token *tokenfile.File
 }
 
@@ -108,13 +114,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.RetryFor <= 0 {
 		cfg.RetryFor = 30 * time.Second
 	}
-	tr := &http.Transport{
-		Proxy:               http.ProxyFromEnvironment,
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   true,
-	}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if cfg.CAFile != "" {
 		pem, err := os.ReadFile(cfg.CAFile)
 		if err != nil {
@@ -124,14 +124,44 @@ func New(cfg Config) (*Client, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("fetch endpoint CA file %s: no PEM certificates", cfg.CAFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tlsCfg.RootCAs = pool
 	}
+	transport := func(protocols func(*http.Protocols)) *http.Transport {
+		tr := &http.Transport{
+			Proxy:               http.ProxyFromEnvironment,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+			TLSHandshakeTimeout: 10 * time.Second,
+			TLSClientConfig:     tlsCfg.Clone(),
+			Protocols:           new(http.Protocols),
+		}
+		protocols(tr.Protocols)
+		return tr
+	}
+	// Follow streams and small calls: HTTP/2 (h2c on plain http, which
+	// slurm-fetchd serves), so that a thousand idle `logs -f` share a few
+	// connections. One-shot reads: HTTP/1.1, whose server side sends the
+	// file with sendfile, about four times HTTP/2's bulk throughput here.
+	multiplexed := transport(func(p *http.Protocols) {
+		switch {
+		case cfg.HTTP1:
+			p.SetHTTP1(true)
+		case u.Scheme == "http":
+			p.SetUnencryptedHTTP2(true)
+		default:
+			p.SetHTTP2(true)
+			p.SetHTTP1(true)
+		}
+	})
+	bulk := transport(func(p *http.Protocols) { p.SetHTTP1(true) })
 	// No client-wide timeout: it would cut long-polls and streams. Calls
 	// are bounded by their contexts.
-	rc := resty.NewWithClient(&http.Client{Transport: tr}).
-		SetBaseURL(strings.TrimSuffix(cfg.URL, "/")).
-		SetLogger(quietLogger{})
-	return &Client{cfg: cfg, rc: rc, token: tokenfile.New(cfg.TokenFile)}, nil
+	newResty := func(tr *http.Transport) *resty.Client {
+		return resty.NewWithClient(&http.Client{Transport: tr}).
+			SetBaseURL(strings.TrimSuffix(cfg.URL, "/")).
+			SetLogger(quietLogger{})
+	}
+	return &Client{cfg: cfg, rc: newResty(multiplexed), bulk: newResty(bulk), token: tokenfile.New(cfg.TokenFile)}, nil
 }
 
 // quietLogger keeps resty from printing to stderr; errors reach callers.
@@ -148,13 +178,13 @@ func podPath(pod layout.Pod) string {
 // do sends one request with the bearer token; after a 401 it re-reads the
 // token file and tries once more if the token changed. With stream set the
 // body is left unread for the caller.
-func (c *Client) do(ctx context.Context, method, path string, query url.Values, body []byte, stream bool) (*resty.Response, error) {
+func (c *Client) do(ctx context.Context, rc *resty.Client, method, path string, query url.Values, body []byte, stream bool) (*resty.Response, error) {
 	send := func(force bool) (*resty.Response, string, error) {
 		tok, err := c.token.Get(force)
 		if err != nil {
 			return nil, "", err
 		}
-		req := c.rc.R().SetContext(ctx).SetAuthToken(tok).SetDoNotParseResponse(stream)
+		req := rc.R().SetContext(ctx).SetAuthToken(tok).SetDoNotParseResponse(stream)
 		if query != nil {
 			req.SetQueryParamsFromValues(query)
 		}
@@ -222,7 +252,7 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	defer cancel()
 	bo := newBackoff(c.cfg, 0) // bounded by ctx
 	for {
-		resp, err := c.do(ctx, method, path, query, body, false)
+		resp, err := c.do(ctx, c.rc, method, path, query, body, false)
 		if err == nil {
 			if resp.IsSuccess() {
 				return resp.Body(), nil
@@ -306,4 +336,7 @@ func (c *Client) Info(ctx context.Context, pod layout.Pod, container string, att
 }
 
 // CloseIdleConnections releases idle keep-alive connections.
-func (c *Client) CloseIdleConnections() { c.rc.GetClient().CloseIdleConnections() }
+func (c *Client) CloseIdleConnections() {
+	c.rc.GetClient().CloseIdleConnections()
+	c.bulk.GetClient().CloseIdleConnections()
+}

@@ -67,7 +67,9 @@ func (f *fixture) serve(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s)
+	hs := httptest.NewUnstartedServer(s)
+	hs.Config.Protocols = server.Protocols()
+	hs.Start()
 	t.Cleanup(func() { hs.Close(); s.Close() })
 	return hs.URL
 }
@@ -246,9 +248,10 @@ func TestFollowWhileWriting(t *testing.T) {
 
 // fetchd runs the real slurm-fetchd binary, so that it can be killed.
 type fetchd struct {
-	t    *testing.T
+	t    testing.TB
 	f    *fixture
 	addr string
+	args []string // extra flags; tests default to a 50ms poll interval
 	cmd  *exec.Cmd
 }
 
@@ -258,7 +261,7 @@ var binOnce struct {
 	err  error
 }
 
-func fetchdBinary(t *testing.T) string {
+func fetchdBinary(t testing.TB) string {
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "slurm-fetchd-bin")
 		if err != nil {
@@ -277,7 +280,7 @@ func fetchdBinary(t *testing.T) string {
 	return binOnce.path
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -288,8 +291,11 @@ func freeAddr(t *testing.T) string {
 
 func (d *fetchd) start() {
 	d.t.Helper()
-	d.cmd = exec.Command(fetchdBinary(d.t), "-listen", d.addr, "-root", d.f.root, "-token-file", d.f.tokenFile,
-		"-poll-interval", "50ms")
+	args := d.args
+	if args == nil {
+		args = []string{"-poll-interval", "50ms"}
+	}
+	d.cmd = exec.Command(fetchdBinary(d.t), append([]string{"-listen", d.addr, "-root", d.f.root, "-token-file", d.f.tokenFile}, args...)...)
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
@@ -476,5 +482,16 @@ func TestStagingRoundTrip(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(f.root, p.Dir())); !os.IsNotExist(err) {
 		t.Fatalf("pod directory still there: %v", err)
+	}
+}
+
+// HTTP/1.1 still works, for endpoints behind proxies that only speak it.
+func TestHTTP1Mode(t *testing.T) {
+	f := newFixture(t)
+	os.WriteFile(f.logPath("main"), []byte("over http/1.1\n"), 0o644)
+	f.exit(t, "main", 0)
+	c := newClient(t, f.serve(t), func(c *Config) { c.HTTP1 = true })
+	if got := readAll(t, c, LogOptions{TailLines: -1, Follow: true}); string(got) != "over http/1.1\n" {
+		t.Fatalf("%q", got)
 	}
 }

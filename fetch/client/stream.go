@@ -242,7 +242,11 @@ func (s *stream) request(q url.Values, waiting bool) (*http.Response, error) {
 		}()
 		stopWatch = func() { close(stop); <-done }
 	}
-	resp, err := s.c.do(rctx, http.MethodGet, s.path, q, nil, true)
+	rc := s.c.rc
+	if !s.opts.Follow {
+		rc = s.c.bulk
+	}
+	resp, err := s.c.do(rctx, rc, http.MethodGet, s.path, q, nil, true)
 	stopWatch()
 	cut := errors.Is(context.Cause(rctx), errTerminated)
 	if err != nil {

@@ -37,6 +37,10 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 		MaxHeaderBytes:    16 << 10,
 		BaseContext:       func(net.Listener) context.Context { return base },
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		// HTTP/2 (h2c on plain HTTP) lets a provider multiplex its follow
+		// streams over a few connections; HTTP/1.1 still works (curl).
+		Protocols: Protocols(),
+		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: 1000},
 	}
 	ln, err := net.Listen("tcp", o.Addr)
 	if err != nil {
@@ -68,4 +72,14 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 		err = e
 	}
 	return err
+}
+
+// Protocols are the HTTP versions slurm-fetchd serves: HTTP/1.1, and
+// HTTP/2 over TLS or in the clear (h2c), which the client uses by default.
+func Protocols() *http.Protocols {
+	var p http.Protocols
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	p.SetUnencryptedHTTP2(true)
+	return &p
 }
