@@ -1,0 +1,226 @@
+package provider
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+var testCfg = TranslateConfig{
+	NodeName: "slurm-debug", Partition: "debug", SharedRoot: "/shared/vk", Runtime: RuntimeNone,
+	HostPathPrefixes: []string{"/scratch"}, AllowedOptions: []string{"nice", "exclusive"},
+}
+
+var lookups = Lookups{
+	ConfigMap: func(ns, name string) (*corev1.ConfigMap, error) {
+		if name == "app-config" {
+			return &corev1.ConfigMap{Data: map[string]string{"app.yaml": "level: debug\n", "MODE": "fast"}}, nil
+		}
+		return nil, fmt.Errorf("configmaps %q not found", name)
+	},
+	Secret: func(ns, name string) (*corev1.Secret, error) {
+		if name == "db" {
+			return &corev1.Secret{Data: map[string][]byte{"password": []byte("hunter2-TOP-SECRET\n"), "user": []byte("admin")}}, nil
+		}
+		return nil, fmt.Errorf("secrets %q not found", name)
+	},
+}
+
+func basePod(name string, containers ...corev1.Container) *corev1.Pod {
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: "11111111-2222-3333-4444-555555555555",
+			Labels: map[string]string{"app": "demo"}},
+		Spec: corev1.PodSpec{Containers: containers},
+	}
+}
+
+func quantity(s string) resource.Quantity { return resource.MustParse(s) }
+
+func goldenPods() map[string]*corev1.Pod {
+	hostile := basePod("hostile", corev1.Container{
+		Name:       "main",
+		Command:    []string{"/bin/echo"},
+		Args:       []string{`it's "quoted"`, "$(NAME)", "$$(NAME)", "`id`", "$(rm -rf /)", "a;b|c&d", "new\nline", "$HOME"},
+		Env:        []corev1.EnvVar{{Name: "NAME", Value: `O'Brien $USER`}},
+		WorkingDir: "/tmp/dir with 'quotes'",
+	})
+	secrets := basePod("secrets", corev1.Container{
+		Name:    "app",
+		Command: []string{"sh", "-c", "cat $SLURM_VK_MOUNT_CONFIG/app.yaml; echo $DB_USER"},
+		Env: []corev1.EnvVar{
+			{Name: "DB_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "password"}}},
+			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+			{Name: "MODE", ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "app-config"}, Key: "MODE"}}},
+		},
+		EnvFrom:      []corev1.EnvFromSource{{Prefix: "DB_", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}}}},
+		VolumeMounts: []corev1.VolumeMount{{Name: "config", MountPath: "/etc/app"}, {Name: "creds", MountPath: "/etc/creds"}, {Name: "scratch", MountPath: "/work"}},
+	})
+	secrets.Spec.Volumes = []corev1.Volume{
+		{Name: "config", VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: "app-config"}}}},
+		{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "db"}}},
+		{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{Items: []corev1.DownwardAPIVolumeFile{
+			{Path: "labels", FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.labels"}}}}}},
+	}
+	multi := basePod("multi",
+		corev1.Container{Name: "web", Command: []string{"sleep", "1"}, Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: quantity("1500m"), corev1.ResourceMemory: quantity("1Gi")}}},
+		corev1.Container{Name: "sidecar", Command: []string{"true"}, Resources: corev1.ResourceRequirements{
+			Limits: corev1.ResourceList{corev1.ResourceCPU: quantity("1"), corev1.ResourceMemory: quantity("100M"), "nvidia.com/gpu": quantity("2")}}},
+	)
+	multi.Spec.InitContainers = []corev1.Container{{Name: "setup", Command: []string{"echo", "init"}, Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: quantity("4")}}}}
+	deadline := int64(90)
+	multi.Spec.ActiveDeadlineSeconds = &deadline
+	multi.Annotations = map[string]string{AnnotationAccount: "physics", AnnotationQOS: "high", AnnotationOptions: `{"nice": 10}`}
+
+	apptainer := basePod("apptainer", corev1.Container{Name: "main", Image: "ghcr.io/acme/solver:1.2", Args: []string{"--steps", "10"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "data", MountPath: "/data", ReadOnly: true}}})
+	apptainer.Annotations = map[string]string{AnnotationRuntime: RuntimeApptainer}
+	apptainer.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/scratch/datasets"}}}}
+	podman := basePod("podman", corev1.Container{Name: "main", Image: "docker.io/library/python:3", Command: []string{"python", "-c"}, Args: []string{"print('hi')"},
+		Env: []corev1.EnvVar{{Name: "A", Value: "1"}}})
+	podman.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
+	enroot := basePod("enroot", corev1.Container{Name: "main", Image: "nvcr.io/nvidia/pytorch:24.01", Command: []string{"nvidia-smi"}})
+	enroot.Annotations = map[string]string{AnnotationRuntime: RuntimeEnroot}
+	return map[string]*corev1.Pod{"hostile": hostile, "secrets": secrets, "multi": multi, "apptainer": apptainer, "podman": podman, "enroot": enroot}
+}
+
+// golden renders a plan for comparison: the spec (without the script), the
+// staged files (contents of secrets included: they go to 0600 files, never
+// to the script), and the script.
+func golden(p *Plan) string {
+	spec := p.Spec
+	script := spec.Script
+	spec.Script = ""
+	js, _ := json.MarshalIndent(spec, "", "  ")
+	var b strings.Builder
+	fmt.Fprintf(&b, "## job spec\n%s\n## staged files\n", js)
+	for _, f := range p.Staged {
+		fmt.Fprintf(&b, "%04o %s %q\n", f.Mode, f.Path, f.Data)
+	}
+	fmt.Fprintf(&b, "## script\n%s", script)
+	return b.String()
+}
+
+func TestTranslateGolden(t *testing.T) {
+	for name, pod := range goldenPods() {
+		t.Run(name, func(t *testing.T) {
+			plan, err := Translate(pod, testCfg, lookups)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := golden(plan)
+			file := filepath.Join("testdata", "translate", name+".golden")
+			if *update {
+				os.MkdirAll(filepath.Dir(file), 0o755)
+				if err := os.WriteFile(file, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatalf("%v (run go test ./provider -run TestTranslateGolden -update)", err)
+			}
+			if got != string(want) {
+				t.Errorf("translation of %s differs from %s (rerun with -update and review the diff):\n%s", name, file, got)
+			}
+			if strings.Contains(plan.Spec.Script, "hunter2") || strings.Contains(strings.Join(plan.Spec.Env, " "), "hunter2") {
+				t.Error("a secret value is in the job script or the job's environment")
+			}
+			if out, err := exec.Command("bash", "-n", "-c", plan.Spec.Script).CombinedOutput(); err != nil {
+				t.Errorf("bash -n: %v: %s", err, out)
+			}
+		})
+	}
+}
+
+// TestHostileStringsRunVerbatim runs the generated script with bash (runtime
+// none) and checks each argument arrives byte for byte, nothing expanded
+// but the kubelet's own $(VAR).
+func TestHostileStringsRunVerbatim(t *testing.T) {
+	root := t.TempDir()
+	cfg := testCfg
+	cfg.SharedRoot = root
+	pod := goldenPods()["hostile"]
+	pod.Spec.Containers[0].Command = []string{"/usr/bin/printf", "[%s]\n"}
+	pod.Spec.Containers[0].WorkingDir = ""
+	plan, err := Translate(pod, cfg, lookups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("bash", "-c", plan.Spec.Script)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=/home/x", "USER=u"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("script: %v: %s", err, out)
+	}
+	ref := PodRef(pod)
+	log, err := os.ReadFile(ref.Path(root, "main", "0.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[it's \"quoted\"]\n[O'Brien $USER]\n[$(NAME)]\n[`id`]\n[$(rm -rf /)]\n[a;b|c&d]\n[new\nline]\n[$HOME]\n"
+	if string(log) != want {
+		t.Errorf("arguments arrived as\n%s\nwant\n%s", log, want)
+	}
+	if exit, _ := os.ReadFile(ref.Path(root, "main", "0.exit")); string(exit) != "0\n" {
+		t.Errorf("exit marker %q", exit)
+	}
+}
+
+func TestTranslateRejects(t *testing.T) {
+	pvc := basePod("pvc", corev1.Container{Name: "main", Command: []string{"true"}})
+	pvc.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}}
+	hostPath := basePod("hostpath", corev1.Container{Name: "main", Command: []string{"true"}})
+	hostPath.Spec.Volumes = []corev1.Volume{{Name: "etc", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/scratch/../etc"}}}}
+	missingSecret := basePod("nosecret", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{
+		{Name: "X", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "nope"}, Key: "k"}}}}})
+	noCommand := basePod("nocmd", corev1.Container{Name: "main", Image: "busybox"})
+	badOption := basePod("badopt", corev1.Container{Name: "main", Command: []string{"true"}})
+	badOption.Annotations = map[string]string{AnnotationOptions: `{"begin_time": 1}`}
+	badRuntime := basePod("badrt", corev1.Container{Name: "main", Command: []string{"true"}})
+	badRuntime.Annotations = map[string]string{AnnotationRuntime: "docker"}
+	badEnv := basePod("badenv", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "my.var", Value: "x"}}})
+	for _, tt := range []struct {
+		pod    *corev1.Pod
+		reason string
+	}{
+		{pvc, "UnsupportedVolume"},
+		{hostPath, "HostPathNotAllowed"},
+		{missingSecret, "SecretKeyNotFound"},
+		{noCommand, "NoCommand"},
+		{badOption, "OptionNotAllowed"},
+		{badRuntime, "UnsupportedRuntime"},
+		{badEnv, "InvalidEnvName"},
+	} {
+		_, err := Translate(tt.pod, testCfg, lookups)
+		var ip *InvalidPodError
+		if !errors.As(err, &ip) || ip.Reason != tt.reason || ip.Message == "" {
+			t.Errorf("%s: err = %v, want reason %s", tt.pod.Name, err, tt.reason)
+		}
+	}
+}
+
+func TestJobComment(t *testing.T) {
+	pod := basePod("p")
+	c := JobComment("node-a", pod)
+	ns, name, uid, ok := ParseJobComment("node-a", c)
+	if !ok || ns != "default" || name != "p" || uid != string(pod.UID) {
+		t.Errorf("round trip of %q: %s %s %s %v", c, ns, name, uid, ok)
+	}
+	if _, _, _, ok := ParseJobComment("node-b", c); ok {
+		t.Error("another node's job parsed as ours")
+	}
+}
