@@ -38,6 +38,22 @@ type (
 	SlurmError = model.SlurmError
 )
 
+// Job states.
+const (
+	StatePending     = model.StatePending
+	StateRunning     = model.StateRunning
+	StateSuspended   = model.StateSuspended
+	StateCompleted   = model.StateCompleted
+	StateCancelled   = model.StateCancelled
+	StateFailed      = model.StateFailed
+	StateTimeout     = model.StateTimeout
+	StateNodeFail    = model.StateNodeFail
+	StatePreempted   = model.StatePreempted
+	StateBootFail    = model.StateBootFail
+	StateDeadline    = model.StateDeadline
+	StateOutOfMemory = model.StateOutOfMemory
+)
+
 // Error kinds, for errors.Is.
 var (
 	ErrNotFound        = model.ErrNotFound

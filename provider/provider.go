@@ -1,0 +1,613 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/log"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+// Files is what the provider needs of the fetch endpoint
+// (*fetch/client.Client implements it).
+type Files interface {
+	CreatePod(ctx context.Context, pod layout.Pod) error
+	DeletePod(ctx context.Context, pod layout.Pod) error
+	Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error
+	Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (fetchclient.Info, error)
+	Logs(ctx context.Context, pod layout.Pod, container string, opts fetchclient.LogOptions) (io.ReadCloser, error)
+}
+
+// Config configures a Provider.
+type Config struct {
+	TranslateConfig
+	// StatusInterval is the sync loop's period (default 5s).
+	StatusInterval time.Duration
+	// PendingRefresh is how often a pending job's full record is re-read,
+	// to show why Slurm still holds it (default 30s); at most
+	// PendingRefreshPerCycle such reads happen per cycle (default 20).
+	PendingRefresh         time.Duration
+	PendingRefreshPerCycle int
+	// Now is the clock (default time.Now); tests inject their own.
+	Now func() time.Time
+}
+
+// Provider runs pods as Slurm jobs. One Provider serves one virtual node,
+// that is one Slurm partition.
+type Provider struct {
+	cfg   Config
+	slurm slurmclient.Interface
+	files Files
+	look  Lookups
+
+	mu     sync.Mutex
+	pods   map[types.UID]*podState
+	byName map[string]types.UID // namespace/name -> UID
+	// adopt holds jobs found in Slurm at start-up, by pod UID, until their
+	// pods are created again (recovery after a restart).
+	adopt map[string]slurmclient.JobID
+	// uncertain marks pods whose submit outcome is unknown: look the job
+	// up before submitting again.
+	uncertain map[types.UID]bool
+	notify    func(*corev1.Pod)
+	started   bool
+}
+
+// podState is one pod as the provider tracks it.
+type podState struct {
+	pod   *corev1.Pod // with the latest status
+	job   slurmclient.JobID
+	state slurmclient.JobState // last state seen; "" before the first
+	flags int                  // len(flags) last seen, to notice COMPLETING and the like
+	reason  string    // pending reason last seen
+	checked time.Time // when the full record was last read
+	final   bool      // terminal status recorded
+	done  chan struct{}        // closed when the pod's containers have ended
+}
+
+var (
+	_ nodeutil.Provider = (*Provider)(nil)
+	_ node.PodNotifier  = (*Provider)(nil)
+	_ Files             = (*fetchclient.Client)(nil)
+)
+
+// New builds a Provider. Call Recover before the pod controller starts.
+func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Provider {
+	if cfg.StatusInterval <= 0 {
+		cfg.StatusInterval = 5 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.PendingRefresh <= 0 {
+		cfg.PendingRefresh = 30 * time.Second
+	}
+	if cfg.PendingRefreshPerCycle <= 0 {
+		cfg.PendingRefreshPerCycle = 20
+	}
+	return &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
+		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
+		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}}
+}
+
+func key(namespace, name string) string { return namespace + "/" + name }
+
+// Recover finds this node's jobs in Slurm, so that pods created again after
+// a restart are re-attached to their jobs instead of submitted twice, and
+// cancels jobs whose pods no longer exist (alive says which UIDs do).
+func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) error {
+	jobs, err := p.slurm.Jobs(ctx, slurmclient.JobFilter{})
+	if err != nil {
+		return fmt.Errorf("list Slurm jobs for recovery: %w", err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, j := range jobs {
+		ns, name, uid, ok := ParseJobComment(p.cfg.NodeName, j.Comment)
+		if !ok {
+			continue
+		}
+		if alive(uid) {
+			if old, seen := p.adopt[uid]; !seen || j.ID > old {
+				p.adopt[uid] = j.ID
+			}
+			continue
+		}
+		if !j.State.Terminal() {
+			log.G(ctx).WithField("job", j.ID).WithField("pod", ns+"/"+name).Info("cancelling the job of a pod that is gone")
+			if err := p.slurm.Cancel(ctx, j.ID); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+				log.G(ctx).WithError(err).WithField("job", j.ID).Warn("cancel orphaned job")
+			}
+		}
+	}
+	return nil
+}
+
+// CreatePod implements node.PodLifecycleHandler: translate, stage the
+// files, submit. A pod that cannot run fails with a reason; nothing is
+// submitted for it. Errors returned are transient (the controller retries).
+func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	if _, ok := p.pods[pod.UID]; ok {
+		p.mu.Unlock()
+		return nil
+	}
+	adopted, isAdopted := p.adopt[string(pod.UID)]
+	uncertain := p.uncertain[pod.UID]
+	p.mu.Unlock()
+
+	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name))
+	if isAdopted {
+		logger.WithField("job", adopted).Info("re-attached to its Slurm job")
+		p.track(pod, adopted)
+		return nil
+	}
+	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
+	var bad *InvalidPodError
+	if errors.As(err, &bad) {
+		logger.WithField("reason", bad.Reason).Warn(bad.Message)
+		p.fail(pod, bad.Reason, bad.Message)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	ref := PodRef(pod)
+	if err := p.files.CreatePod(ctx, ref); err != nil {
+		return fmt.Errorf("create pod directory: %v", err)
+	}
+	for _, f := range plan.Staged {
+		if err := p.files.Stage(ctx, ref, f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
+			return fmt.Errorf("stage %s: %v", f.Path, err)
+		}
+	}
+	if uncertain {
+		if id, found, err := p.findJob(ctx, plan.Spec.Comment); err != nil {
+			return err
+		} else if found {
+			p.track(pod, id)
+			return nil
+		}
+	}
+	id, err := p.slurm.Submit(ctx, plan.Spec)
+	switch {
+	case err == nil:
+	case errors.Is(err, slurmclient.ErrRejected), errors.Is(err, slurmclient.ErrForbidden):
+		msg := err.Error()
+		var se *slurmclient.Error
+		if errors.As(err, &se) && se.Message() != "" {
+			msg = "Slurm refused the job: " + se.Message()
+		}
+		logger.Warn(msg)
+		p.fail(pod, ReasonRejected, msg)
+		return nil
+	default:
+		p.mu.Lock()
+		p.uncertain[pod.UID] = true
+		p.mu.Unlock()
+		return fmt.Errorf("submit job: %v", err)
+	}
+	logger.WithField("job", id).Info("submitted")
+	p.track(pod, id)
+	return nil
+}
+
+func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.JobID, bool, error) {
+	jobs, err := p.slurm.Jobs(ctx, slurmclient.JobFilter{})
+	if err != nil {
+		return 0, false, fmt.Errorf("look for an earlier submit: %v", err)
+	}
+	for _, j := range jobs {
+		if j.Comment == comment {
+			return j.ID, true, nil
+		}
+	}
+	return 0, false, nil
+}
+
+// track starts following a pod's job; its first status is "submitted".
+func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
+	pod = pod.DeepCopy()
+	now := p.cfg.Now()
+	pod.Status = podStatus(pod, observation{job: &slurmclient.Job{ID: id, State: slurmclient.StatePending, SubmitTime: now}}, now)
+	st := &podState{pod: pod, job: id, done: make(chan struct{})}
+	p.mu.Lock()
+	p.pods[pod.UID] = st
+	p.byName[key(pod.Namespace, pod.Name)] = pod.UID
+	delete(p.uncertain, pod.UID)
+	delete(p.adopt, string(pod.UID))
+	cb := p.notify
+	p.mu.Unlock()
+	if cb != nil {
+		cb(pod.DeepCopy())
+	}
+}
+
+// fail records a pod that will never run.
+func (p *Provider) fail(pod *corev1.Pod, reason, msg string) {
+	pod = pod.DeepCopy()
+	pod.Status = failedStatus(pod, reason, msg, p.cfg.Now())
+	done := make(chan struct{})
+	close(done)
+	p.mu.Lock()
+	p.pods[pod.UID] = &podState{pod: pod, final: true, done: done}
+	p.byName[key(pod.Namespace, pod.Name)] = pod.UID
+	cb := p.notify
+	p.mu.Unlock()
+	if cb != nil {
+		cb(pod.DeepCopy())
+	}
+}
+
+// UpdatePod implements node.PodLifecycleHandler. A running job cannot
+// change; only the pod's metadata is kept.
+func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st, ok := p.pods[pod.UID]; ok {
+		status := st.pod.Status
+		st.pod = pod.DeepCopy()
+		st.pod.Status = status
+	}
+	return nil
+}
+
+// DeletePod implements node.PodLifecycleHandler: the job gets SIGTERM, and
+// is cancelled (SIGKILL after Slurm's KillWait) once the pod's grace period
+// has passed; a pending job is cancelled at once. Idempotent.
+func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	st, ok := p.pods[pod.UID]
+	cb := p.notify
+	p.mu.Unlock()
+	if !ok {
+		return errdefs.NotFoundf("pod %s is not known to the Slurm provider", key(pod.Namespace, pod.Name))
+	}
+	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", st.job)
+	if st.job != 0 && !st.final {
+		grace := int64(30)
+		if pod.DeletionGracePeriodSeconds != nil {
+			grace = *pod.DeletionGracePeriodSeconds
+		} else if pod.Spec.TerminationGracePeriodSeconds != nil {
+			grace = *pod.Spec.TerminationGracePeriodSeconds
+		}
+		if st.state == slurmclient.StateRunning && grace > 0 {
+			if err := p.slurm.Signal(ctx, st.job, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
+				return fmt.Errorf("signal job %d: %v", st.job, err)
+			}
+			id := st.job
+			time.AfterFunc(time.Duration(grace)*time.Second, func() {
+				if err := p.slurm.Cancel(context.Background(), id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+					logger.WithError(err).Warn("cancel after the grace period")
+				}
+			})
+		} else if err := p.slurm.Cancel(ctx, st.job); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			return fmt.Errorf("cancel job %d: %v", st.job, err)
+		}
+		logger.Info("job cancelled for the deleted pod")
+	}
+	if err := p.files.DeletePod(ctx, PodRef(pod)); err != nil {
+		logger.WithError(err).Warn("remove the pod directory")
+	}
+	p.mu.Lock()
+	final := st.pod.DeepCopy()
+	if !st.final {
+		now := p.cfg.Now()
+		final.Status = failedStatus(final, ReasonDeleted, fmt.Sprintf("the pod was deleted; Slurm job %d cancelled", st.job), now)
+		final.Status.Phase = corev1.PodFailed
+	}
+	delete(p.pods, pod.UID)
+	if p.byName[key(pod.Namespace, pod.Name)] == pod.UID {
+		delete(p.byName, key(pod.Namespace, pod.Name))
+	}
+	if !st.final {
+		close(st.done)
+	}
+	p.mu.Unlock()
+	if cb != nil {
+		cb(final)
+	}
+	return nil
+}
+
+func (p *Provider) get(namespace, name string) (*podState, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, ok := p.pods[p.byName[key(namespace, name)]]
+	if !ok {
+		return nil, errdefs.NotFoundf("pod %s is not known to the Slurm provider", key(namespace, name))
+	}
+	return st, nil
+}
+
+// GetPod implements node.PodLifecycleHandler.
+func (p *Provider) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	st, err := p.get(namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return st.pod.DeepCopy(), nil
+}
+
+// GetPodStatus implements node.PodLifecycleHandler.
+func (p *Provider) GetPodStatus(ctx context.Context, namespace, name string) (*corev1.PodStatus, error) {
+	pod, err := p.GetPod(ctx, namespace, name)
+	if err != nil {
+		return nil, err
+	}
+	return &pod.Status, nil
+}
+
+// GetPods implements node.PodLifecycleHandler.
+func (p *Provider) GetPods(ctx context.Context) ([]*corev1.Pod, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*corev1.Pod, 0, len(p.pods))
+	for _, st := range p.pods {
+		out = append(out, st.pod.DeepCopy())
+	}
+	return out, nil
+}
+
+// NotifyPods implements node.PodNotifier and starts the sync loop.
+func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
+	p.mu.Lock()
+	p.notify = cb
+	start := !p.started
+	p.started = true
+	p.mu.Unlock()
+	if start {
+		go p.Run(ctx)
+	}
+}
+
+// Run syncs pod statuses from Slurm every StatusInterval until ctx ends.
+func (p *Provider) Run(ctx context.Context) {
+	t := time.NewTicker(p.cfg.StatusInterval)
+	defer t.Stop()
+	for {
+		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
+			log.G(ctx).WithError(err).Warn("status sync: keeping the last known pod statuses")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Sync is one status cycle: one JobStates request for every job not yet
+// final, then a full Job request for each job whose state changed. If
+// slurmrestd cannot answer, nothing changes: no pod is failed for it.
+func (p *Provider) Sync(ctx context.Context) error {
+	p.mu.Lock()
+	var ids []slurmclient.JobID
+	tracked := map[slurmclient.JobID]*podState{}
+	for _, st := range p.pods {
+		if st.job != 0 && !st.final {
+			ids = append(ids, st.job)
+			tracked[st.job] = st
+		}
+	}
+	p.mu.Unlock()
+	if len(ids) == 0 {
+		return nil
+	}
+	states, err := p.slurm.JobStates(ctx, ids)
+	if err != nil {
+		return err
+	}
+	seen := map[slurmclient.JobID]bool{}
+	var stale []*podState // pending, unchanged: candidates for a reason refresh
+	for _, s := range states {
+		seen[s.ID] = true
+		st := tracked[s.ID]
+		if st == nil {
+			continue
+		}
+		p.mu.Lock()
+		changed := s.State != st.state || len(s.StateFlags) != st.flags
+		p.mu.Unlock()
+		switch {
+		case changed:
+			if err := p.refresh(ctx, st, len(s.StateFlags)); err != nil {
+				return err
+			}
+		case s.State == slurmclient.StatePending:
+			stale = append(stale, st)
+		}
+	}
+	for id, st := range tracked {
+		if !seen[id] {
+			// Not in the answer: slurmctld forgot it. Confirm before
+			// declaring it lost.
+			if err := p.refresh(ctx, st, 0); err != nil {
+				return err
+			}
+		}
+	}
+	return p.refreshPending(ctx, stale)
+}
+
+// refreshPending re-reads a few pending jobs so their pods show why Slurm
+// still holds them: first those whose reason is not known yet, then the
+// least recently read, each at most every PendingRefresh.
+func (p *Provider) refreshPending(ctx context.Context, stale []*podState) error {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	due := stale[:0]
+	for _, st := range stale {
+		if st.reason == "" || st.reason == "None" || now.Sub(st.checked) >= p.cfg.PendingRefresh {
+			due = append(due, st)
+		}
+	}
+	sort.Slice(due, func(i, j int) bool {
+		ui, uj := due[i].reason == "" || due[i].reason == "None", due[j].reason == "" || due[j].reason == "None"
+		if ui != uj {
+			return ui
+		}
+		return due[i].checked.Before(due[j].checked)
+	})
+	if len(due) > p.cfg.PendingRefreshPerCycle {
+		due = due[:p.cfg.PendingRefreshPerCycle]
+	}
+	flags := make([]int, len(due))
+	for i, st := range due {
+		flags[i] = st.flags
+	}
+	p.mu.Unlock()
+	for i, st := range due {
+		if err := p.refresh(ctx, st, flags[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// refresh fetches a job's full record (and, once it has ended or runs,
+// its containers' exit markers) and publishes the pod's new status.
+func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
+	p.mu.Lock()
+	pod := st.pod.DeepCopy()
+	p.mu.Unlock()
+	now := p.cfg.Now()
+	job, err := p.slurm.Job(ctx, st.job)
+	var status corev1.PodStatus
+	final := false
+	switch {
+	case errors.Is(err, slurmclient.ErrNotFound):
+		status = failedStatus(pod, ReasonLost, fmt.Sprintf("Slurm job %d disappeared before its final state was seen", st.job), now)
+		final = true
+	case err != nil:
+		return err
+	default:
+		exits := map[string]int{}
+		if job.State != slurmclient.StatePending {
+			for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+				info, err := p.files.Info(ctx, PodRef(pod), c.Name, 0, -1)
+				if err != nil {
+					if job.State.Terminal() {
+						log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Warn("read exit markers; using the job's exit code")
+					}
+					break
+				}
+				if info.Exited && info.ExitCode != nil {
+					exits[c.Name] = *info.ExitCode
+				}
+			}
+		}
+		status = podStatus(pod, observation{job: job, exits: exits}, now)
+		final = job.State.Terminal()
+	}
+	p.mu.Lock()
+	if cur, ok := p.pods[pod.UID]; !ok || cur != st {
+		p.mu.Unlock()
+		return nil // deleted meanwhile
+	}
+	st.pod.Status = status
+	if job != nil {
+		st.state, st.reason = job.State, job.StateReason
+	}
+	st.checked = now
+	st.flags = flags
+	if final && !st.final {
+		st.final = true
+		close(st.done)
+	}
+	out := st.pod.DeepCopy()
+	cb := p.notify
+	p.mu.Unlock()
+	if cb != nil {
+		cb(out)
+	}
+	return nil
+}
+
+// GetContainerLogs implements nodeutil.Provider through the fetch
+// endpoint. A follow stream ends when the container's exit marker says so,
+// or when the job is known to have ended.
+func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
+	st, err := p.get(namespace, podName)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	pod := st.pod.DeepCopy()
+	p.mu.Unlock()
+	found := false
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		found = found || c.Name == containerName
+	}
+	if !found {
+		return nil, errdefs.NotFoundf("container %q is not in pod %s", containerName, key(namespace, podName))
+	}
+	if opts.Previous {
+		return nil, errdefs.InvalidInput("previous container logs: Slurm jobs are not restarted, there is no previous container")
+	}
+	if st.job == 0 {
+		return nil, errdefs.InvalidInput(fmt.Sprintf("pod %s never ran: %s", key(namespace, podName), pod.Status.Message))
+	}
+	tail := int64(-1)
+	if opts.Tail > 0 { // virtual-kubelet cannot tell tail=0 from unset
+		tail = int64(opts.Tail)
+	}
+	rc, err := p.files.Logs(ctx, PodRef(pod), containerName, fetchclient.LogOptions{
+		TailLines: tail, LimitBytes: int64(opts.LimitBytes), Follow: opts.Follow, Terminated: st.done,
+	})
+	if errors.Is(err, fetchclient.ErrNotFound) {
+		return nil, errdefs.NotFoundf("no output for container %q of pod %s yet", containerName, key(namespace, podName))
+	}
+	if err != nil {
+		return nil, err
+	}
+	return rc, nil
+}
+
+var errUnsupported = "is not supported by the Slurm provider: containers run as Slurm batch jobs"
+
+// RunInContainer implements nodeutil.Provider.
+func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach api.AttachIO) error {
+	return errdefs.InvalidInput("exec " + errUnsupported)
+}
+
+// AttachToContainer implements nodeutil.Provider.
+func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach api.AttachIO) error {
+	return errdefs.InvalidInput("attach " + errUnsupported)
+}
+
+// PortForward implements nodeutil.Provider.
+func (p *Provider) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
+	return errdefs.InvalidInput("port-forward " + errUnsupported)
+}
+
+// GetStatsSummary implements nodeutil.Provider: Slurm does not report
+// per-container usage through slurmrestd, so the summary names the node only.
+func (p *Provider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error) {
+	return &statsv1alpha1.Summary{Node: statsv1alpha1.NodeStats{NodeName: p.cfg.NodeName}}, nil
+}
+
+// GetMetricsResource implements nodeutil.Provider.
+func (p *Provider) GetMetricsResource(context.Context) ([]*dto.MetricFamily, error) {
+	return nil, nil
+}

@@ -1,0 +1,219 @@
+package provider
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+// Pod and container reasons this provider sets.
+const (
+	ReasonSubmitted = "SlurmJobSubmitted" // submitted; state not seen yet
+	ReasonPending   = "SlurmJobPending"   // pod reason while Slurm holds the job
+	ReasonLost      = "SlurmJobLost"      // the job vanished without a final state
+	ReasonRejected  = "SlurmRejected"     // slurmctld refused the job
+	ReasonDeleted   = "Deleted"           // the pod was deleted: the job is cancelled
+)
+
+// jobReasons names how a job ended, as a pod/container reason.
+var jobReasons = map[slurmclient.JobState]string{
+	"CANCELLED":     "SlurmJobCancelled",
+	"TIMEOUT":       "DeadlineExceeded",
+	"NODE_FAIL":     "SlurmNodeFail",
+	"OUT_OF_MEMORY": "OOMKilled",
+	"PREEMPTED":     "SlurmJobPreempted",
+	"BOOT_FAIL":     "SlurmBootFail",
+	"DEADLINE":      "DeadlineExceeded",
+}
+
+// observation is everything the status is derived from.
+type observation struct {
+	job *slurmclient.Job
+	// exits holds the exit codes found in containers' .exit markers.
+	exits map[string]int
+}
+
+// jobExitCode is the job's own exit code, as a container's would be.
+func jobExitCode(j *slurmclient.Job) int {
+	if j.ExitCode.Signal > 0 {
+		return 128 + j.ExitCode.Signal
+	}
+	return j.ExitCode.ReturnCode
+}
+
+func mt(t time.Time) metav1.Time {
+	if t.IsZero() {
+		return metav1.Time{}
+	}
+	return metav1.NewTime(t)
+}
+
+// podStatus maps a job and its containers' exit markers to a pod status.
+func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
+	j := o.job
+	st := corev1.PodStatus{
+		HostIP:    "127.0.0.1",
+		StartTime: ptrTime(mt(j.SubmitTime)),
+	}
+	if st.StartTime.IsZero() {
+		st.StartTime = ptrTime(metav1.NewTime(now))
+	}
+	terminal := j.State.Terminal()
+	started := !j.StartTime.IsZero() && (j.State == "RUNNING" || terminal)
+
+	terminated := func(name string, fallbackReason string) *corev1.ContainerStateTerminated {
+		t := &corev1.ContainerStateTerminated{StartedAt: mt(j.StartTime), FinishedAt: mt(j.EndTime)}
+		if !terminal {
+			t.FinishedAt = metav1.NewTime(now) // ended while the job runs on: seen now
+		}
+		if code, ok := o.exits[name]; ok {
+			t.ExitCode = int32(code)
+		} else {
+			t.ExitCode = int32(jobExitCode(j))
+			if t.ExitCode == 0 && j.State != "COMPLETED" {
+				t.ExitCode = 137 // ended by Slurm without a code of its own
+			}
+		}
+		switch {
+		case jobReasons[j.State] != "" && t.ExitCode != 0:
+			t.Reason = jobReasons[j.State]
+		case t.ExitCode == 0:
+			t.Reason = "Completed"
+		default:
+			t.Reason = fallbackReason
+		}
+		t.Message = fmt.Sprintf("Slurm job %d: %s", j.ID, j.State)
+		return t
+	}
+
+	// Init containers ran one by one, first: once the job runs, they are
+	// done (or the job failed in one of them).
+	initFailed := false
+	for _, c := range pod.Spec.InitContainers {
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+		_, exited := o.exits[c.Name]
+		switch {
+		case exited || (terminal && started && !initFailed):
+			cs.State.Terminated = terminated(c.Name, "Error")
+			cs.Ready = cs.State.Terminated.ExitCode == 0
+			if cs.State.Terminated.ExitCode != 0 {
+				initFailed = true
+			}
+		case started && !initFailed && !terminal:
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(j.StartTime)}
+			initFailed = true // the following ones wait
+		default:
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
+
+	allReady, allOK := true, true
+	for _, c := range pod.Spec.Containers {
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image}
+		_, exited := o.exits[c.Name]
+		switch {
+		case j.State == "PENDING" || !started:
+			reason := j.StateReason
+			if reason == "" || reason == "None" {
+				reason = ReasonSubmitted
+			}
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: pendingMessage(j)}
+		case initFailed && !terminal:
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
+		case initFailed && terminal:
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing", Message: "an init container failed"}
+			allOK = false
+		case exited || terminal:
+			cs.State.Terminated = terminated(c.Name, "Error")
+			if cs.State.Terminated.ExitCode != 0 {
+				allOK = false
+			}
+		default:
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(j.StartTime)}
+			cs.Started = ptrBool(true)
+			cs.Ready = true
+		}
+		if !cs.Ready {
+			allReady = false
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+	}
+
+	switch {
+	case j.State == "PENDING" || (!started && !terminal):
+		st.Phase = corev1.PodPending
+		st.Reason = ReasonPending
+		st.Message = pendingMessage(j)
+	case !terminal:
+		st.Phase = corev1.PodRunning
+	case j.State == "COMPLETED" && allOK && !initFailed:
+		st.Phase = corev1.PodSucceeded
+	default:
+		st.Phase = corev1.PodFailed
+		st.Reason = jobReasons[j.State]
+		st.Message = fmt.Sprintf("Slurm job %d ended %s", j.ID, j.State)
+		if j.StateReason != "" && j.StateReason != "None" {
+			st.Message += " (" + j.StateReason + ")"
+		}
+	}
+	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, initFailed || st.Phase == corev1.PodPending, now, st.Reason, st.Message)
+	return st
+}
+
+func pendingMessage(j *slurmclient.Job) string {
+	msg := fmt.Sprintf("Slurm job %d is pending", j.ID)
+	if j.StateReason != "" && j.StateReason != "None" {
+		msg += ": " + j.StateReason
+	}
+	if j.StateDesc != "" {
+		msg += " (" + j.StateDesc + ")"
+	}
+	return msg
+}
+
+func conditions(phase corev1.PodPhase, ready, initPending bool, now time.Time, reason, msg string) []corev1.PodCondition {
+	t := metav1.NewTime(now)
+	b := func(v bool) corev1.ConditionStatus {
+		if v {
+			return corev1.ConditionTrue
+		}
+		return corev1.ConditionFalse
+	}
+	readyCond := corev1.PodCondition{Type: corev1.PodReady, Status: b(ready), LastTransitionTime: t}
+	if !ready && reason != "" {
+		readyCond.Reason, readyCond.Message = reason, msg
+	}
+	return []corev1.PodCondition{
+		{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: t},
+		{Type: corev1.PodInitialized, Status: b(!initPending), LastTransitionTime: t},
+		{Type: corev1.ContainersReady, Status: b(ready), LastTransitionTime: t},
+		readyCond,
+	}
+}
+
+// failedStatus is the status of a pod that never became a job (or whose
+// job is gone): every container terminated with the reason.
+func failedStatus(pod *corev1.Pod, reason, message string, now time.Time) corev1.PodStatus {
+	st := corev1.PodStatus{Phase: corev1.PodFailed, Reason: reason, Message: message, StartTime: ptrTime(metav1.NewTime(now))}
+	term := func(c corev1.Container) corev1.ContainerStatus {
+		return corev1.ContainerStatus{Name: c.Name, Image: c.Image, State: corev1.ContainerState{
+			Terminated: &corev1.ContainerStateTerminated{ExitCode: 128, Reason: reason, Message: message,
+				FinishedAt: metav1.NewTime(now)}}}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		st.InitContainerStatuses = append(st.InitContainerStatuses, term(c))
+	}
+	for _, c := range pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, term(c))
+	}
+	st.Conditions = conditions(corev1.PodFailed, false, false, now, reason, message)
+	return st
+}
+
+func ptrTime(t metav1.Time) *metav1.Time { return &t }
+func ptrBool(b bool) *bool               { return &b }
