@@ -165,7 +165,9 @@ func TestLabProvider(t *testing.T) {
 		if err := p.CreatePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		r.waitFor(t, pod, "running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodSucceeded })
+		r.waitFor(t, pod, "running", func(p *corev1.Pod) bool {
+			return p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodSucceeded
+		})
 		// Follow from the start: the stream ends by itself with the container.
 		got := logsOf(t, p, pod, "main", api.ContainerLogOpts{Follow: true})
 		want := "line 1\nline 2\nline 3\nmode=fast\nlevel: debug\nsecret-ok\n"

@@ -73,14 +73,14 @@ type Provider struct {
 
 // podState is one pod as the provider tracks it.
 type podState struct {
-	pod   *corev1.Pod // with the latest status
-	job   slurmclient.JobID
-	state slurmclient.JobState // last state seen; "" before the first
-	flags int                  // len(flags) last seen, to notice COMPLETING and the like
-	reason  string    // pending reason last seen
-	checked time.Time // when the full record was last read
-	final   bool      // terminal status recorded
-	done  chan struct{}        // closed when the pod's containers have ended
+	pod     *corev1.Pod // with the latest status
+	job     slurmclient.JobID
+	state   slurmclient.JobState // last state seen; "" before the first
+	flags   int                  // len(flags) last seen, to notice COMPLETING and the like
+	reason  string               // pending reason last seen
+	checked time.Time            // when the full record was last read
+	final   bool                 // terminal status recorded
+	done    chan struct{}        // closed when the pod's containers have ended
 }
 
 var (
