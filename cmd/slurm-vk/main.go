@@ -1,0 +1,159 @@
+// Command slurm-vk is the Slurm virtual kubelet: one process serves one
+// virtual node backed by one Slurm partition, running its pods as Slurm
+// batch jobs through slurmrestd, and serving their logs from the fetch
+// endpoint (slurm-fetchd).
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+	"github.com/virtual-kubelet/virtual-kubelet/log"
+	logruslogger "github.com/virtual-kubelet/virtual-kubelet/log/logrus"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+	"github.com/slurmkube/slurm-vk/provider"
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+func main() {
+	o, err := parseOptions(os.Args[1:])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "slurm-vk:", err)
+		os.Exit(2)
+	}
+	lg := logrus.New()
+	if o.Verbose {
+		lg.SetLevel(logrus.DebugLevel)
+	}
+	log.L = logruslogger.FromLogrus(logrus.NewEntry(lg))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx = log.WithLogger(ctx, log.L.WithField("node", o.NodeName))
+	if err := run(ctx, o); err != nil {
+		log.G(ctx).WithError(err).Error("slurm-vk stopped")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, o *options) error {
+	kcfg, err := clientcmd.BuildConfigFromFlags("", o.Kubeconfig)
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	kube, err := kubernetes.NewForConfig(kcfg)
+	if err != nil {
+		return err
+	}
+	return serve(ctx, o, kube)
+}
+
+// serve runs the virtual node until ctx ends.
+func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
+	slurm, err := slurmclient.New(slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
+		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile})
+	if err != nil {
+		return err
+	}
+	files, err := fetchclient.New(fetchclient.Config{URL: o.FetchURL, TokenFile: o.FetchTokenFile, CAFile: o.FetchCAFile})
+	if err != nil {
+		return err
+	}
+	_, portStr, err := net.SplitHostPort(o.Listen)
+	if err != nil {
+		return fmt.Errorf("listen address: %w", err)
+	}
+	port, _ := strconv.Atoi(portStr)
+	tlsOpt, err := servingTLS(o)
+	if err != nil {
+		return err
+	}
+
+	var p *provider.Provider
+	mux := http.NewServeMux()
+	n, err := nodeutil.NewNode(o.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
+		look := provider.Lookups{
+			ConfigMap: func(ns, name string) (*corev1.ConfigMap, error) { return pc.ConfigMaps.ConfigMaps(ns).Get(name) },
+			Secret:    func(ns, name string) (*corev1.Secret, error) { return pc.Secrets.Secrets(ns).Get(name) },
+		}
+		p = provider.New(provider.Config{
+			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
+				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions)},
+			StatusInterval: o.StatusInterval,
+		}, slurm, files, look)
+		np := provider.NewNodeProvider(ctx, provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
+			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval}, slurm, pc.Node)
+		return p, np, nil
+	},
+		nodeutil.WithClient(kube),
+		nodeutil.AttachProviderRoutes(mux),
+		tlsOpt,
+		func(cfg *nodeutil.NodeConfig) error {
+			cfg.HTTPListenAddr = o.Listen
+			cfg.Handler = mux
+			if o.ClientCA != "" {
+				auth, err := nodeutil.WebhookAuth(kube, o.NodeName)
+				if err != nil {
+					return err
+				}
+				cfg.Handler = nodeutil.WithAuth(auth, mux)
+			}
+			return nil
+		},
+	)
+	if err != nil {
+		return err
+	}
+
+	// Before the pod controller runs: re-attach this node's jobs to their
+	// pods and cancel the jobs of pods that are gone.
+	pods, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", o.NodeName).String()})
+	if err != nil {
+		return fmt.Errorf("list this node's pods: %w", err)
+	}
+	alive := map[string]bool{}
+	for _, pod := range pods.Items {
+		alive[string(pod.UID)] = true
+	}
+	if err := p.Recover(ctx, func(uid string) bool { return alive[uid] }); err != nil {
+		// slurmrestd may be down: jobs are then re-attached by their
+		// comment when it returns (CreatePod looks them up).
+		log.G(ctx).WithError(err).Warn("recovery skipped")
+	}
+	log.G(ctx).WithField("partition", o.Partition).WithField("listen", o.Listen).Info("starting the virtual node")
+	return n.Run(ctx)
+}
+
+// servingTLS configures the kubelet API's certificate: the given pair, or
+// a self-signed one; and the client CA when webhook auth is on.
+func servingTLS(o *options) (nodeutil.NodeOpt, error) {
+	var opts []func(*tls.Config) error
+	if o.TLSCert != "" {
+		opts = append(opts, nodeutil.WithKeyPairFromPath(o.TLSCert, o.TLSKey))
+	} else {
+		cert, err := selfSigned(o.NodeName, o.NodeIP)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, func(c *tls.Config) error { c.Certificates = []tls.Certificate{cert}; return nil })
+	}
+	if o.ClientCA != "" {
+		opts = append(opts, nodeutil.WithCAFromPath(o.ClientCA))
+	}
+	return nodeutil.WithTLSConfig(opts...), nil
+}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/slurmkube/slurm-vk/fetch/server"
+	"github.com/slurmkube/slurm-vk/provider"
+	"github.com/slurmkube/slurm-vk/test/labenv"
+)
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestLabVirtualNode runs the binary's wiring (virtual-kubelet's node and
+// pod controllers, the kubelet API) with a fake clientset against the lab:
+// the node registers with its taint and the partition's capacity, a pod
+// bound to it runs as a Slurm job, its logs stream through the kubelet
+// API, and it ends Succeeded.
+func TestLabVirtualNode(t *testing.T) {
+	lab := labenv.Require(t)
+	root, err := os.MkdirTemp(lab.Shared, "vnode-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(root, lab.UID, lab.UID)
+	t.Cleanup(func() { os.RemoveAll(root) })
+	tok := root + "/.token"
+	os.WriteFile(tok, []byte("vnode-token"), 0o600)
+	fs, err := server.New(server.Config{Root: root, TokenFile: tok, Owner: &server.Owner{UID: lab.UID, GID: lab.UID},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewUnstartedServer(fs)
+	hs.Config.Protocols = server.Protocols()
+	hs.Start()
+	defer hs.Close()
+
+	port := freePort(t)
+	o := &options{NodeName: "slurm-" + lab.Suite, Partition: lab.Partition, SlurmrestdURL: lab.URL, SlurmUser: lab.User,
+		SlurmTokenFile: lab.TokenFile, SlurmAPIVersion: "auto", FetchURL: hs.URL, FetchTokenFile: tok, SharedRoot: root,
+		Runtime: provider.RuntimeNone, Listen: fmt.Sprintf("127.0.0.1:%d", port), NodeIP: "127.0.0.1",
+		StatusInterval: 300 * time.Millisecond, NodeInterval: time.Second, MaxPods: 50}
+	kube := fake.NewClientset()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- serve(ctx, o, kube) }()
+	defer func() {
+		cancel()
+		<-errc
+	}()
+
+	var n *corev1.Node
+	waitUntil(t, "node registered and ready", func() bool {
+		n, err = kube.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, c := range n.Status.Conditions {
+			if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	})
+	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != provider.TaintKey || n.Labels[provider.LabelPartition] != lab.Partition ||
+		n.Labels[provider.LabelSlurmVersion] != lab.Version {
+		t.Errorf("node taints %v labels %v", n.Spec.Taints, n.Labels)
+	}
+	if cpu := n.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != int64(lab.CPUs) || n.Status.DaemonEndpoints.KubeletEndpoint.Port != int32(port) {
+		t.Errorf("capacity %v, kubelet port %d", n.Status.Capacity, n.Status.DaemonEndpoints.KubeletEndpoint.Port)
+	}
+
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hello", UID: "aaaabbbb-cccc-4ddd-8eee-000011112222"},
+		Spec: corev1.PodSpec{NodeName: o.NodeName, Containers: []corev1.Container{{Name: "main",
+			Command: []string{"/bin/sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.3; done"}}}},
+	}
+	if _, err := kube.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "pod running", func() bool {
+		p, err := kube.CoreV1().Pods("default").Get(ctx, "hello", metav1.GetOptions{})
+		return err == nil && (p.Status.Phase == corev1.PodRunning || p.Status.Phase == corev1.PodSucceeded)
+	})
+	// kubectl logs -f, as the API server would proxy it.
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := hc.Get(fmt.Sprintf("https://127.0.0.1:%d/containerLogs/default/hello/main?follow=true", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || string(body) != "tick 1\ntick 2\ntick 3\n" {
+		t.Fatalf("logs: HTTP %d %q %v", resp.StatusCode, body, err)
+	}
+	waitUntil(t, "pod succeeded", func() bool {
+		p, err := kube.CoreV1().Pods("default").Get(ctx, "hello", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodSucceeded
+	})
+	// exec is refused with a reason, not a crash.
+	resp, err = hc.Post(fmt.Sprintf("https://127.0.0.1:%d/exec/default/hello/main?command=ls&output=1", port), "", nil)
+	if err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode < 400 {
+			t.Errorf("exec: HTTP %d %s", resp.StatusCode, b)
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestOptionsFileAndFlags(t *testing.T) {
+	f := t.TempDir() + "/config.yaml"
+	os.WriteFile(f, []byte("partition: gpu\nslurmrestdURL: http://x:6820\nslurmTokenFile: /t\nfetchURL: http://f\nfetchTokenFile: /ft\nsharedRoot: /s\nruntime: none\n"), 0o644)
+	o, err := parseOptions([]string{"-config", f, "-runtime", "podman"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Partition != "gpu" || o.Runtime != "podman" || o.Listen != ":10250" {
+		t.Errorf("partition %q (file), runtime %q (flag wins), listen %q (default)", o.Partition, o.Runtime, o.Listen)
+	}
+	os.WriteFile(f, []byte("partitoin: typo\n"), 0o644)
+	if _, err := parseOptions([]string{"-config", f}); err == nil || !strings.Contains(err.Error(), "partitoin") {
+		t.Errorf("unknown key: %v", err)
+	}
+	if _, err := parseOptions(nil); err == nil || !strings.Contains(err.Error(), "-partition") {
+		t.Errorf("missing options: %v", err)
+	}
+}

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// options are the flags; a YAML file (-config) can set any of them, by the
+// same names, and flags given on the command line win.
+type options struct {
+	Config           string        `json:"-"`
+	Kubeconfig       string        `json:"kubeconfig"`
+	NodeName         string        `json:"nodeName"`
+	Partition        string        `json:"partition"`
+	SlurmrestdURL    string        `json:"slurmrestdURL"`
+	SlurmTokenFile   string        `json:"slurmTokenFile"`
+	SlurmUser        string        `json:"slurmUser"`
+	SlurmAPIVersion  string        `json:"slurmAPIVersion"`
+	SlurmCAFile      string        `json:"slurmCAFile"`
+	FetchURL         string        `json:"fetchURL"`
+	FetchTokenFile   string        `json:"fetchTokenFile"`
+	FetchCAFile      string        `json:"fetchCAFile"`
+	SharedRoot       string        `json:"sharedRoot"`
+	Runtime          string        `json:"runtime"`
+	HostPathPrefixes string        `json:"hostPathPrefixes"`
+	AllowedOptions   string        `json:"allowedOptions"`
+	Listen           string        `json:"listen"`
+	NodeIP           string        `json:"nodeIP"`
+	TLSCert          string        `json:"tlsCert"`
+	TLSKey           string        `json:"tlsKey"`
+	ClientCA         string        `json:"clientCA"`
+	StatusInterval   time.Duration `json:"statusInterval"`
+	NodeInterval     time.Duration `json:"nodeInterval"`
+	MaxPods          int           `json:"maxPods"`
+	Verbose          bool          `json:"verbose"`
+}
+
+func parseOptions(args []string) (*options, error) {
+	o := &options{}
+	fs := flag.NewFlagSet("slurm-vk", flag.ContinueOnError)
+	fs.StringVar(&o.Config, "config", "", "YAML file with any of these options (flags win)")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (empty: in-cluster)")
+	fs.StringVar(&o.NodeName, "node-name", "slurm", "name of the virtual node")
+	fs.StringVar(&o.Partition, "partition", "", "Slurm partition this node serves (required)")
+	fs.StringVar(&o.SlurmrestdURL, "slurmrestd-url", "", "slurmrestd: http://, https:// or unix:/path (required)")
+	fs.StringVar(&o.SlurmTokenFile, "slurm-token-file", "", "file with the slurmrestd JWT, re-read when it changes (required)")
+	fs.StringVar(&o.SlurmUser, "slurm-user", "", "X-SLURM-USER-NAME (empty: the token's user)")
+	fs.StringVar(&o.SlurmAPIVersion, "slurm-api-version", "auto", "slurmrestd API version, or auto")
+	fs.StringVar(&o.SlurmCAFile, "slurm-ca-file", "", "CA to verify an https slurmrestd")
+	fs.StringVar(&o.FetchURL, "fetch-url", "", "fetch endpoint (slurm-fetchd) URL (required)")
+	fs.StringVar(&o.FetchTokenFile, "fetch-token-file", "", "file with the fetch endpoint's bearer token (required)")
+	fs.StringVar(&o.FetchCAFile, "fetch-ca-file", "", "CA to verify an https fetch endpoint")
+	fs.StringVar(&o.SharedRoot, "shared-root", "", "the fetch endpoint's root as jobs on compute nodes see it (required)")
+	fs.StringVar(&o.Runtime, "runtime", "apptainer", "container runtime: apptainer, enroot, podman or none")
+	fs.StringVar(&o.HostPathPrefixes, "hostpath-prefixes", "", "comma-separated prefixes hostPath volumes may use")
+	fs.StringVar(&o.AllowedOptions, "allowed-options", "nice,exclusive,requeue,mail_type,mail_user,licenses", "comma-separated job fields the slurm-vk.io/options annotation may set")
+	fs.StringVar(&o.Listen, "listen", ":10250", "kubelet API (logs) listen address")
+	fs.StringVar(&o.NodeIP, "node-ip", "127.0.0.1", "address the API server uses to reach the kubelet API")
+	fs.StringVar(&o.TLSCert, "tls-cert", "", "kubelet API serving certificate (empty: self-signed)")
+	fs.StringVar(&o.TLSKey, "tls-key", "", "kubelet API serving key")
+	fs.StringVar(&o.ClientCA, "client-ca", "", "CA of the API server's client certificate: enables webhook authn/authz on the kubelet API")
+	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "pod status sync period")
+	fs.DurationVar(&o.NodeInterval, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
+	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
+	fs.BoolVar(&o.Verbose, "v", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if o.Config != "" {
+		// Defaults < file < command line: the file is read over the parsed
+		// options, then the command line is parsed again over the result
+		// (the flags point into o, so only explicit flags change it).
+		b, err := os.ReadFile(o.Config)
+		if err != nil {
+			return nil, err
+		}
+		if err := yaml.UnmarshalStrict(b, o); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Config, err)
+		}
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+	}
+	var missing []string
+	for name, v := range map[string]string{"partition": o.Partition, "slurmrestd-url": o.SlurmrestdURL,
+		"slurm-token-file": o.SlurmTokenFile, "fetch-url": o.FetchURL, "fetch-token-file": o.FetchTokenFile, "shared-root": o.SharedRoot} {
+		if v == "" {
+			missing = append(missing, "-"+name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
+	}
+	return o, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, x := range strings.Split(s, ",") {
+		if x = strings.TrimSpace(x); x != "" {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,230 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/log"
+	"github.com/virtual-kubelet/virtual-kubelet/node"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+// Node labels and the taint the virtual node carries.
+const (
+	LabelPartition    = "slurm-vk.io/partition"
+	LabelCluster      = "slurm-vk.io/cluster"
+	LabelSlurmVersion = "slurm-vk.io/slurm-version"
+	TaintKey          = "virtual-kubelet.io/provider"
+	TaintValue        = "slurm"
+)
+
+// NodeConfig describes the virtual node.
+type NodeConfig struct {
+	Name      string
+	Partition string
+	MaxPods   int
+	// InternalIP and KubeletPort are where the API server reaches the
+	// kubelet API (logs).
+	InternalIP  string
+	KubeletPort int32
+	// Interval is how often capacity and readiness are refreshed
+	// (default 30s).
+	Interval time.Duration
+}
+
+// NodeProvider keeps the virtual node's capacity and readiness current.
+type NodeProvider struct {
+	cfg   NodeConfig
+	slurm slurmclient.Interface
+
+	mu   sync.Mutex
+	node *corev1.Node
+}
+
+var _ node.NodeProvider = (*NodeProvider)(nil)
+
+// NewNodeProvider fills in the node virtual-kubelet will register (labels,
+// taint and addresses are only written when the node is created) and
+// returns the provider that keeps its status.
+func NewNodeProvider(ctx context.Context, cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node) *NodeProvider {
+	if cfg.Interval <= 0 {
+		cfg.Interval = 30 * time.Second
+	}
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	n.Labels[LabelPartition] = cfg.Partition
+	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule})
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: cfg.InternalIP}, {Type: corev1.NodeHostName, Address: cfg.Name}}
+	n.Status.DaemonEndpoints.KubeletEndpoint.Port = cfg.KubeletPort
+	n.Status.NodeInfo.OperatingSystem = "linux"
+	n.Status.NodeInfo.Architecture = "amd64"
+	n.Status.NodeInfo.KubeletVersion = "slurm-vk"
+	np := &NodeProvider{cfg: cfg, slurm: slurm, node: n.DeepCopy()}
+	// Best effort: the first look fixes the labels that need Slurm.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	np.refresh(ctx)
+	np.mu.Lock()
+	for k, v := range np.node.Labels {
+		n.Labels[k] = v
+	}
+	n.Status = *np.node.Status.DeepCopy()
+	np.mu.Unlock()
+	return np
+}
+
+// Ping implements node.NodeProvider; it is the heartbeat, so it only
+// reports whether slurmrestd answers an authenticated call.
+func (np *NodeProvider) Ping(ctx context.Context) error {
+	_, err := np.slurm.Ping(ctx)
+	return err
+}
+
+// NotifyNodeStatus implements node.NodeProvider: it refreshes the node
+// every Interval and reports changes.
+func (np *NodeProvider) NotifyNodeStatus(ctx context.Context, cb func(*corev1.Node)) {
+	go func() {
+		t := time.NewTicker(np.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if np.refresh(ctx) {
+				np.mu.Lock()
+				n := np.node.DeepCopy()
+				np.mu.Unlock()
+				cb(n)
+			}
+		}
+	}()
+}
+
+// refresh reads the partition's capacity and slurmrestd's health; it
+// reports whether anything changed.
+func (np *NodeProvider) refresh(ctx context.Context) bool {
+	now := metav1.Now()
+	ready := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "SlurmReachable",
+		Message: "slurmrestd answers and accepts the token", LastHeartbeatTime: now}
+	var capacity corev1.ResourceList
+	info, err := np.slurm.Ping(ctx)
+	if err == nil {
+		capacity, err = np.capacity(ctx)
+	}
+	if err != nil {
+		ready.Status = corev1.ConditionFalse
+		ready.Reason = "SlurmUnreachable"
+		if errors.Is(err, slurmclient.ErrUnauthenticated) || errors.Is(err, slurmclient.ErrForbidden) {
+			ready.Reason = "SlurmAuthFailed"
+		}
+		ready.Message = err.Error()
+		log.G(ctx).WithError(err).Warn("node not ready")
+	}
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	n := np.node
+	changed := false
+	if err == nil {
+		if info.Cluster != "" && n.Labels[LabelCluster] != info.Cluster {
+			n.Labels[LabelCluster], changed = info.Cluster, true
+		}
+		if info.SlurmVersion != "" && n.Labels[LabelSlurmVersion] != info.SlurmVersion {
+			n.Labels[LabelSlurmVersion], changed = info.SlurmVersion, true
+		}
+		if !equalResources(n.Status.Capacity, capacity) {
+			n.Status.Capacity, n.Status.Allocatable, changed = capacity, capacity.DeepCopy(), true
+		}
+	}
+	var conds []corev1.NodeCondition
+	found := false
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			found = true
+			if c.Status != ready.Status || c.Reason != ready.Reason {
+				ready.LastTransitionTime, changed = now, true
+			} else {
+				ready.LastTransitionTime = c.LastTransitionTime
+			}
+			c = ready
+		}
+		conds = append(conds, c)
+	}
+	if !found {
+		ready.LastTransitionTime, changed = now, true
+		conds = append(conds, ready)
+	}
+	n.Status.Conditions = conds
+	if ready.Status == corev1.ConditionTrue {
+		n.Status.Phase = corev1.NodeRunning
+	}
+	return changed
+}
+
+func equalResources(a, b corev1.ResourceList) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || v.Cmp(w) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// capacity sums the CPUs, memory and GPUs of the partition's nodes.
+func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, error) {
+	nodes, err := np.slurm.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var cpus, gpus, memMB int64
+	for _, n := range nodes {
+		in := false
+		for _, p := range n.Partitions {
+			in = in || p == np.cfg.Partition
+		}
+		if !in {
+			continue
+		}
+		cpus += int64(n.CPUs)
+		memMB += n.MemoryMB
+		gpus += gresGPUs(n.Gres)
+	}
+	if cpus == 0 {
+		return nil, fmt.Errorf("partition %q has no nodes", np.cfg.Partition)
+	}
+	list := corev1.ResourceList{
+		corev1.ResourceCPU:    *resource.NewQuantity(cpus, resource.DecimalSI),
+		corev1.ResourceMemory: *resource.NewQuantity(memMB<<20, resource.BinarySI),
+		corev1.ResourcePods:   *resource.NewQuantity(int64(np.cfg.MaxPods), resource.DecimalSI),
+	}
+	if gpus > 0 {
+		list["nvidia.com/gpu"] = *resource.NewQuantity(gpus, resource.DecimalSI)
+	}
+	return list, nil
+}
+
+var gresGPU = regexp.MustCompile(`(?:^|,)gpu(?::[^:,(]+)?:(\d+)`)
+
+// gresGPUs counts GPUs in a gres string such as "gpu:a100:4(S:0-1),nic:1".
+func gresGPUs(gres string) int64 {
+	var n int64
+	for _, m := range gresGPU.FindAllStringSubmatch(gres, -1) {
+		v, _ := strconv.ParseInt(m[1], 10, 64)
+		n += v
+	}
+	return n
+}
