@@ -71,6 +71,15 @@ func newLabRig(t *testing.T) *labRig {
 			SharedRoot: root, Runtime: RuntimeNone}, StatusInterval: 200 * time.Millisecond}}
 }
 
+// ctx is a context that ends with the test.
+func (r *labRig) ctx(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func apiOpts() api.ContainerLogOpts { return api.ContainerLogOpts{} }
+
 // start runs a provider until the test ends.
 func (r *labRig) start() *Provider {
 	p := New(r.cfg, r.slurm, r.files, lookups)

@@ -115,6 +115,10 @@ func (np *NodeProvider) NotifyNodeStatus(ctx context.Context, cb func(*corev1.No
 // refresh reads the partition's capacity and slurmrestd's health; it
 // reports whether anything changed.
 func (np *NodeProvider) refresh(ctx context.Context) bool {
+	// Bounded: an unreachable slurmrestd must turn the node NotReady within
+	// a check, not after the client's whole retry budget.
+	ctx, cancel := context.WithTimeout(ctx, min(np.cfg.Interval, 10*time.Second))
+	defer cancel()
 	now := metav1.Now()
 	ready := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "SlurmReachable",
 		Message: "slurmrestd answers and accepts the token", LastHeartbeatTime: now}
