@@ -19,6 +19,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/record"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
@@ -48,6 +49,12 @@ type Config struct {
 	PendingRefreshPerCycle int
 	// Now is the clock (default time.Now); tests inject their own.
 	Now func() time.Time
+	// Events, if set, receives an event for each pod that cannot run and
+	// each submitted job.
+	Events record.EventRecorder
+	// Metrics, if set, counts log streams (wrap the slurmclient with
+	// Metrics.Instrument for slurmrestd calls).
+	Metrics *Metrics
 }
 
 // Provider runs pods as Slurm jobs. One Provider serves one virtual node,
@@ -103,9 +110,13 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	if cfg.PendingRefreshPerCycle <= 0 {
 		cfg.PendingRefreshPerCycle = 20
 	}
-	return &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
+	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
 		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}}
+	if cfg.Metrics != nil {
+		cfg.Metrics.provider.Store(p)
+	}
+	return p
 }
 
 func key(namespace, name string) string { return namespace + "/" + name }
@@ -206,6 +217,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		return fmt.Errorf("submit job: %v", err)
 	}
 	logger.WithField("job", id).Info("submitted")
+	p.event(pod, corev1.EventTypeNormal, ReasonSubmitted, fmt.Sprintf("Slurm job %d submitted to partition %s", id, plan.Spec.Partition))
 	p.track(pod, id)
 	return nil
 }
@@ -241,8 +253,15 @@ func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
 	}
 }
 
+func (p *Provider) event(pod *corev1.Pod, typ, reason, msg string) {
+	if p.cfg.Events != nil {
+		p.cfg.Events.Event(pod, typ, reason, msg)
+	}
+}
+
 // fail records a pod that will never run.
 func (p *Provider) fail(pod *corev1.Pod, reason, msg string) {
+	p.event(pod, corev1.EventTypeWarning, reason, msg)
 	pod = pod.DeepCopy()
 	pod.Status = failedStatus(pod, reason, msg, p.cfg.Now())
 	done := make(chan struct{})
@@ -525,6 +544,9 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 		p.mu.Unlock()
 		return nil // deleted meanwhile
 	}
+	if job != nil && job.State == slurmclient.StatePending && job.StateReason != st.reason && job.StateReason != "" && job.StateReason != "None" {
+		defer p.event(pod, corev1.EventTypeNormal, ReasonPending, pendingMessage(job))
+	}
 	st.pod.Status = status
 	if job != nil {
 		st.state, st.reason = job.State, job.StateReason
@@ -580,6 +602,10 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 	}
 	if err != nil {
 		return nil, err
+	}
+	if m := p.cfg.Metrics; m != nil {
+		m.logStreams.Inc()
+		rc = &countedStream{ReadCloser: rc, g: m.logStreams}
 	}
 	return rc, nil
 }

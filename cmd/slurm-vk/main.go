@@ -14,6 +14,11 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/sirupsen/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/log"
@@ -24,7 +29,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/provider"
@@ -65,11 +73,20 @@ func run(ctx context.Context, o *options) error {
 
 // serve runs the virtual node until ctx ends.
 func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
-	slurm, err := slurmclient.New(slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
+	sc, err := slurmclient.New(slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
 		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile})
 	if err != nil {
 		return err
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var p *provider.Provider
+	metrics := provider.NewMetrics(reg)
+	slurm := metrics.Instrument(sc)
+	events := record.NewBroadcaster()
+	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
+	defer events.Shutdown()
+	recorder := events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "slurm-vk", Host: o.NodeName})
 	files, err := fetchclient.New(fetchclient.Config{URL: o.FetchURL, TokenFile: o.FetchTokenFile, CAFile: o.FetchCAFile})
 	if err != nil {
 		return err
@@ -84,7 +101,6 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		return err
 	}
 
-	var p *provider.Provider
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(o.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		look := provider.Lookups{
@@ -94,7 +110,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		p = provider.New(provider.Config{
 			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
 				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions)},
-			StatusInterval: o.StatusInterval,
+			StatusInterval: o.StatusInterval, Events: recorder, Metrics: metrics,
 		}, slurm, files, look)
 		np := provider.NewNodeProvider(ctx, provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
 			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval}, slurm, pc.Node)
@@ -104,6 +120,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		nodeutil.AttachProviderRoutes(mux),
 		tlsOpt,
 		func(cfg *nodeutil.NodeConfig) error {
+			cfg.EventRecorder = recorder
 			cfg.HTTPListenAddr = o.Listen
 			cfg.Handler = mux
 			if o.ClientCA != "" {
@@ -134,6 +151,15 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		// slurmrestd may be down: jobs are then re-attached by their
 		// comment when it returns (CreatePod looks them up).
 		log.G(ctx).WithError(err).Warn("recovery skipped")
+	}
+	if o.MetricsListen != "" {
+		ms := &http.Server{Addr: o.MetricsListen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := ms.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+				log.G(ctx).WithError(err).Error("metrics server")
+			}
+		}()
+		defer ms.Close()
 	}
 	log.G(ctx).WithField("partition", o.Partition).WithField("listen", o.Listen).Info("starting the virtual node")
 	return n.Run(ctx)

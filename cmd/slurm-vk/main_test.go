@@ -57,8 +57,8 @@ func TestLabVirtualNode(t *testing.T) {
 	hs.Start()
 	defer hs.Close()
 
-	port := freePort(t)
-	o := &options{NodeName: "slurm-" + lab.Suite, Partition: lab.Partition, SlurmrestdURL: lab.URL, SlurmUser: lab.User,
+	port, metricsPort := freePort(t), freePort(t)
+	o := &options{MetricsListen: fmt.Sprintf("127.0.0.1:%d", metricsPort), NodeName: "slurm-" + lab.Suite, Partition: lab.Partition, SlurmrestdURL: lab.URL, SlurmUser: lab.User,
 		SlurmTokenFile: lab.TokenFile, SlurmAPIVersion: "auto", FetchURL: hs.URL, FetchTokenFile: tok, SharedRoot: root,
 		Runtime: provider.RuntimeNone, Listen: fmt.Sprintf("127.0.0.1:%d", port), NodeIP: "127.0.0.1",
 		StatusInterval: 300 * time.Millisecond, NodeInterval: time.Second, MaxPods: 50}
@@ -119,6 +119,45 @@ func TestLabVirtualNode(t *testing.T) {
 		p, err := kube.CoreV1().Pods("default").Get(ctx, "hello", metav1.GetOptions{})
 		return err == nil && p.Status.Phase == corev1.PodSucceeded
 	})
+	// A pod that cannot run: Failed with the reason, a Warning event, no job.
+	bad := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "needs-pvc", UID: "aaaabbbb-cccc-4ddd-8eee-000011113333"},
+		Spec: corev1.PodSpec{NodeName: o.NodeName, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}},
+			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}},
+	}
+	if _, err := kube.CoreV1().Pods("default").Create(ctx, bad, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "malformed pod failed", func() bool {
+		p, err := kube.CoreV1().Pods("default").Get(ctx, "needs-pvc", metav1.GetOptions{})
+		return err == nil && p.Status.Phase == corev1.PodFailed && p.Status.Reason == "UnsupportedVolume"
+	})
+	waitUntil(t, "events", func() bool {
+		evs, err := kube.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		seen := map[string]bool{}
+		for _, e := range evs.Items {
+			seen[e.InvolvedObject.Name+"/"+e.Type+"/"+e.Reason] = true
+		}
+		return seen["hello/Normal/"+provider.ReasonSubmitted] && seen["needs-pvc/Warning/UnsupportedVolume"]
+	})
+
+	// Metrics.
+	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`slurm_vk_pods{phase="Succeeded"} 1`, `slurm_vk_pods{phase="Failed"} 1`,
+		`slurm_vk_slurmrestd_requests_total{op="submit",outcome="ok"} 1`, `slurm_vk_log_streams_active 0`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+
 	// exec is refused with a reason, not a crash.
 	resp, err = hc.Post(fmt.Sprintf("https://127.0.0.1:%d/exec/default/hello/main?command=ls&output=1", port), "", nil)
 	if err == nil {

@@ -37,6 +37,7 @@ type options struct {
 	StatusInterval   time.Duration `json:"statusInterval"`
 	NodeInterval     time.Duration `json:"nodeInterval"`
 	MaxPods          int           `json:"maxPods"`
+	MetricsListen    string        `json:"metricsListen"`
 	Verbose          bool          `json:"verbose"`
 }
 
@@ -67,6 +68,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "pod status sync period")
 	fs.DurationVar(&o.NodeInterval, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
 	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address at /metrics (empty: off)")
 	fs.BoolVar(&o.Verbose, "v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
