@@ -261,6 +261,34 @@ func TestLabProvider(t *testing.T) {
 		}
 	})
 
+	t.Run("more CPUs than the partition has: Slurm's verdict shown", func(t *testing.T) {
+		pod := labPod("toobig", corev1.Container{Name: "main", Command: []string{"true"}, Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(fmt.Sprint(4 * r.lab.CPUs))}}})
+		if err := p.CreatePod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		// Slurm 24.11 refuses such a job at submit; 26.05 queues it. Either
+		// way the pod must say what Slurm said.
+		got := r.waitFor(t, pod, "showing Slurm's verdict", func(p *corev1.Pod) bool {
+			if p.Status.Phase == corev1.PodFailed {
+				return true
+			}
+			w := p.Status.ContainerStatuses[0].State.Waiting
+			return p.Status.Phase == corev1.PodPending && w != nil && w.Reason != ReasonSubmitted && w.Reason != "None"
+		})
+		switch got.Status.Phase {
+		case corev1.PodFailed:
+			if got.Status.Reason != ReasonRejected || !strings.Contains(got.Status.Message, "Requested node configuration is not available") {
+				t.Errorf("rejected: %s %s", got.Status.Reason, got.Status.Message)
+			}
+		default:
+			t.Logf("Slurm %s queues it: %s", r.lab.Version, got.Status.Message)
+			if err := p.DeletePod(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+
 	t.Run("delete while running cancels the job", func(t *testing.T) {
 		pod := labPod("victim", sh("main", "echo running; sleep 300"))
 		grace := int64(1)
