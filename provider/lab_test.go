@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -20,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
 	"github.com/slurmkube/slurm-vk/fetch/server"
 	"github.com/slurmkube/slurm-vk/slurmclient"
 	"github.com/slurmkube/slurm-vk/test/labenv"
@@ -49,16 +48,9 @@ func newLabRig(t *testing.T) *labRig {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	tok := root + "/.fetch-token"
 	os.WriteFile(tok, []byte("provider-lab-token"), 0o600)
-	srv, err := server.New(server.Config{Root: root, TokenFile: tok, Owner: &server.Owner{UID: lab.UID, GID: lab.UID},
-		PollInterval: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(srv)
-	hs.Config.Protocols = server.Protocols()
-	hs.Start()
-	t.Cleanup(func() { hs.Close(); srv.Close() })
-	files, err := fetchclient.New(fetchclient.Config{URL: hs.URL, TokenFile: tok, Wait: 5 * time.Second})
+	url := fetchtest.Start(t, server.Config{Root: root, TokenFile: tok, Owner: &server.Owner{UID: lab.UID, GID: lab.UID},
+		PollInterval: 100 * time.Millisecond})
+	files, err := fetchclient.New(fetchclient.Config{URL: url, TokenFile: tok, Wait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

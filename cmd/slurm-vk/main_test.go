@@ -5,10 +5,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -18,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
 	"github.com/slurmkube/slurm-vk/fetch/server"
 	"github.com/slurmkube/slurm-vk/provider"
 	"github.com/slurmkube/slurm-vk/test/labenv"
@@ -47,19 +46,11 @@ func TestLabVirtualNode(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(root) })
 	tok := root + "/.token"
 	os.WriteFile(tok, []byte("vnode-token"), 0o600)
-	fs, err := server.New(server.Config{Root: root, TokenFile: tok, Owner: &server.Owner{UID: lab.UID, GID: lab.UID},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(fs)
-	hs.Config.Protocols = server.Protocols()
-	hs.Start()
-	defer hs.Close()
+	fetchURL := fetchtest.Start(t, server.Config{Root: root, TokenFile: tok, Owner: &server.Owner{UID: lab.UID, GID: lab.UID}})
 
 	port, metricsPort := freePort(t), freePort(t)
 	o := &options{MetricsListen: fmt.Sprintf("127.0.0.1:%d", metricsPort), NodeName: "slurm-" + lab.Suite, Partition: lab.Partition, SlurmrestdURL: lab.URL, SlurmUser: lab.User,
-		SlurmTokenFile: lab.TokenFile, SlurmAPIVersion: "auto", FetchURL: hs.URL, FetchTokenFile: tok, SharedRoot: root,
+		SlurmTokenFile: lab.TokenFile, SlurmAPIVersion: "auto", FetchURL: fetchURL, FetchTokenFile: tok, SharedRoot: root,
 		Runtime: provider.RuntimeNone, Listen: fmt.Sprintf("127.0.0.1:%d", port), NodeIP: "127.0.0.1",
 		StatusInterval: 300 * time.Millisecond, NodeInterval: time.Second, MaxPods: 50}
 	kube := fake.NewClientset()

@@ -7,10 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/fetch/server"
 )
@@ -62,16 +61,7 @@ func (f *fixture) exit(t testing.TB, container string, code int) {
 // serve starts an in-process server on the fixture.
 func (f *fixture) serve(t testing.TB) string {
 	t.Helper()
-	s, err := server.New(server.Config{Root: f.root, TokenFile: f.tokenFile, PollInterval: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewUnstartedServer(s)
-	hs.Config.Protocols = server.Protocols()
-	hs.Start()
-	t.Cleanup(func() { hs.Close(); s.Close() })
-	return hs.URL
+	return fetchtest.Start(t, server.Config{Root: f.root, TokenFile: f.tokenFile, PollInterval: 50 * time.Millisecond})
 }
 
 func newClient(t testing.TB, url string, mod ...func(*Config)) *Client {

@@ -493,11 +493,17 @@ type streamState struct {
 	exitCode int
 }
 
+// openPlain opens a log or marker for reading, refusing a symlink in its
+// place (a job could plant one).
+func openPlain(pr *os.Root, name string) (*os.File, error) {
+	return pr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+}
+
 // look reads the marker before the size: the job writes the marker after
 // the last byte, so a size taken after seeing the marker is final.
 func look(pr *os.Root, q streamQuery) (streamState, error) {
 	var st streamState
-	f, err := pr.OpenFile(layout.ExitFile(q.container, q.attempt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := openPlain(pr, layout.ExitFile(q.container, q.attempt))
 	switch {
 	case err == nil:
 		var b [32]byte
@@ -607,7 +613,7 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	f, err := pr.OpenFile(layout.LogFile(q.container, q.attempt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := openPlain(pr, layout.LogFile(q.container, q.attempt))
 	if err != nil {
 		h.Del("Content-Length")
 		s.fsError(w, "log", err)
@@ -696,7 +702,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	if tail >= 0 {
 		off := st.size
 		if st.exists && tail > 0 {
-			f, err := pr.OpenFile(layout.LogFile(q.container, q.attempt), os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+			f, err := openPlain(pr, layout.LogFile(q.container, q.attempt))
 			if err != nil {
 				s.fsError(w, "log", err)
 				return
