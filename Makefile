@@ -15,7 +15,7 @@ build: ## Compile every package; binaries go to bin/
 	$(GO) build -o bin/ ./...
 
 .PHONY: test
-test: ## Everything, on a fresh machine: lint, verify, unit tests, and integration tests on the Slurm lab (trixie and sid)
+test: ## Everything, on a fresh machine: lint, verify, unit and lab tests (trixie, sid), end to end on a real control plane
 	hack/test.sh
 
 .PHONY: test-unit
@@ -51,6 +51,14 @@ verify: generate ## Regenerate, then fail if generated code or go.mod/go.sum are
 .PHONY: lab-up
 lab-up: ## Start the Slurm lab (LAB_SUITE=trixie for 24.11, sid for 26.05); writes .cache/lab/$(LAB_SUITE)/lab.env
 	LAB_SUITE=$(LAB_SUITE) hack/lab/lab-up.sh
+
+.PHONY: controlplane-up
+controlplane-up: ## Build (first time: ~13 min) and start kube-apiserver, scheduler, controller-manager and etcd on loopback
+	hack/controlplane/up.sh
+
+.PHONY: controlplane-down
+controlplane-down: ## Stop the control plane started by controlplane-up
+	hack/controlplane/down.sh
 
 .PHONY: lab-down
 lab-down: ## Stop the Slurm lab's daemons and unmount it (the chroot stays cached)

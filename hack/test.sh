@@ -4,12 +4,18 @@
 # stops; a lab that was already up is reused and left running.
 #
 #   TEST_SUITES="trixie sid"   which lab suites to run the integration lane on
+#   SKIP_E2E=1                 skip the end-to-end lane (the first suite's,
+#                              on a control plane built from Go modules)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TEST_SUITES=${TEST_SUITES:-trixie sid}
 
 started=()
+controlplane_started=
 cleanup() {
+	if [ -n "$controlplane_started" ]; then
+		hack/controlplane/down.sh || true
+	fi
 	for s in "${started[@]}"; do
 		LAB_SUITE=$s hack/lab/lab-down.sh || true
 	done
@@ -35,4 +41,13 @@ for s in $TEST_SUITES; do
 	# tests assert what Slurm does when nothing else runs (pending reasons).
 	# Compiling is not slowed: lint has built everything already.
 	SLURM_LAB_ENV=$PWD/$env_file SLURM_LAB_REQUIRED=1 go test -count=1 -p 1 -timeout 20m ./...
+	if [ "$s" = "${TEST_SUITES%% *}" ] && [ -z "${SKIP_E2E:-}" ]; then
+		step "end to end on a real control plane (lab $s)"
+		if ! [ -s .cache/controlplane/env ]; then
+			controlplane_started=1
+		fi
+		hack/controlplane/up.sh
+		CONTROLPLANE_ENV=$PWD/.cache/controlplane/env SLURM_LAB_ENV=$PWD/$env_file SLURM_E2E_REQUIRED=1 \
+			go test -count=1 -timeout 20m -v ./test/e2e/
+	fi
 done

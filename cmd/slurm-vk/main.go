@@ -28,6 +28,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -124,7 +125,17 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			cfg.HTTPListenAddr = o.Listen
 			cfg.Handler = mux
 			if o.ClientCA != "" {
-				auth, err := nodeutil.WebhookAuth(kube, o.NodeName)
+				// Without a client-CA provider the webhook authenticator
+				// accepts bearer tokens only; the API server calls kubelets
+				// with a client certificate.
+				auth, err := nodeutil.WebhookAuth(kube, o.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+					ca, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", o.ClientCA)
+					if err != nil {
+						return err
+					}
+					c.AuthnConfig.ClientCertificateCAContentProvider = ca
+					return nil
+				})
 				if err != nil {
 					return err
 				}

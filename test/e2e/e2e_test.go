@@ -1,0 +1,336 @@
+// Package e2e drives the whole chain the way a user does, with kubectl:
+// a real control plane (hack/controlplane), the Slurm lab, and the
+// slurm-fetchd and slurm-vk binaries started by this test.
+//
+// It needs CONTROLPLANE_ENV (.cache/controlplane/env) and SLURM_LAB_ENV;
+// without them it skips (fails with SLURM_E2E_REQUIRED=1).
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slurmkube/slurm-vk/test/labenv"
+)
+
+const nodeName = "slurm-debug"
+
+type cluster struct {
+	t          *testing.T
+	kubeconfig string
+	lab        *labenv.Lab
+	fetchdAddr string
+	fetchd     *exec.Cmd
+	tokenFile  string
+	root       string
+}
+
+func readEnv(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	kv := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && !strings.HasPrefix(k, "#") {
+			kv[k] = v
+		}
+	}
+	return kv, nil
+}
+
+func build(t *testing.T, dir, pkg string) string {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// start runs a binary until the test ends, logging to a file in dir.
+func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
+	logf, err := os.Create(filepath.Join(dir, name+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(dir, name), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("--- %s log (tail)\n%s", name, b)
+		}
+	})
+	return cmd
+}
+
+func setup(t *testing.T) *cluster {
+	cpEnv := os.Getenv("CONTROLPLANE_ENV")
+	if cpEnv == "" {
+		if os.Getenv("SLURM_E2E_REQUIRED") == "1" {
+			t.Fatal("SLURM_E2E_REQUIRED=1 but CONTROLPLANE_ENV is not set")
+		}
+		t.Skip("no control plane: run hack/controlplane/up.sh and set CONTROLPLANE_ENV=.cache/controlplane/env")
+	}
+	lab := labenv.Require(t)
+	cp, err := readEnv(cpEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	build(t, bin, "github.com/slurmkube/slurm-vk/cmd/slurm-fetchd")
+	build(t, bin, "github.com/slurmkube/slurm-vk/cmd/slurm-vk")
+
+	root, err := os.MkdirTemp(lab.Shared, "e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chown(root, lab.UID, lab.UID)
+	t.Cleanup(func() { os.RemoveAll(root) })
+	c := &cluster{t: t, kubeconfig: cp["KUBECONFIG"], lab: lab, root: root,
+		tokenFile: filepath.Join(bin, "fetch-token"), fetchdAddr: freeAddr(t)}
+	os.WriteFile(c.tokenFile, []byte("e2e-fetch-token"), 0o600)
+	uid := fmt.Sprint(lab.UID)
+	c.fetchd = start(t, bin, "slurm-fetchd", "-listen", c.fetchdAddr, "-root", root, "-token-file", c.tokenFile,
+		"-uid", uid, "-gid", uid, "-poll-interval", "200ms")
+	start(t, bin, "slurm-vk", "-kubeconfig", cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
+		"-partition", lab.Partition, "-slurmrestd-url", lab.URL, "-slurm-token-file", lab.TokenFile, "-slurm-user", lab.User,
+		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", root, "-runtime", "none",
+		"-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", cp["CONTROLPLANE_KUBELET_CERT"],
+		"-tls-key", cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", cp["CONTROLPLANE_CA"], "-status-interval", "1s")
+	c.waitFor("the node to be Ready", 2*time.Minute, func() bool {
+		out, err := c.kubectl("get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return err == nil && out == "True"
+	})
+	return c
+}
+
+// kubectl runs kubectl as the admin user and returns its trimmed stdout.
+func (c *cluster) kubectl(args ...string) (string, error) {
+	cmd := exec.Command("kubectl", append([]string{"--kubeconfig", c.kubeconfig}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return strings.TrimSpace(string(out)), fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func (c *cluster) must(args ...string) string {
+	c.t.Helper()
+	out, err := c.kubectl(args...)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+func (c *cluster) apply(manifest string) {
+	c.t.Helper()
+	cmd := exec.Command("kubectl", "--kubeconfig", c.kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		c.t.Fatalf("kubectl apply: %v: %s", err, out)
+	}
+}
+
+func (c *cluster) waitFor(what string, d time.Duration, ok func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func (c *cluster) phase(pod string) string {
+	out, _ := c.kubectl("get", "pod", pod, "-o", "jsonpath={.status.phase}")
+	return out
+}
+
+// pod is a pod manifest that tolerates the provider's taint and selects
+// the virtual node; the real scheduler binds it.
+func pod(name, script string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeSelector:
+    kubernetes.io/hostname: %s
+  tolerations:
+  - key: virtual-kubelet.io/provider
+    operator: Equal
+    value: slurm
+    effect: NoSchedule
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: none
+    command: ["/bin/sh", "-c", %q]
+`, name, nodeName, script)
+}
+
+// unique names a pod for this run and deletes it when the test ends.
+func (c *cluster) unique(t *testing.T, name string) string {
+	n := fmt.Sprintf("%s-%d", name, time.Now().UnixNano()%1000000)
+	t.Cleanup(func() { c.kubectl("delete", "pod", n, "--wait=false", "--ignore-not-found") })
+	return n
+}
+
+func TestE2E(t *testing.T) {
+	c := setup(t)
+
+	t.Run("apply, logs -f as the job prints, Succeeded", func(t *testing.T) {
+		c.t = t
+		hello := c.unique(t, "hello")
+		c.apply(pod(hello, `for i in 1 2 3 4 5; do echo "line $i"; sleep 1; done`))
+		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(hello) == "Running" })
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", c.kubeconfig, "logs", "-f", hello)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var lines []string
+		var at []time.Time
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			at = append(at, time.Now())
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("kubectl logs -f did not exit cleanly: %v: %s", err, stderr.String())
+		}
+		if strings.Join(lines, ",") != "line 1,line 2,line 3,line 4,line 5" {
+			t.Fatalf("logs -f printed %q", lines)
+		}
+		// Lines arrive as the job prints them, a second apart, not at the end.
+		if gap := at[len(at)-1].Sub(at[0]); gap < 2500*time.Millisecond {
+			t.Errorf("all lines arrived within %v: not streamed", gap)
+		}
+		c.waitFor("Succeeded", time.Minute, func() bool { return c.phase(hello) == "Succeeded" })
+		if code := c.must("get", "pod", hello, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"); code != "0" {
+			t.Errorf("exit code %q", code)
+		}
+	})
+
+	t.Run("a failing command: Failed with its exit code", func(t *testing.T) {
+		c.t = t
+		fails := c.unique(t, "fails")
+		c.apply(pod(fails, "echo failing; exit 42"))
+		c.waitFor("Failed", 2*time.Minute, func() bool { return c.phase(fails) == "Failed" })
+		var p struct {
+			Status struct {
+				ContainerStatuses []struct {
+					State struct {
+						Terminated struct {
+							ExitCode int `json:"exitCode"`
+						} `json:"terminated"`
+					} `json:"state"`
+				} `json:"containerStatuses"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(c.must("get", "pod", fails, "-o", "json")), &p); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.Status.ContainerStatuses[0].State.Terminated.ExitCode; code != 42 {
+			t.Errorf("exit code %d, want 42", code)
+		}
+	})
+
+	t.Run("kubectl delete cancels the Slurm job", func(t *testing.T) {
+		c.t = t
+		victim := c.unique(t, "victim")
+		c.apply(pod(victim, "echo running; sleep 600"))
+		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(victim) == "Running" })
+		uid := c.must("get", "pod", victim, "-o", "jsonpath={.metadata.uid}")
+		c.must("delete", "pod", victim, "--wait=true", "--timeout=90s")
+		// The job is gone from Slurm's running set (checked through slurmrestd).
+		tok, _ := c.lab.Token()
+		c.waitFor("the job to end in Slurm", time.Minute, func() bool {
+			state, found := slurmJobState(t, c.lab, tok, uid)
+			return !found || (state != "RUNNING" && state != "PENDING")
+		})
+	})
+}
+
+// slurmJobState finds the job whose comment carries the pod UID.
+func slurmJobState(t *testing.T, lab *labenv.Lab, token, uid string) (string, bool) {
+	req, err := http.NewRequest(http.MethodGet, lab.URL+"/slurm/v0.0.42/jobs/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("X-SLURM-USER-NAME", lab.User)
+	req.Header.Set("X-SLURM-USER-TOKEN", token)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	out, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var resp struct {
+		Jobs []struct {
+			Comment  string   `json:"comment"`
+			JobState []string `json:"job_state"`
+		} `json:"jobs"`
+	}
+	if err := json.Unmarshal(out, &resp); err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range resp.Jobs {
+		if strings.HasSuffix(j.Comment, ":"+uid) && len(j.JobState) > 0 {
+			return j.JobState[0], true
+		}
+	}
+	return "", false
+}
