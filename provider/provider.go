@@ -18,6 +18,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
 	statsv1alpha1 "k8s.io/kubelet/pkg/apis/stats/v1alpha1"
@@ -157,7 +158,7 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 // submitted for it. Errors returned are transient (the controller retries).
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
-	if _, ok := p.pods[pod.UID]; ok {
+	if st, ok := p.pods[pod.UID]; ok && (st.job != 0 || st.final) {
 		p.mu.Unlock()
 		return nil
 	}
@@ -173,6 +174,12 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	}
 	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
 	var bad *InvalidPodError
+	if errors.As(err, &bad) && missingReference[bad.Reason] {
+		// Like the kubelet: the object may just not have arrived yet (or be
+		// created later). Wait, and let the controller retry.
+		p.waiting(pod, "CreateContainerConfigError", bad.Message)
+		return fmt.Errorf("%s", bad.Message)
+	}
 	if errors.As(err, &bad) {
 		logger.WithField("reason", bad.Reason).Warn(bad.Message)
 		p.fail(pod, bad.Reason, bad.Message)
@@ -256,6 +263,36 @@ func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
 func (p *Provider) event(pod *corev1.Pod, typ, reason, msg string) {
 	if p.cfg.Events != nil {
 		p.cfg.Events.Event(pod, typ, reason, msg)
+	}
+}
+
+// missingReference are translation failures that a later attempt may not
+// have: a ConfigMap or Secret (or key) that does not exist yet.
+var missingReference = map[string]bool{
+	"ConfigMapNotFound": true, "SecretNotFound": true, "ConfigMapKeyNotFound": true, "SecretKeyNotFound": true, "KeyNotFound": true,
+}
+
+// waiting records a pod that cannot start yet, without a job.
+func (p *Provider) waiting(pod *corev1.Pod, reason, msg string) {
+	pod = pod.DeepCopy()
+	now := p.cfg.Now()
+	pod.Status = corev1.PodStatus{Phase: corev1.PodPending, Reason: reason, Message: msg, StartTime: ptrTime(metav1.NewTime(now))}
+	for _, c := range pod.Spec.Containers {
+		pod.Status.ContainerStatuses = append(pod.Status.ContainerStatuses, corev1.ContainerStatus{Name: c.Name, Image: c.Image,
+			State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: msg}}})
+	}
+	pod.Status.Conditions = conditions(corev1.PodPending, false, true, now, reason, msg)
+	p.mu.Lock()
+	first := p.pods[pod.UID] == nil
+	p.pods[pod.UID] = &podState{pod: pod, done: make(chan struct{})}
+	p.byName[key(pod.Namespace, pod.Name)] = pod.UID
+	cb := p.notify
+	p.mu.Unlock()
+	if first {
+		p.event(pod, corev1.EventTypeWarning, reason, msg)
+	}
+	if cb != nil {
+		cb(pod.DeepCopy())
 	}
 }
 

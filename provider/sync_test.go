@@ -265,3 +265,41 @@ func TestSyncRequestsAndTruth(t *testing.T) {
 		t.Errorf("after a restart p5 has job %d (want 106) and submits happened", st.job)
 	}
 }
+
+// A pod whose ConfigMap does not exist yet waits, as on a kubelet, and runs
+// once it appears.
+func TestMissingConfigMapWaits(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeSlurm()
+	present := false
+	look := Lookups{
+		ConfigMap: func(ns, name string) (*corev1.ConfigMap, error) {
+			if present {
+				return &corev1.ConfigMap{Data: map[string]string{"k": "v"}}, nil
+			}
+			return nil, fmt.Errorf("configmap %q not found", name)
+		},
+		Secret: lookups.Secret,
+	}
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}}, f, noFiles{}, look)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u-1"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "K",
+			ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k"}}}}}}}}
+	if err := p.CreatePod(ctx, pod); err == nil {
+		t.Fatal("CreatePod succeeded without its ConfigMap; want an error so that it is retried")
+	}
+	got, err := p.GetPod(ctx, "ns", "p")
+	if err != nil || got.Status.Phase != corev1.PodPending || got.Status.ContainerStatuses[0].State.Waiting.Reason != "CreateContainerConfigError" {
+		t.Fatalf("waiting pod: %v %+v", err, got.Status)
+	}
+	if f.reset()["submit"] != 0 {
+		t.Fatal("submitted without the ConfigMap")
+	}
+	present = true
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if f.reset()["submit"] != 1 {
+		t.Fatal("not submitted once the ConfigMap exists")
+	}
+}

@@ -29,12 +29,15 @@ const nodeName = "slurm-debug"
 
 type cluster struct {
 	t          *testing.T
+	top        *testing.T // the test that owns the processes
 	kubeconfig string
 	lab        *labenv.Lab
 	fetchdAddr string
 	fetchd     *exec.Cmd
 	tokenFile  string
 	root       string
+	bin        string
+	fetchdArgs []string
 }
 
 func readEnv(path string) (map[string]string, error) {
@@ -123,12 +126,14 @@ func setup(t *testing.T) *cluster {
 	}
 	os.Chown(root, lab.UID, lab.UID)
 	t.Cleanup(func() { os.RemoveAll(root) })
-	c := &cluster{t: t, kubeconfig: cp["KUBECONFIG"], lab: lab, root: root,
+	c := &cluster{t: t, top: t, kubeconfig: cp["KUBECONFIG"], lab: lab, root: root,
 		tokenFile: filepath.Join(bin, "fetch-token"), fetchdAddr: freeAddr(t)}
 	os.WriteFile(c.tokenFile, []byte("e2e-fetch-token"), 0o600)
 	uid := fmt.Sprint(lab.UID)
-	c.fetchd = start(t, bin, "slurm-fetchd", "-listen", c.fetchdAddr, "-root", root, "-token-file", c.tokenFile,
-		"-uid", uid, "-gid", uid, "-poll-interval", "200ms")
+	c.bin = bin
+	c.fetchdArgs = []string{"-listen", c.fetchdAddr, "-root", root, "-token-file", c.tokenFile,
+		"-uid", uid, "-gid", uid, "-poll-interval", "200ms"}
+	c.fetchd = start(t, bin, "slurm-fetchd", c.fetchdArgs...)
 	start(t, bin, "slurm-vk", "-kubeconfig", cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
 		"-partition", lab.Partition, "-slurmrestd-url", lab.URL, "-slurm-token-file", lab.TokenFile, "-slurm-user", lab.User,
 		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", root, "-runtime", "none",
@@ -298,6 +303,177 @@ func TestE2E(t *testing.T) {
 			state, found := slurmJobState(t, c.lab, tok, uid)
 			return !found || (state != "RUNNING" && state != "PENDING")
 		})
+	})
+}
+
+func TestE2EMore(t *testing.T) {
+	c := setup(t)
+
+	t.Run("a batch/v1 Job with 3 completions", func(t *testing.T) {
+		c.t = t
+		name := fmt.Sprintf("batch-%d", time.Now().UnixNano()%1000000)
+		t.Cleanup(func() { c.kubectl("delete", "job", name, "--wait=false", "--ignore-not-found") })
+		c.apply(fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata:
+  name: %s
+spec:
+  completions: 3
+  parallelism: 2
+  backoffLimit: 0
+  template:
+    spec:
+      nodeSelector:
+        kubernetes.io/hostname: %s
+      tolerations:
+      - key: virtual-kubelet.io/provider
+        operator: Exists
+      restartPolicy: Never
+      containers:
+      - name: work
+        image: none
+        command: ["/bin/sh", "-c", "echo working; sleep 1"]
+`, name, nodeName))
+		c.waitFor("3 completions", 3*time.Minute, func() bool {
+			out, _ := c.kubectl("get", "job", name, "-o", "jsonpath={.status.succeeded}")
+			return out == "3"
+		})
+	})
+
+	t.Run("multi-container logs: -c, --all-containers, --tail, --limit-bytes", func(t *testing.T) {
+		c.t = t
+		name := c.unique(t, "multi")
+		c.apply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeSelector:
+    kubernetes.io/hostname: %s
+  tolerations:
+  - key: virtual-kubelet.io/provider
+    operator: Exists
+  restartPolicy: Never
+  containers:
+  - name: alpha
+    image: none
+    command: ["/bin/sh", "-c", "printf 'a1\na2\na3\n'"]
+  - name: beta
+    image: none
+    command: ["/bin/sh", "-c", "printf 'b1\nb2\n'"]
+`, name, nodeName))
+		c.waitFor("Succeeded", 2*time.Minute, func() bool { return c.phase(name) == "Succeeded" })
+		for _, tt := range []struct {
+			args []string
+			want string
+		}{
+			{[]string{"-c", "alpha"}, "a1\na2\na3"},
+			{[]string{"-c", "beta"}, "b1\nb2"},
+			{[]string{"-c", "alpha", "--tail=1"}, "a3"},
+			{[]string{"-c", "alpha", "--limit-bytes=4"}, "a1\na"},
+		} {
+			if got := c.must(append([]string{"logs", name}, tt.args...)...); got != tt.want {
+				t.Errorf("logs %v: %q, want %q", tt.args, got, tt.want)
+			}
+		}
+		all := c.must("logs", name, "--all-containers")
+		if !strings.Contains(all, "a1\na2\na3") || !strings.Contains(all, "b1\nb2") {
+			t.Errorf("--all-containers: %q", all)
+		}
+	})
+
+	t.Run("a pod that cannot fit now: describe shows Slurm's pending reason", func(t *testing.T) {
+		c.t = t
+		hog := c.unique(t, "hog")
+		c.apply(pod(hog, "sleep 60"))
+		c.waitFor("the hog Running", 2*time.Minute, func() bool { return c.phase(hog) == "Running" })
+		big := c.unique(t, "big")
+		c.apply(strings.Replace(pod(big, "true"), "    command:", fmt.Sprintf("    resources:\n      requests:\n        cpu: %d\n    command:", c.lab.CPUs), 1))
+		c.waitFor("describe to show the reason", 2*time.Minute, func() bool {
+			out, _ := c.kubectl("describe", "pod", big)
+			return strings.Contains(out, "Resources") && strings.Contains(out, "Waiting")
+		})
+	})
+
+	t.Run("logs -f through a restart of the fetch endpoint", func(t *testing.T) {
+		c.t = t
+		name := c.unique(t, "steady")
+		c.apply(pod(name, `for i in $(seq 1 12); do echo "n $i"; sleep 0.5; done`))
+		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(name) == "Running" })
+		done := make(chan string, 1)
+		go func() {
+			out, _ := c.kubectl("logs", "-f", name)
+			done <- out
+		}()
+		time.Sleep(2 * time.Second)
+		c.fetchd.Process.Kill()
+		c.fetchd.Wait()
+		time.Sleep(1500 * time.Millisecond)
+		// Owned by the whole test, not this subtest: later ones need it.
+		c.fetchd = start(c.top, c.bin, "slurm-fetchd", c.fetchdArgs...)
+		var want []string
+		for i := 1; i <= 12; i++ {
+			want = append(want, fmt.Sprintf("n %d", i))
+		}
+		select {
+		case got := <-done:
+			if got != strings.Join(want, "\n") {
+				t.Errorf("logs -f across the restart: %q", got)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("logs -f did not end")
+		}
+	})
+
+	t.Run("a ConfigMap and a Secret mounted into a pod", func(t *testing.T) {
+		c.t = t
+		name := c.unique(t, "mounts")
+		c.apply(`apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: e2e-config
+data:
+  greeting: hello from a configmap
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: e2e-secret
+stringData:
+  password: s3cr3t-e2e
+`)
+		c.apply(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+spec:
+  nodeSelector:
+    kubernetes.io/hostname: %s
+  tolerations:
+  - key: virtual-kubelet.io/provider
+    operator: Exists
+  restartPolicy: Never
+  volumes:
+  - name: config
+    configMap:
+      name: e2e-config
+  - name: secret
+    secret:
+      secretName: e2e-secret
+  containers:
+  - name: main
+    image: none
+    command: ["/bin/sh", "-c", "cat $SLURM_VK_MOUNT_CONFIG/greeting; echo; cat $SLURM_VK_MOUNT_SECRET/password"]
+    volumeMounts:
+    - name: config
+      mountPath: /etc/config
+    - name: secret
+      mountPath: /etc/secret
+`, name, nodeName))
+		c.waitFor("Succeeded", 2*time.Minute, func() bool { return c.phase(name) == "Succeeded" })
+		if got := c.must("logs", name); got != "hello from a configmap\ns3cr3t-e2e" {
+			t.Errorf("the job read %q", got)
+		}
 	})
 }
 
