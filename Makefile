@@ -10,6 +10,14 @@ GOFILES    = $(shell find . -path ./.cache -prune -o -name '*.go' -print)
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: demo
+demo: ## Bring up the Slurm lab, a control plane, slurm-fetchd and slurm-vk; run and stream a first pod; leave it all running
+	hack/demo/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop everything make demo started
+	hack/demo/demo.sh down
+
 .PHONY: build
 build: ## Compile every package; binaries go to bin/
 	$(GO) build -o bin/ ./...
