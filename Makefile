@@ -26,6 +26,10 @@ build: ## Compile every package; binaries go to bin/
 test: ## Everything, on a fresh machine: lint, verify, unit and lab tests (trixie, sid), end to end on a real control plane
 	hack/test.sh
 
+.PHONY: chart
+chart: ## Lint the Helm chart, check its goldens, schema and configs (builds the pinned helm once, ~3 min)
+	HELM=$$(hack/tools/helm.sh) HELM_REQUIRED=1 $(GO) test -count=1 ./test/chart/
+
 .PHONY: test-unit
 test-unit: ## Fast inner loop: unit tests only, no lab (lab tests skip)
 	env -u SLURM_LAB_ENV $(GO) test ./...
@@ -36,8 +40,9 @@ lint: ## gofmt and go vet
 	$(GO) vet ./...
 
 .PHONY: generate
-generate: ## Regenerate the slurmrestd clients (*.gen.go) from openapi/ with the pinned oapi-codegen
+generate: ## Regenerate the slurmrestd clients (*.gen.go) from openapi/ with the pinned oapi-codegen, and the chart README's values table
 	$(GO) generate ./...
+	$(GO) run ./hack/chart-docs -chart charts/slurm-vk
 
 .PHONY: openapi
 openapi: ## Re-capture the slurmrestd OpenAPI specs and test goldens from running labs (make lab-up for trixie and sid first)
@@ -50,11 +55,11 @@ openapi: ## Re-capture the slurmrestd OpenAPI specs and test goldens from runnin
 	hack/capture-testdata.sh .cache/lab/sid/lab.env v0.0.45
 
 .PHONY: verify
-verify: generate ## Regenerate, then fail if generated code or go.mod/go.sum are stale
+verify: generate ## Regenerate, then fail if generated code, the chart README or go.mod/go.sum are stale
 	$(GO) mod tidy -diff
-	@if ! git diff --quiet -- '*.gen.go' || [ -n "$$(git ls-files --others --exclude-standard -- '*.gen.go')" ]; then \
-		echo "generated code is stale or untracked: run 'make generate' and commit"; \
-		git status --short -- '*.gen.go'; exit 1; fi
+	@if ! git diff --quiet -- '*.gen.go' charts/slurm-vk/README.md || [ -n "$$(git ls-files --others --exclude-standard -- '*.gen.go' charts/slurm-vk/README.md)" ]; then \
+		echo "generated files are stale or untracked: run 'make generate' and commit"; \
+		git status --short -- '*.gen.go' charts/slurm-vk/README.md; exit 1; fi
 
 .PHONY: lab-up
 lab-up: ## Start the Slurm lab (LAB_SUITE=trixie for 24.11, sid for 26.05); writes .cache/lab/$(LAB_SUITE)/lab.env

@@ -29,6 +29,10 @@ make --no-print-directory lint
 step "verify (generated code and go.mod are up to date)"
 make --no-print-directory verify
 
+step "helm (pinned, built from its Go module once)"
+HELM=$(hack/tools/helm.sh)
+export HELM HELM_REQUIRED=1
+
 for s in $TEST_SUITES; do
 	env_file=.cache/lab/$s/lab.env
 	if ! { [ -f "$env_file" ] && LAB_SUITE=$s bash -c '. hack/lab/common.sh; pid_alive slurmrestd'; }; then

@@ -39,6 +39,11 @@ type NodeConfig struct {
 	// Interval is how often capacity and readiness are refreshed
 	// (default 30s).
 	Interval time.Duration
+	// Labels and Taints are added to the node when it registers, like a
+	// kubelet's --node-labels and --register-with-taints; the provider's
+	// own taint is always there, so pods must tolerate it.
+	Labels map[string]string
+	Taints []corev1.Taint
 }
 
 // NodeProvider keeps the virtual node's capacity and readiness current.
@@ -62,8 +67,12 @@ func NewNodeProvider(ctx context.Context, cfg NodeConfig, slurm slurmclient.Inte
 	if n.Labels == nil {
 		n.Labels = map[string]string{}
 	}
+	for k, v := range cfg.Labels {
+		n.Labels[k] = v
+	}
 	n.Labels[LabelPartition] = cfg.Partition
 	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule})
+	n.Spec.Taints = append(n.Spec.Taints, cfg.Taints...)
 	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: cfg.InternalIP}, {Type: corev1.NodeHostName, Address: cfg.Name}}
 	n.Status.DaemonEndpoints.KubeletEndpoint.Port = cfg.KubeletPort
 	n.Status.NodeInfo.OperatingSystem = "linux"

@@ -34,6 +34,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"sigs.k8s.io/yaml"
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/provider"
@@ -45,6 +46,15 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "slurm-vk:", err)
 		os.Exit(2)
+	}
+	if o.Check {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "slurm-vk:", err)
+			os.Exit(1)
+		}
+		os.Stdout.Write(b)
+		return
 	}
 	lg := logrus.New()
 	if o.Verbose {
@@ -111,10 +121,10 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		p = provider.New(provider.Config{
 			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
 				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions)},
-			StatusInterval: o.StatusInterval, Events: recorder, Metrics: metrics,
+			StatusInterval: o.StatusInterval.Duration, Events: recorder, Metrics: metrics,
 		}, slurm, files, look)
 		np := provider.NewNodeProvider(ctx, provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
-			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval}, slurm, pc.Node)
+			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints}, slurm, pc.Node)
 		return p, np, nil
 	},
 		nodeutil.WithClient(kube),
@@ -164,7 +174,12 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		log.G(ctx).WithError(err).Warn("recovery skipped")
 	}
 	if o.MetricsListen != "" {
-		ms := &http.Server{Addr: o.MetricsListen, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		mm := http.NewServeMux()
+		mm.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		// Liveness only: the process serves. Readiness of the node (is
+		// slurmrestd answering?) is the node's Ready condition, not the pod's.
+		mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+		ms := &http.Server{Addr: o.MetricsListen, Handler: mm, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := ms.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 				log.G(ctx).WithError(err).Error("metrics server")

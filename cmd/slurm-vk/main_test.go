@@ -52,7 +52,8 @@ func TestLabVirtualNode(t *testing.T) {
 	o := &options{MetricsListen: fmt.Sprintf("127.0.0.1:%d", metricsPort), NodeName: "slurm-" + lab.Suite, Partition: lab.Partition, SlurmrestdURL: lab.URL, SlurmUser: lab.User,
 		SlurmTokenFile: lab.TokenFile, SlurmAPIVersion: "auto", FetchURL: fetchURL, FetchTokenFile: tok, SharedRoot: root,
 		Runtime: provider.RuntimeNone, Listen: fmt.Sprintf("127.0.0.1:%d", port), NodeIP: "127.0.0.1",
-		StatusInterval: 300 * time.Millisecond, NodeInterval: time.Second, MaxPods: 50}
+		StatusInterval: metav1.Duration{Duration: 300 * time.Millisecond}, NodeInterval: metav1.Duration{Duration: time.Second}, MaxPods: 50,
+		labels: map[string]string{"site.example/gpu": "none"}, taints: []corev1.Taint{{Key: "site.example/slurm", Effect: corev1.TaintEffectPreferNoSchedule}}}
 	kube := fake.NewClientset()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
@@ -75,8 +76,8 @@ func TestLabVirtualNode(t *testing.T) {
 		}
 		return false
 	})
-	if len(n.Spec.Taints) != 1 || n.Spec.Taints[0].Key != provider.TaintKey || n.Labels[provider.LabelPartition] != lab.Partition ||
-		n.Labels[provider.LabelSlurmVersion] != lab.Version {
+	if len(n.Spec.Taints) != 2 || n.Spec.Taints[0].Key != provider.TaintKey || n.Spec.Taints[1].Key != "site.example/slurm" ||
+		n.Labels[provider.LabelPartition] != lab.Partition || n.Labels[provider.LabelSlurmVersion] != lab.Version || n.Labels["site.example/gpu"] != "none" {
 		t.Errorf("node taints %v labels %v", n.Spec.Taints, n.Labels)
 	}
 	if cpu := n.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != int64(lab.CPUs) || n.Status.DaemonEndpoints.KubeletEndpoint.Port != int32(port) {
@@ -149,6 +150,12 @@ func TestLabVirtualNode(t *testing.T) {
 		}
 	}
 
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", metricsPort)); err != nil || resp.StatusCode != 200 {
+		t.Errorf("healthz: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// exec is refused with a reason, not a crash.
 	resp, err = hc.Post(fmt.Sprintf("https://127.0.0.1:%d/exec/default/hello/main?command=ls&output=1", port), "", nil)
 	if err == nil {
@@ -173,13 +180,13 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 
 func TestOptionsFileAndFlags(t *testing.T) {
 	f := t.TempDir() + "/config.yaml"
-	os.WriteFile(f, []byte("partition: gpu\nslurmrestdURL: http://x:6820\nslurmTokenFile: /t\nfetchURL: http://f\nfetchTokenFile: /ft\nsharedRoot: /s\nruntime: none\n"), 0o644)
+	os.WriteFile(f, []byte("partition: gpu\nslurmrestdURL: http://x:6820\nslurmTokenFile: /t\nfetchURL: http://f\nfetchTokenFile: /ft\nsharedRoot: /s\nruntime: none\nstatusInterval: 2s\n"), 0o644)
 	o, err := parseOptions([]string{"-config", f, "-runtime", "podman"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Partition != "gpu" || o.Runtime != "podman" || o.Listen != ":10250" {
-		t.Errorf("partition %q (file), runtime %q (flag wins), listen %q (default)", o.Partition, o.Runtime, o.Listen)
+	if o.Partition != "gpu" || o.Runtime != "podman" || o.Listen != ":10250" || o.StatusInterval.Duration != 2*time.Second {
+		t.Errorf("partition %q (file), runtime %q (flag wins), listen %q (default), status interval %v (file)", o.Partition, o.Runtime, o.Listen, o.StatusInterval)
 	}
 	os.WriteFile(f, []byte("partitoin: typo\n"), 0o644)
 	if _, err := parseOptions([]string{"-config", f}); err == nil || !strings.Contains(err.Error(), "partitoin") {
@@ -187,5 +194,29 @@ func TestOptionsFileAndFlags(t *testing.T) {
 	}
 	if _, err := parseOptions(nil); err == nil || !strings.Contains(err.Error(), "-partition") {
 		t.Errorf("missing options: %v", err)
+	}
+}
+
+func TestNodeLabelsAndTaints(t *testing.T) {
+	base := []string{"-partition", "p", "-slurmrestd-url", "http://x", "-slurm-token-file", "/t", "-fetch-url", "http://f",
+		"-fetch-token-file", "/ft", "-shared-root", "/s"}
+	o, err := parseOptions(append(base, "-node-labels", "a=1, example.com/b=", "-node-taints", "gpu=yes:NoSchedule,drain:NoExecute"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.labels) != 2 || o.labels["a"] != "1" || o.labels["example.com/b"] != "" {
+		t.Errorf("labels %v", o.labels)
+	}
+	want := []corev1.Taint{{Key: "gpu", Value: "yes", Effect: corev1.TaintEffectNoSchedule}, {Key: "drain", Effect: corev1.TaintEffectNoExecute}}
+	if fmt.Sprint(o.taints) != fmt.Sprint(want) {
+		t.Errorf("taints %v, want %v", o.taints, want)
+	}
+	for _, bad := range [][]string{
+		{"-node-labels", "novalue"}, {"-node-labels", "bad key=1"}, {"-node-labels", "a=" + strings.Repeat("x", 64)},
+		{"-node-taints", "gpu=yes"}, {"-node-taints", "gpu:Sometimes"}, {"-node-taints", "-x:NoSchedule"},
+	} {
+		if _, err := parseOptions(append(base, bad...)); err == nil || !strings.Contains(err.Error(), bad[0]) {
+			t.Errorf("%v: %v", bad, err)
+		}
 	}
 }

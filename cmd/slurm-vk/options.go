@@ -4,47 +4,58 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
 // options are the flags; a YAML file (-config) can set any of them, by the
 // same names, and flags given on the command line win.
 type options struct {
-	Config           string        `json:"-"`
-	Kubeconfig       string        `json:"kubeconfig"`
-	NodeName         string        `json:"nodeName"`
-	Partition        string        `json:"partition"`
-	SlurmrestdURL    string        `json:"slurmrestdURL"`
-	SlurmTokenFile   string        `json:"slurmTokenFile"`
-	SlurmUser        string        `json:"slurmUser"`
-	SlurmAPIVersion  string        `json:"slurmAPIVersion"`
-	SlurmCAFile      string        `json:"slurmCAFile"`
-	FetchURL         string        `json:"fetchURL"`
-	FetchTokenFile   string        `json:"fetchTokenFile"`
-	FetchCAFile      string        `json:"fetchCAFile"`
-	SharedRoot       string        `json:"sharedRoot"`
-	Runtime          string        `json:"runtime"`
-	HostPathPrefixes string        `json:"hostPathPrefixes"`
-	AllowedOptions   string        `json:"allowedOptions"`
-	Listen           string        `json:"listen"`
-	NodeIP           string        `json:"nodeIP"`
-	TLSCert          string        `json:"tlsCert"`
-	TLSKey           string        `json:"tlsKey"`
-	ClientCA         string        `json:"clientCA"`
-	StatusInterval   time.Duration `json:"statusInterval"`
-	NodeInterval     time.Duration `json:"nodeInterval"`
-	MaxPods          int           `json:"maxPods"`
-	MetricsListen    string        `json:"metricsListen"`
-	Verbose          bool          `json:"verbose"`
+	Config           string          `json:"-"`
+	Check            bool            `json:"-"`
+	Kubeconfig       string          `json:"kubeconfig"`
+	NodeName         string          `json:"nodeName"`
+	Partition        string          `json:"partition"`
+	SlurmrestdURL    string          `json:"slurmrestdURL"`
+	SlurmTokenFile   string          `json:"slurmTokenFile"`
+	SlurmUser        string          `json:"slurmUser"`
+	SlurmAPIVersion  string          `json:"slurmAPIVersion"`
+	SlurmCAFile      string          `json:"slurmCAFile"`
+	FetchURL         string          `json:"fetchURL"`
+	FetchTokenFile   string          `json:"fetchTokenFile"`
+	FetchCAFile      string          `json:"fetchCAFile"`
+	SharedRoot       string          `json:"sharedRoot"`
+	Runtime          string          `json:"runtime"`
+	HostPathPrefixes string          `json:"hostPathPrefixes"`
+	AllowedOptions   string          `json:"allowedOptions"`
+	Listen           string          `json:"listen"`
+	NodeIP           string          `json:"nodeIP"`
+	TLSCert          string          `json:"tlsCert"`
+	TLSKey           string          `json:"tlsKey"`
+	ClientCA         string          `json:"clientCA"`
+	StatusInterval   metav1.Duration `json:"statusInterval"` // "5s" in the file
+	NodeInterval     metav1.Duration `json:"nodeInterval"`
+	MaxPods          int             `json:"maxPods"`
+	MetricsListen    string          `json:"metricsListen"`
+	NodeLabels       string          `json:"nodeLabels"`
+	NodeTaints       string          `json:"nodeTaints"`
+	Verbose          bool            `json:"verbose"`
+
+	labels map[string]string
+	taints []corev1.Taint
 }
 
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
 	fs := flag.NewFlagSet("slurm-vk", flag.ContinueOnError)
 	fs.StringVar(&o.Config, "config", "", "YAML file with any of these options (flags win)")
+	fs.BoolVar(&o.Check, "check", false, "validate the options, print them as YAML, and exit")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "kubeconfig (empty: in-cluster)")
 	fs.StringVar(&o.NodeName, "node-name", "slurm", "name of the virtual node")
 	fs.StringVar(&o.Partition, "partition", "", "Slurm partition this node serves (required)")
@@ -65,10 +76,12 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "kubelet API serving certificate (empty: self-signed)")
 	fs.StringVar(&o.TLSKey, "tls-key", "", "kubelet API serving key")
 	fs.StringVar(&o.ClientCA, "client-ca", "", "CA of the API server's client certificate: enables webhook authn/authz on the kubelet API")
-	fs.DurationVar(&o.StatusInterval, "status-interval", 5*time.Second, "pod status sync period")
-	fs.DurationVar(&o.NodeInterval, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
+	fs.DurationVar(&o.StatusInterval.Duration, "status-interval", 5*time.Second, "pod status sync period")
+	fs.DurationVar(&o.NodeInterval.Duration, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
 	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
-	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics on this address at /metrics (empty: off)")
+	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and liveness at /healthz on this address (empty: off)")
+	fs.StringVar(&o.NodeLabels, "node-labels", "", "extra node labels, key=value,... (as the kubelet's --node-labels)")
+	fs.StringVar(&o.NodeTaints, "node-taints", "", "extra node taints, key[=value]:Effect,... (as the kubelet's --register-with-taints)")
 	fs.BoolVar(&o.Verbose, "v", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -96,9 +109,62 @@ func parseOptions(args []string) (*options, error) {
 		}
 	}
 	if len(missing) > 0 {
+		sort.Strings(missing)
 		return nil, fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
 	}
+	var err error
+	if o.labels, err = parseLabels(o.NodeLabels); err != nil {
+		return nil, fmt.Errorf("-node-labels: %w", err)
+	}
+	if o.taints, err = parseTaints(o.NodeTaints); err != nil {
+		return nil, fmt.Errorf("-node-taints: %w", err)
+	}
 	return o, nil
+}
+
+// parseLabels reads key=value,... with the API server's own rules, so a bad
+// label fails at start rather than when the node registers.
+func parseLabels(s string) (map[string]string, error) {
+	labels := map[string]string{}
+	for _, kv := range splitList(s) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want key=value", kv)
+		}
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return nil, fmt.Errorf("label key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return nil, fmt.Errorf("label value %q: %s", v, strings.Join(errs, "; "))
+		}
+		labels[k] = v
+	}
+	return labels, nil
+}
+
+// parseTaints reads key[=value]:Effect,...
+func parseTaints(s string) ([]corev1.Taint, error) {
+	var taints []corev1.Taint
+	for _, spec := range splitList(s) {
+		kv, effect, ok := strings.Cut(spec, ":")
+		if !ok {
+			return nil, fmt.Errorf("%q: want key[=value]:Effect", spec)
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if errs := validation.IsQualifiedName(k); len(errs) > 0 {
+			return nil, fmt.Errorf("taint key %q: %s", k, strings.Join(errs, "; "))
+		}
+		if errs := validation.IsValidLabelValue(v); len(errs) > 0 {
+			return nil, fmt.Errorf("taint value %q: %s", v, strings.Join(errs, "; "))
+		}
+		switch e := corev1.TaintEffect(effect); e {
+		case corev1.TaintEffectNoSchedule, corev1.TaintEffectPreferNoSchedule, corev1.TaintEffectNoExecute:
+		default:
+			return nil, fmt.Errorf("%q: effect must be NoSchedule, PreferNoSchedule or NoExecute", spec)
+		}
+		taints = append(taints, corev1.Taint{Key: k, Value: v, Effect: corev1.TaintEffect(effect)})
+	}
+	return taints, nil
 }
 
 func splitList(s string) []string {

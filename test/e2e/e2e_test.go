@@ -31,6 +31,7 @@ type cluster struct {
 	t          *testing.T
 	top        *testing.T // the test that owns the processes
 	kubeconfig string
+	cp         map[string]string // CONTROLPLANE_ENV
 	lab        *labenv.Lab
 	fetchdAddr string
 	fetchd     *exec.Cmd
@@ -103,7 +104,22 @@ func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// setup brings up the Slurm side (slurm-fetchd on a fresh root in the lab's
+// shared directory) and a slurm-vk for nodeName with the e2e provider
+// identity, and waits for its node to be Ready.
 func setup(t *testing.T) *cluster {
+	c := setupSlurmSide(t)
+	start(t, c.bin, "slurm-vk", "-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
+		"-partition", c.lab.Partition, "-slurmrestd-url", c.lab.URL, "-slurm-token-file", c.lab.TokenFile, "-slurm-user", c.lab.User,
+		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", c.root, "-runtime", "none",
+		"-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", c.cp["CONTROLPLANE_KUBELET_CERT"],
+		"-tls-key", c.cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", c.cp["CONTROLPLANE_CA"], "-status-interval", "1s")
+	c.waitReady(nodeName)
+	return c
+}
+
+// setupSlurmSide builds the binaries and starts slurm-fetchd; no node yet.
+func setupSlurmSide(t *testing.T) *cluster {
 	cpEnv := os.Getenv("CONTROLPLANE_ENV")
 	if cpEnv == "" {
 		if os.Getenv("SLURM_E2E_REQUIRED") == "1" {
@@ -126,7 +142,7 @@ func setup(t *testing.T) *cluster {
 	}
 	os.Chown(root, lab.UID, lab.UID)
 	t.Cleanup(func() { os.RemoveAll(root) })
-	c := &cluster{t: t, top: t, kubeconfig: cp["KUBECONFIG"], lab: lab, root: root,
+	c := &cluster{t: t, top: t, kubeconfig: cp["KUBECONFIG"], cp: cp, lab: lab, root: root,
 		tokenFile: filepath.Join(bin, "fetch-token"), fetchdAddr: freeAddr(t)}
 	os.WriteFile(c.tokenFile, []byte("e2e-fetch-token"), 0o600)
 	uid := fmt.Sprint(lab.UID)
@@ -134,16 +150,15 @@ func setup(t *testing.T) *cluster {
 	c.fetchdArgs = []string{"-listen", c.fetchdAddr, "-root", root, "-token-file", c.tokenFile,
 		"-uid", uid, "-gid", uid, "-poll-interval", "200ms"}
 	c.fetchd = start(t, bin, "slurm-fetchd", c.fetchdArgs...)
-	start(t, bin, "slurm-vk", "-kubeconfig", cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
-		"-partition", lab.Partition, "-slurmrestd-url", lab.URL, "-slurm-token-file", lab.TokenFile, "-slurm-user", lab.User,
-		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", root, "-runtime", "none",
-		"-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", cp["CONTROLPLANE_KUBELET_CERT"],
-		"-tls-key", cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", cp["CONTROLPLANE_CA"], "-status-interval", "1s")
-	c.waitFor("the node to be Ready", 2*time.Minute, func() bool {
-		out, err := c.kubectl("get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+	return c
+}
+
+func (c *cluster) waitReady(node string) {
+	c.t.Helper()
+	c.waitFor("node "+node+" to be Ready", 2*time.Minute, func() bool {
+		out, err := c.kubectl("get", "node", node, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		return err == nil && out == "True"
 	})
-	return c
 }
 
 // kubectl runs kubectl as the admin user and returns its trimmed stdout.
@@ -194,7 +209,9 @@ func (c *cluster) phase(pod string) string {
 
 // pod is a pod manifest that tolerates the provider's taint and selects
 // the virtual node; the real scheduler binds it.
-func pod(name, script string) string {
+func pod(name, script string) string { return podOn(nodeName, name, script) }
+
+func podOn(node, name, script string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
@@ -213,7 +230,7 @@ spec:
   - name: main
     image: none
     command: ["/bin/sh", "-c", %q]
-`, name, nodeName, script)
+`, name, node, script)
 }
 
 // unique names a pod for this run and deletes it when the test ends.
