@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/slurmkube/slurm-vk/slurmclient/model"
@@ -193,16 +193,14 @@ func (b *Backend) Jobs(ctx context.Context, f model.JobFilter) ([]model.Job, err
 	return jobs, nil
 }
 
-// jobsStateResp is decoded by hand: the served spec describes this answer
-// as a job_info_resp, but slurmrestd sends job_id as a string and the state
-// under "state", so the generated decoder fails on every real answer.
-type jobsStateResp struct {
-	Jobs []struct {
-		JobID string   `json:"job_id"`
-		State []string `json:"state"`
-	} `json:"jobs"`
-	Errors *V0042OpenapiErrors `json:"errors"`
-}
+// The /jobs/state answer is decoded by model.ParseJobStates: the served
+// spec describes it as a job_info_resp, but slurmrestd sends job_id as a
+// string and the state under "state", so the generated decoder fails on
+// every real answer.
+
+// bufs holds the buffers JobStates reads answers into: one answer per
+// status cycle, tens of KiB for a thousand jobs.
+var bufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // JobStates implements model.Backend. Unknown IDs are left out of the
 // answer, as slurmrestd does.
@@ -225,29 +223,36 @@ func (b *Backend) JobStates(ctx context.Context, ids []model.JobID) ([]model.Job
 		return nil, model.Transport(op, err)
 	}
 	defer raw.Body.Close()
-	var r *jobsStateResp
-	if isJSON(raw) {
-		// Streamed: the answer grows with the number of jobs asked for.
-		r = new(jobsStateResp)
-		if err := json.NewDecoder(raw.Body).Decode(r); err != nil {
-			return nil, &model.Error{Kind: model.ErrUnavailable, Op: op, Status: raw.StatusCode, Err: fmt.Errorf("decode answer: %w", err)}
-		}
+	buf := bufs.Get().(*bytes.Buffer)
+	defer bufs.Put(buf)
+	buf.Reset()
+	if raw.ContentLength > 0 {
+		buf.Grow(int(raw.ContentLength))
 	}
-	// Drain what is left so the connection can be reused.
-	io.Copy(io.Discard, raw.Body)
-	if err := check(op, raw, r != nil, func() *V0042OpenapiErrors { return r.Errors }); err != nil {
+	if _, err := buf.ReadFrom(raw.Body); err != nil {
+		return nil, model.Transport(op, err)
+	}
+	var (
+		jobs    []model.JobStatus
+		errs    V0042OpenapiErrors
+		decoded bool
+	)
+	if isJSON(raw) {
+		var rawErrs []byte
+		if jobs, rawErrs, err = model.ParseJobStates(buf.Bytes()); err != nil {
+			return nil, &model.Error{Kind: model.ErrUnavailable, Op: op, Status: raw.StatusCode, Err: err}
+		}
+		if len(rawErrs) > 0 {
+			if err := json.Unmarshal(rawErrs, &errs); err != nil {
+				return nil, &model.Error{Kind: model.ErrUnavailable, Op: op, Status: raw.StatusCode, Err: fmt.Errorf("decode errors: %w", err)}
+			}
+		}
+		decoded = true
+	}
+	if err := check(op, raw, decoded, func() *V0042OpenapiErrors { return &errs }); err != nil {
 		return nil, err
 	}
-	out := make([]model.JobStatus, 0, len(r.Jobs))
-	for _, j := range r.Jobs {
-		id, err := strconv.ParseUint(j.JobID, 10, 32)
-		if err != nil {
-			continue // array or het job IDs ("12_3") are not ours
-		}
-		st, flags := model.SplitState(j.State)
-		out = append(out, model.JobStatus{ID: model.JobID(id), State: st, StateFlags: flags})
-	}
-	return out, nil
+	return jobs, nil
 }
 
 // Cancel implements model.Backend. slurmrestd answers 200 even when the job
