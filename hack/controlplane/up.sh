@@ -12,13 +12,11 @@ mkdir -p "$RUN" "$PKI"
 BIN=$("$REPO_ROOT/hack/controlplane/build.sh")
 (cd "$REPO_ROOT" && go run ./hack/controlplane/pki -dir "$PKI" -node "${NODE_NAME:-slurm-debug}")
 
-alive() { [ -s "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+. "$REPO_ROOT/hack/lib/pids.sh"
 start() { # start NAME ARGS...
 	local name=$1
 	shift
-	alive "$name" && return
-	setsid "$BIN/$name" "$@" >"$RUN/$name.log" 2>&1 </dev/null &
-	echo $! >"$RUN/$name.pid"
+	pid_start "$RUN" "$name" "$BIN/$name" "$@"
 }
 wait_for() {
 	for _ in $(seq 240); do

@@ -8,13 +8,11 @@ cd "$REPO_ROOT"
 DEMO=$REPO_ROOT/.cache/demo
 NODE=slurm-debug
 say() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-alive() { [ -s "$DEMO/$1.pid" ] && kill -0 "$(cat "$DEMO/$1.pid")" 2>/dev/null; }
+. "$REPO_ROOT/hack/lib/pids.sh"
 start() { # start NAME ARGS...
 	local name=$1
 	shift
-	alive "$name" && return
-	setsid "$REPO_ROOT/bin/$name" "$@" >"$DEMO/$name.log" 2>&1 </dev/null &
-	echo $! >"$DEMO/$name.pid"
+	pid_start "$DEMO" "$name" "$REPO_ROOT/bin/$name" "$@"
 }
 
 up() {
@@ -76,13 +74,7 @@ MSG
 
 down() {
 	for name in slurm-vk slurm-fetchd; do
-		if alive "$name"; then
-			pid=$(cat "$DEMO/$name.pid")
-			kill -TERM "$pid"
-			for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-			kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-		fi
-		rm -f "$DEMO/$name.pid"
+		pid_stop "$DEMO" "$name" 10
 	done
 	hack/controlplane/down.sh
 	LAB_SUITE=trixie hack/lab/lab-down.sh

@@ -55,11 +55,10 @@ in_chroot() {
 		chroot "$ROOTFS" "$@"
 }
 
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/pids.sh"
+
 # pid_alive tells whether the daemon recorded in $STATE/<name>.pid still runs.
-pid_alive() {
-	local f=$STATE/$1.pid
-	[ -s "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null
-}
+pid_alive() { pid_running "$STATE" "$1"; }
 
 # lab_mounts lists every mount point under this suite's folder (the rootfs,
 # and a half-built rootfs.tmp that debootstrap or apt left mounted), deepest

@@ -168,12 +168,7 @@ EOF
 start_daemon() {
 	local name=$1
 	shift
-	if pid_alive "$name"; then
-		return
-	fi
-	setsid env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root "$@" \
-		>"$STATE/$name.log" 2>&1 </dev/null &
-	echo $! >"$STATE/$name.pid"
+	pid_start "$STATE" "$name" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root "$@"
 }
 
 wait_for() {

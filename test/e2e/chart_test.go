@@ -66,6 +66,7 @@ func TestChart(t *testing.T) {
 		}
 		return out
 	}
+	c.clearNode(chartNode)
 	c.kubectl("delete", "node", chartNode, "--ignore-not-found")
 	runCmd(h, "--kubeconfig", c.kubeconfig, "-n", chartNS, "uninstall", "slurm-vk", "--wait")
 	notes := helm("install", "slurm-vk", "../../charts/slurm-vk", "-n", chartNS,

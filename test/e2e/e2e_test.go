@@ -109,6 +109,7 @@ func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 // identity, and waits for its node to be Ready.
 func setup(t *testing.T) *cluster {
 	c := setupSlurmSide(t)
+	c.clearNode(nodeName)
 	start(t, c.bin, "slurm-vk", "-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
 		"-partition", c.lab.Partition, "-slurmrestd-url", c.lab.URL, "-slurm-token-file", c.lab.TokenFile, "-slurm-user", c.lab.User,
 		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", c.root, "-runtime", "none",
@@ -151,6 +152,21 @@ func setupSlurmSide(t *testing.T) *cluster {
 		"-uid", uid, "-gid", uid, "-poll-interval", "200ms"}
 	c.fetchd = start(t, bin, "slurm-fetchd", c.fetchdArgs...)
 	return c
+}
+
+// clearNode removes pods left bound to a node by an earlier run on this
+// control plane (make demo uses the same node name): they would hold the
+// node's capacity in the scheduler's books. Their Slurm jobs are cancelled
+// by the provider's recovery when it starts.
+func (c *cluster) clearNode(node string) {
+	c.t.Helper()
+	out, err := c.kubectl("delete", "pods", "-A", "--field-selector", "spec.nodeName="+node, "--grace-period=0", "--force", "--ignore-not-found")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if out != "" {
+		c.t.Logf("removed pods left on %s:\n%s", node, out)
+	}
 }
 
 func (c *cluster) waitReady(node string) {
