@@ -44,6 +44,12 @@ type NodeConfig struct {
 	// own taint is always there, so pods must tolerate it.
 	Labels map[string]string
 	Taints []corev1.Taint
+	// QueueFactor scales what the node offers the Kubernetes scheduler
+	// (allocatable) over the partition's real size (capacity), so that up
+	// to that many partitions' worth of pods reach Slurm and wait in its
+	// queue, with its reason, rather than Pending in Kubernetes as
+	// "Insufficient cpu". 0 or 1: the real size.
+	QueueFactor float64
 }
 
 // NodeProvider keeps the virtual node's capacity and readiness current.
@@ -157,7 +163,7 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 			n.Labels[LabelSlurmVersion], changed = info.SlurmVersion, true
 		}
 		if !equalResources(n.Status.Capacity, capacity) {
-			n.Status.Capacity, n.Status.Allocatable, changed = capacity, capacity.DeepCopy(), true
+			n.Status.Capacity, n.Status.Allocatable, changed = capacity, np.allocatable(capacity), true
 		}
 	}
 	var conds []corev1.NodeCondition
@@ -195,6 +201,26 @@ func equalResources(a, b corev1.ResourceList) bool {
 		}
 	}
 	return true
+}
+
+// allocatable is the capacity times the queue factor; pods stays as is.
+func (np *NodeProvider) allocatable(capacity corev1.ResourceList) corev1.ResourceList {
+	out := capacity.DeepCopy()
+	f := np.cfg.QueueFactor
+	if f <= 1 {
+		return out
+	}
+	for name, q := range capacity {
+		if name == corev1.ResourcePods {
+			continue
+		}
+		scaled := resource.NewQuantity(int64(float64(q.Value())*f), q.Format)
+		if name == corev1.ResourceCPU {
+			scaled = resource.NewMilliQuantity(int64(float64(q.MilliValue())*f), q.Format)
+		}
+		out[name] = *scaled
+	}
+	return out
 }
 
 // capacity sums the CPUs, memory and GPUs of the partition's nodes.

@@ -27,6 +27,7 @@ type fakeSlurm struct {
 	down      bool
 	calls     map[string]int
 	cancelled []slurmclient.JobID
+	nodes     []slurmclient.Node
 }
 
 func newFakeSlurm() *fakeSlurm {
@@ -116,7 +117,9 @@ func (f *fakeSlurm) Cancel(_ context.Context, id slurmclient.JobID) error {
 func (f *fakeSlurm) Signal(context.Context, slurmclient.JobID, syscall.Signal) error {
 	return f.call("signal")
 }
-func (f *fakeSlurm) Nodes(context.Context) ([]slurmclient.Node, error) { return nil, f.call("nodes") }
+func (f *fakeSlurm) Nodes(context.Context) ([]slurmclient.Node, error) {
+	return f.nodes, f.call("nodes")
+}
 func (f *fakeSlurm) Partitions(context.Context) ([]slurmclient.Partition, error) {
 	return nil, f.call("partitions")
 }

@@ -124,7 +124,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			StatusInterval: o.StatusInterval.Duration, Events: recorder, Metrics: metrics,
 		}, slurm, files, look)
 		np := provider.NewNodeProvider(ctx, provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
-			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints}, slurm, pc.Node)
+			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor}, slurm, pc.Node)
 		return p, np, nil
 	},
 		nodeutil.WithClient(kube),

@@ -42,6 +42,7 @@ type options struct {
 	StatusInterval   metav1.Duration `json:"statusInterval"` // "5s" in the file
 	NodeInterval     metav1.Duration `json:"nodeInterval"`
 	MaxPods          int             `json:"maxPods"`
+	QueueFactor      float64         `json:"queueFactor"`
 	MetricsListen    string          `json:"metricsListen"`
 	NodeLabels       string          `json:"nodeLabels"`
 	NodeTaints       string          `json:"nodeTaints"`
@@ -79,6 +80,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.DurationVar(&o.StatusInterval.Duration, "status-interval", 5*time.Second, "pod status sync period")
 	fs.DurationVar(&o.NodeInterval.Duration, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
 	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
+	fs.Float64Var(&o.QueueFactor, "queue-factor", 1, "offer Kubernetes this many times the partition's CPUs, memory and GPUs, so the excess waits in Slurm's queue (>= 1)")
 	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and liveness at /healthz on this address (empty: off)")
 	fs.StringVar(&o.NodeLabels, "node-labels", "", "extra node labels, key=value,... (as the kubelet's --node-labels)")
 	fs.StringVar(&o.NodeTaints, "node-taints", "", "extra node taints, key[=value]:Effect,... (as the kubelet's --register-with-taints)")
@@ -111,6 +113,9 @@ func parseOptions(args []string) (*options, error) {
 	if len(missing) > 0 {
 		sort.Strings(missing)
 		return nil, fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
+	}
+	if o.QueueFactor < 1 {
+		return nil, fmt.Errorf("-queue-factor %v: must be at least 1", o.QueueFactor)
 	}
 	var err error
 	if o.labels, err = parseLabels(o.NodeLabels); err != nil {

@@ -26,28 +26,15 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
+
+	"github.com/slurmkube/slurm-vk/test/helmbin"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden renderings")
 
 const chartDir = "../../charts/slurm-vk"
 
-func helm(t *testing.T) string {
-	t.Helper()
-	if h := os.Getenv("HELM"); h != "" {
-		return h
-	}
-	if h, err := filepath.Abs("../../.cache/bin/helm"); err == nil {
-		if _, err := os.Stat(h); err == nil {
-			return h
-		}
-	}
-	if os.Getenv("HELM_REQUIRED") == "1" {
-		t.Fatal("HELM_REQUIRED=1 but no helm: run hack/tools/helm.sh")
-	}
-	t.Skip("no helm: run hack/tools/helm.sh (or set HELM)")
-	return ""
-}
+func helm(t *testing.T) string { return helmbin.Path(t, os.Getenv("HELM_REQUIRED") == "1") }
 
 func run(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
@@ -272,18 +259,20 @@ func TestConfigAcceptedByBinary(t *testing.T) {
 	}
 	want := map[string]map[string]string{ // values file → config key → expected, per node
 		"multi.yaml": {
-			"slurm-gpu-a100/nodeLabels": "nvidia.com/gpu.product=A100,site.example/cluster=hpc1,site.example/tier=fast",
-			"slurm-gpu-a100/nodeTaints": "site.example/batch=true:PreferNoSchedule,nvidia.com/gpu:NoSchedule",
-			"slurm-gpu-a100/maxPods":    "64",
-			"slurm-gpu-a100/partition":  "gpu_a100",
-			"slurm-cpu/maxPods":         "500",
-			"slurm-cpu/slurmCAFile":     "/var/run/slurm-vk/slurmrestd-ca/ca.crt",
-			"slurm-cpu/fetchCAFile":     "/var/run/slurm-vk/fetch-ca/bundle.pem",
-			"slurm-cpu/tlsCert":         "/var/run/slurm-vk/kubelet-tls/tls.crt",
-			"slurm-cpu/metricsListen":   "",
-			"slurm-cpu/verbose":         "true",
-			"slurm-cpu/statusInterval":  "2s",
-			"hpc-long/partition":        "Long.Queue",
+			"slurm-gpu-a100/nodeLabels":  "nvidia.com/gpu.product=A100,site.example/cluster=hpc1,site.example/tier=fast",
+			"slurm-gpu-a100/nodeTaints":  "site.example/batch=true:PreferNoSchedule,nvidia.com/gpu:NoSchedule",
+			"slurm-gpu-a100/maxPods":     "64",
+			"slurm-gpu-a100/partition":   "gpu_a100",
+			"slurm-cpu/maxPods":          "500",
+			"slurm-cpu/queueFactor":      "4",
+			"slurm-gpu-a100/queueFactor": "1",
+			"slurm-cpu/slurmCAFile":      "/var/run/slurm-vk/slurmrestd-ca/ca.crt",
+			"slurm-cpu/fetchCAFile":      "/var/run/slurm-vk/fetch-ca/bundle.pem",
+			"slurm-cpu/tlsCert":          "/var/run/slurm-vk/kubelet-tls/tls.crt",
+			"slurm-cpu/metricsListen":    "",
+			"slurm-cpu/verbose":          "true",
+			"slurm-cpu/statusInterval":   "2s",
+			"hpc-long/partition":         "Long.Queue",
 		},
 		"minimal.yaml": {
 			"slurm-debug/clientCA":       "/var/run/slurm-vk/client-ca/ca.crt",

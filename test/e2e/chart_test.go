@@ -13,28 +13,14 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slurmkube/slurm-vk/test/helmbin"
 )
 
 const (
 	chartNS   = "slurm-system"
 	chartNode = "slurm-chart"
 )
-
-func helmBin(t *testing.T) string {
-	if h := os.Getenv("HELM"); h != "" {
-		return h
-	}
-	if h, _ := filepath.Abs("../../.cache/bin/helm"); h != "" {
-		if _, err := os.Stat(h); err == nil {
-			return h
-		}
-	}
-	if os.Getenv("SLURM_E2E_REQUIRED") == "1" {
-		t.Fatal("SLURM_E2E_REQUIRED=1 but no helm: run hack/tools/helm.sh")
-	}
-	t.Skip("no helm: run hack/tools/helm.sh")
-	return ""
-}
 
 // TestChart installs the chart with helm, then runs slurm-vk the way the
 // chart's Deployment would on a kubelet (this control plane has no real
@@ -44,7 +30,7 @@ func helmBin(t *testing.T) string {
 // configuration and RBAC suffice. kubectl auth can-i then shows what that
 // identity may not do.
 func TestChart(t *testing.T) {
-	h := helmBin(t)
+	h := helmbin.Path(t, os.Getenv("SLURM_E2E_REQUIRED") == "1")
 	c := setupSlurmSide(t)
 	kubeletTLS := "kubelet-serving"
 	if out, err := c.kubectl("create", "namespace", chartNS); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
@@ -76,7 +62,7 @@ func TestChart(t *testing.T) {
 		"--set-file", "slurmrestd.token.value="+c.lab.TokenFile,
 		"--set", "fetch.url=http://"+c.fetchdAddr, "--set-file", "fetch.token.value="+c.tokenFile,
 		"--set", "fetch.sharedRoot="+c.root, "--set", "runtime=none", "--set", "statusInterval=1s",
-		"--set", "kubelet.tls.existingSecret="+kubeletTLS)
+		"--set", "kubelet.tls.existingSecret="+kubeletTLS, "--set", "node.queueFactor=2")
 	t.Cleanup(func() { runCmd(h, "--kubeconfig", c.kubeconfig, "-n", chartNS, "uninstall", "slurm-vk") })
 	if !strings.Contains(notes, "kubectl logs -f hello-slurm") || !strings.Contains(notes, chartNode) {
 		t.Errorf("install notes lack the next steps:\n%s", notes)
@@ -112,6 +98,18 @@ func TestChart(t *testing.T) {
 		c.apply(podOn(chartNode, name, "sleep 600"))
 		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(name) == "Running" })
 		c.must("delete", "pod", name, "--wait=true", "--timeout=90s")
+	})
+	t.Run("queueFactor 2: a second whole-partition pod waits in Slurm's queue, not Kubernetes'", func(t *testing.T) {
+		c.t = t
+		cpus := fmt.Sprintf("    resources:\n      requests:\n        cpu: %d\n    command:", c.lab.CPUs)
+		first, second := c.unique(t, "whole-1"), c.unique(t, "whole-2")
+		c.apply(strings.Replace(podOn(chartNode, first, "sleep 120"), "    command:", cpus, 1))
+		c.waitFor("the first Running", 2*time.Minute, func() bool { return c.phase(first) == "Running" })
+		c.apply(strings.Replace(podOn(chartNode, second, "true"), "    command:", cpus, 1))
+		c.waitFor("the second to wait in Slurm with its reason", 2*time.Minute, func() bool {
+			out, _ := c.kubectl("get", "pod", second, "-o", `jsonpath={.spec.nodeName} {.status.containerStatuses[0].state.waiting.reason}`)
+			return out == chartNode+" Resources"
+		})
 	})
 	t.Run("the provider was never refused by the API server", func(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(c.bin, "slurm-vk.log"))

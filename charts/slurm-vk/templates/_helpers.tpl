@@ -134,6 +134,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "statusInterval" $v.statusInterval
   "nodeInterval" $v.nodeInterval
   "maxPods" (int (ternary $p.maxPods $v.node.maxPods (hasKey $p "maxPods")))
+  "queueFactor" (float64 (ternary $p.queueFactor $v.node.queueFactor (hasKey $p "queueFactor")))
   "nodeLabels" (join "," $labelList)
   "nodeTaints" (join "," $taintList)
   "listen" (printf ":%d" (int $v.kubelet.port))

@@ -1,0 +1,45 @@
+package provider
+
+import (
+	"context"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+func TestNodeCapacityAndQueueFactor(t *testing.T) {
+	slurm := newFakeSlurm()
+	slurm.nodes = []slurmclient.Node{
+		{Name: "c1", CPUs: 4, MemoryMB: 8192, Gres: "gpu:a100:2", Partitions: []string{"debug", "all"}},
+		{Name: "c2", CPUs: 2, MemoryMB: 1024, Partitions: []string{"debug"}},
+		{Name: "x1", CPUs: 64, MemoryMB: 1 << 20, Partitions: []string{"other"}},
+	}
+	for _, tc := range []struct {
+		factor                    float64
+		cpu, mem, gpu, pods       string
+		allocCPU, allocMem, alloc string
+	}{
+		{0, "6", "9Gi", "2", "110", "6", "9Gi", "2"},
+		{1, "6", "9Gi", "2", "110", "6", "9Gi", "2"},
+		{2.5, "6", "9Gi", "2", "110", "15", "23040Mi", "5"},
+	} {
+		n := &corev1.Node{}
+		NewNodeProvider(context.Background(), NodeConfig{Name: "vk", Partition: "debug", MaxPods: 110, QueueFactor: tc.factor,
+			Labels: map[string]string{"site/x": "y"}, Taints: []corev1.Taint{{Key: "gpu", Effect: corev1.TaintEffectNoSchedule}}}, slurm, n)
+		c, a := n.Status.Capacity, n.Status.Allocatable
+		q := func(l corev1.ResourceList, name corev1.ResourceName) string { v := l[name]; return v.String() }
+		if q(c, corev1.ResourceCPU) != tc.cpu || q(c, corev1.ResourceMemory) != tc.mem || q(c, "nvidia.com/gpu") != tc.gpu ||
+			q(c, corev1.ResourcePods) != tc.pods {
+			t.Errorf("factor %v: capacity %v", tc.factor, c)
+		}
+		if q(a, corev1.ResourceCPU) != tc.allocCPU || q(a, corev1.ResourceMemory) != tc.allocMem || q(a, "nvidia.com/gpu") != tc.alloc ||
+			q(a, corev1.ResourcePods) != tc.pods {
+			t.Errorf("factor %v: allocatable %v", tc.factor, a)
+		}
+		if n.Labels["site/x"] != "y" || n.Labels[LabelPartition] != "debug" || len(n.Spec.Taints) != 2 || n.Spec.Taints[1].Key != "gpu" {
+			t.Errorf("labels %v taints %v", n.Labels, n.Spec.Taints)
+		}
+	}
+}
