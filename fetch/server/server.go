@@ -501,6 +501,23 @@ func openPlain(pr *os.Root, name string) (*os.File, error) {
 
 // look reads the marker before the size: the job writes the marker after
 // the last byte, so a size taken after seeing the marker is final.
+// openStream opens the pod's directory and looks at one container's
+// output. On failure it has written the answer and reports false.
+func (s *Server) openStream(w http.ResponseWriter, pod layout.Pod, q streamQuery) (*os.Root, streamState, bool) {
+	pr, err := s.podRoot(pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return nil, streamState{}, false
+	}
+	st, err := look(pr, q)
+	if err != nil {
+		pr.Close()
+		s.fsError(w, "log", err)
+		return nil, streamState{}, false
+	}
+	return pr, st, true
+}
+
 func look(pr *os.Root, q streamQuery) (streamState, error) {
 	var st streamState
 	f, err := openPlain(pr, layout.ExitFile(q.container, q.attempt))
@@ -570,18 +587,11 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 			wait = s.cfg.MaxWait
 		}
 	}
-	pr, err := s.podRoot(pod)
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, st, ok := s.openStream(w, pod, q)
+	if !ok {
 		return
 	}
 	defer pr.Close()
-
-	st, err := look(pr, q)
-	if err != nil {
-		s.fsError(w, "log", err)
-		return
-	}
 	if wait > 0 && st.size <= offset && !st.exited {
 		if st, err = s.waitForOutput(r.Context(), pod, pr, q, offset, wait); err != nil {
 			if r.Context().Err() != nil {
@@ -684,17 +694,11 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 			return
 		}
 	}
-	pr, err := s.podRoot(pod)
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, st, ok := s.openStream(w, pod, q)
+	if !ok {
 		return
 	}
 	defer pr.Close()
-	st, err := look(pr, q)
-	if err != nil {
-		s.fsError(w, "log", err)
-		return
-	}
 	body := infoBody{Exists: st.exists, Size: st.size, Exited: st.exited}
 	if st.exited {
 		body.ExitCode = &st.exitCode

@@ -228,6 +228,17 @@ func (c *cluster) phase(pod string) string {
 func pod(name, script string) string { return podOn(nodeName, name, script) }
 
 func podOn(node, name, script string) string {
+	return podWith(node, name, fmt.Sprintf(`  terminationGracePeriodSeconds: 2
+  containers:
+  - name: main
+    image: none
+    command: ["/bin/sh", "-c", %q]
+`, script))
+}
+
+// podWith is a pod on node that tolerates the provider's taint and never
+// restarts; spec holds the rest of its spec, indented two spaces.
+func podWith(node, name, spec string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata:
@@ -241,12 +252,7 @@ spec:
     value: slurm
     effect: NoSchedule
   restartPolicy: Never
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: main
-    image: none
-    command: ["/bin/sh", "-c", %q]
-`, name, node, script)
+`, name, node) + spec
 }
 
 // unique names a pod for this run and deletes it when the test ends.
@@ -376,25 +382,14 @@ spec:
 	t.Run("multi-container logs: -c, --all-containers, --tail, --limit-bytes", func(t *testing.T) {
 		c.t = t
 		name := c.unique(t, "multi")
-		c.apply(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-spec:
-  nodeSelector:
-    kubernetes.io/hostname: %s
-  tolerations:
-  - key: virtual-kubelet.io/provider
-    operator: Exists
-  restartPolicy: Never
-  containers:
+		c.apply(podWith(nodeName, name, `  containers:
   - name: alpha
     image: none
     command: ["/bin/sh", "-c", "printf 'a1\na2\na3\n'"]
   - name: beta
     image: none
     command: ["/bin/sh", "-c", "printf 'b1\nb2\n'"]
-`, name, nodeName))
+`))
 		c.waitFor("Succeeded", 2*time.Minute, func() bool { return c.phase(name) == "Succeeded" })
 		for _, tt := range []struct {
 			args []string
@@ -475,18 +470,7 @@ metadata:
 stringData:
   password: s3cr3t-e2e
 `)
-		c.apply(fmt.Sprintf(`apiVersion: v1
-kind: Pod
-metadata:
-  name: %s
-spec:
-  nodeSelector:
-    kubernetes.io/hostname: %s
-  tolerations:
-  - key: virtual-kubelet.io/provider
-    operator: Exists
-  restartPolicy: Never
-  volumes:
+		c.apply(podWith(nodeName, name, `  volumes:
   - name: config
     configMap:
       name: e2e-config
@@ -502,7 +486,7 @@ spec:
       mountPath: /etc/config
     - name: secret
       mountPath: /etc/secret
-`, name, nodeName))
+`))
 		c.waitFor("Succeeded", 2*time.Minute, func() bool { return c.phase(name) == "Succeeded" })
 		if got := c.must("logs", name); got != "hello from a configmap\ns3cr3t-e2e" {
 			t.Errorf("the job read %q", got)
