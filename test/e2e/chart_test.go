@@ -36,6 +36,8 @@ func TestChart(t *testing.T) {
 	if out, err := c.kubectl("create", "namespace", chartNS); err != nil && !strings.Contains(err.Error(), "AlreadyExists") {
 		t.Fatal(out, err)
 	}
+	// The strictest Pod Security level: the chart's pods must be admitted.
+	c.must("label", "namespace", chartNS, "pod-security.kubernetes.io/enforce=restricted", "--overwrite")
 	t.Cleanup(func() {
 		c.kubectl("delete", "namespace", chartNS, "--wait=false")
 		c.kubectl("delete", "node", chartNode, "--ignore-not-found")
@@ -73,6 +75,13 @@ func TestChart(t *testing.T) {
 	}
 	c.must("get", "clusterrole/slurm-vk", "clusterrolebinding/slurm-vk")
 	c.must("-n", "kube-node-lease", "get", "role/slurm-vk", "rolebinding/slurm-vk")
+
+	// No kubelet runs it here, but the ReplicaSet's pod must exist: Pod
+	// Security admission ("restricted") would have refused it.
+	c.waitFor("the Deployment's pod to be admitted", time.Minute, func() bool {
+		out, _ := c.kubectl("-n", chartNS, "get", "pods", "-l", "app.kubernetes.io/instance=slurm-vk", "-o", "name")
+		return out != ""
+	})
 
 	args := c.podFromDeployment(t, "slurm-vk-"+c.lab.Partition, "slurm-vk")
 	metrics := freeAddr(t)

@@ -164,7 +164,7 @@ func (c *cluster) clearNode(node string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	if out != "" {
+	if strings.Contains(out, "deleted") {
 		c.t.Logf("removed pods left on %s:\n%s", node, out)
 	}
 }
