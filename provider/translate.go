@@ -541,9 +541,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// expand resolves $(VAR) references to earlier literal variables, as the
-// kubelet does; $$ escapes a dollar. References to unknown or file-backed
-// variables are left as written.
+// refMark brackets, in an expanded string, a reference to a file-backed
+// (Secret) variable: its value is only read when the job starts, so shq
+// writes the reference as "${NAME}" instead of quoting it. A NUL can never
+// reach exec in an argument or environment value, so none is the user's.
+const refMark = "\x00"
+
+// expand resolves $(VAR) references to earlier variables, as the kubelet
+// does; $$ escapes a dollar. A reference to a file-backed variable becomes
+// a run-time reference (refMark), so the Secret's value is never in the
+// script. References to unknown variables are left as written.
 func expand(s string, env []envVar) string {
 	if !strings.Contains(s, "$") {
 		return s
@@ -563,11 +570,16 @@ func expand(s string, env []envVar) string {
 			if end := strings.IndexByte(s[i:], ')'); end > 0 {
 				name := s[i+2 : i+end]
 				for _, e := range env {
-					if e.name == name && e.file == "" {
-						b.WriteString(e.value)
-						i += end
-						goto next
+					if e.name != name {
+						continue
 					}
+					if e.file != "" {
+						b.WriteString(refMark + name + refMark)
+					} else {
+						b.WriteString(e.value)
+					}
+					i += end
+					goto next
 				}
 			}
 		}
@@ -697,9 +709,22 @@ func envSafe(s string) string {
 }
 
 // shq quotes s for bash: single quotes, with embedded ones closed, escaped
-// and reopened. Nothing inside is expanded.
+// and reopened. Nothing inside is expanded but run-time references
+// (refMark), which become "${NAME}": one word whatever the value holds.
 func shq(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	if !strings.Contains(s, refMark) {
+		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	}
+	var b strings.Builder
+	for i, part := range strings.Split(s, refMark) {
+		switch {
+		case i%2 == 1:
+			b.WriteString(`"${` + part + `}"`)
+		case part != "":
+			b.WriteString(shq(part))
+		}
+	}
+	return b.String()
 }
 
 func shqAll(ss []string) string {

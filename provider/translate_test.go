@@ -14,6 +14,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -222,5 +224,53 @@ func TestJobComment(t *testing.T) {
 	}
 	if _, _, _, ok := ParseJobComment("node-b", c); ok {
 		t.Error("another node's job parsed as ours")
+	}
+}
+
+// TestSecretReferencesExpandWhenTheJobRuns: $(VAR) naming a Secret-backed
+// variable expands, as on a kubelet, but only when the job runs: the value
+// is read from its staged 0600 file and never written into the script.
+func TestSecretReferencesExpandWhenTheJobRuns(t *testing.T) {
+	root := t.TempDir()
+	cfg := testCfg
+	cfg.SharedRoot = root
+	cfg.Runtime = RuntimeNone
+	pod := basePod("refs", corev1.Container{
+		Name:    "main",
+		Command: []string{"/usr/bin/printf", "[%s]\n"},
+		Args:    []string{"--password=$(DB_PASSWORD)", "$(DSN)", "$$(DB_PASSWORD)", "it's $(DB_PASSWORD)$(DB_PASSWORD)", "$(DB_PASSWORD"},
+		Env: []corev1.EnvVar{
+			{Name: "DB_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "password"}}},
+			{Name: "DSN", Value: "admin:$(DB_PASSWORD)@db"},
+		},
+	})
+	plan, err := Translate(pod, cfg, lookups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(plan.Spec.Script, "hunter2") {
+		t.Fatalf("the secret is in the script:\n%s", plan.Spec.Script)
+	}
+	ref := PodRef(pod)
+	for _, f := range plan.Staged { // what the fetch endpoint would have written
+		p := ref.Path(root, layout.Staged(f.Path))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, f.Data, os.FileMode(f.Mode)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("bash", "-c", plan.Spec.Script)
+	cmd.Env = []string{"PATH=/usr/bin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("script: %v: %s", err, out)
+	}
+	log, err := os.ReadFile(ref.Path(root, "main", "0.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw := "hunter2-TOP-SECRET\n"
+	want := "[--password=" + pw + "]\n[admin:" + pw + "@db]\n[$(DB_PASSWORD)]\n[it's " + pw + pw + "]\n[$(DB_PASSWORD]\n"
+	if string(log) != want {
+		t.Errorf("arguments arrived as\n%q\nwant\n%q", log, want)
 	}
 }
