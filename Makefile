@@ -22,6 +22,12 @@ demo-down: ## Stop everything make demo started
 build: ## Compile every package; binaries go to bin/
 	$(GO) build -o bin/ ./...
 
+IMAGE ?= ghcr.io/slurmkube/slurm-vk:0.1.0
+
+.PHONY: image
+image: ## Build the provider image (IMAGE=...) with docker; not part of make test: this lab has no Docker engine
+	docker build -t $(IMAGE) .
+
 .PHONY: test
 test: ## Everything, on a fresh machine: lint, verify, unit and lab tests (trixie, sid), end to end on a real control plane
 	hack/test.sh
