@@ -215,11 +215,22 @@ func TestLabProvider(t *testing.T) {
 	})
 
 	t.Run("multi-container with separate logs", func(t *testing.T) {
-		pod := labPod("multi", sh("web", "echo from-web"), sh("worker", "echo from-worker >&2; sleep 0.5; echo done"))
+		pod := labPod("multi", sh("web", "echo from-web"), sh("worker", "echo from-worker >&2; sleep 2; echo done"))
 		if err := p.CreatePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		r.waitFor(t, pod, "succeeded", phase(corev1.PodSucceeded))
+		done := r.waitFor(t, pod, "succeeded", phase(corev1.PodSucceeded))
+		// Each container's finish time is its own (its marker's), not the job's end.
+		var fin [2]time.Time
+		for i, cs := range done.Status.ContainerStatuses {
+			if cs.State.Terminated == nil {
+				t.Fatalf("%s: %+v", cs.Name, cs.State)
+			}
+			fin[i] = cs.State.Terminated.FinishedAt.Time
+		}
+		if gap := fin[1].Sub(fin[0]); gap < 1500*time.Millisecond {
+			t.Errorf("web finished at %v, worker at %v: want web ~2 s earlier", fin[0], fin[1])
+		}
 		if got := logsOf(t, p, pod, "web", api.ContainerLogOpts{}); got != "from-web\n" {
 			t.Errorf("web: %q", got)
 		}

@@ -558,7 +558,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	case err != nil:
 		return err
 	default:
-		exits := map[string]int{}
+		exits, exitedAt := map[string]int{}, map[string]time.Time{}
 		if job.State != slurmclient.StatePending {
 			for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 				info, err := p.files.Info(ctx, PodRef(pod), c.Name, 0, -1)
@@ -570,10 +570,13 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 				}
 				if info.Exited && info.ExitCode != nil {
 					exits[c.Name] = *info.ExitCode
+					if info.ExitedAt != nil {
+						exitedAt[c.Name] = *info.ExitedAt
+					}
 				}
 			}
 		}
-		status = podStatus(pod, observation{job: job, exits: exits}, now)
+		status = podStatus(pod, observation{job: job, exits: exits, exitedAt: exitedAt}, now)
 		final = job.State.Terminal()
 	}
 	p.mu.Lock()

@@ -35,6 +35,8 @@ type observation struct {
 	job *slurmclient.Job
 	// exits holds the exit codes found in containers' .exit markers.
 	exits map[string]int
+	// exitedAt holds when those markers were written, where known.
+	exitedAt map[string]time.Time
 }
 
 // jobExitCode is the job's own exit code, as a container's would be.
@@ -69,6 +71,11 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 		t := &corev1.ContainerStateTerminated{StartedAt: mt(j.StartTime), FinishedAt: mt(j.EndTime)}
 		if !terminal {
 			t.FinishedAt = metav1.NewTime(now) // ended while the job runs on: seen now
+		}
+		// The marker's time is the container's own end; it is the compute
+		// node's clock, so keep it between the job's start and its end.
+		if at, ok := o.exitedAt[name]; ok && !at.After(t.FinishedAt.Time) && !at.Before(j.StartTime) {
+			t.FinishedAt = metav1.NewTime(at)
 		}
 		if code, ok := o.exits[name]; ok {
 			t.ExitCode = int32(code)

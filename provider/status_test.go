@@ -29,47 +29,55 @@ func TestPodStatus(t *testing.T) {
 		waiting, terminatedReason string
 		running                   bool
 		exit                      int32
+		at                        time.Time // finished at, if not the job's end (or now)
 	}
 	tests := []struct {
 		name      string
 		job       *slurmclient.Job
 		exits     map[string]int
+		exitedAt  map[string]time.Time
 		phase     corev1.PodPhase
 		podReason string
 		a, b      cstate
 	}{
-		{"pending on priority", job("PENDING", "Priority", 0, 0), nil, corev1.PodPending, ReasonPending,
+		{"pending on priority", job("PENDING", "Priority", 0, 0), nil, nil, corev1.PodPending, ReasonPending,
 			cstate{waiting: "Priority"}, cstate{waiting: "Priority"}},
-		{"pending on resources", job("PENDING", "Resources", 0, 0), nil, corev1.PodPending, ReasonPending,
+		{"pending on resources", job("PENDING", "Resources", 0, 0), nil, nil, corev1.PodPending, ReasonPending,
 			cstate{waiting: "Resources"}, cstate{waiting: "Resources"}},
-		{"running", job("RUNNING", "None", 0, 0), map[string]int{"init": 0}, corev1.PodRunning, "",
+		{"running", job("RUNNING", "None", 0, 0), map[string]int{"init": 0}, nil, corev1.PodRunning, "",
 			cstate{running: true}, cstate{running: true}},
-		{"running, one container done", job("RUNNING", "None", 0, 0), map[string]int{"init": 0, "b": 0}, corev1.PodRunning, "",
+		{"running, one container done", job("RUNNING", "None", 0, 0), map[string]int{"init": 0, "b": 0}, nil, corev1.PodRunning, "",
 			cstate{running: true}, cstate{terminatedReason: "Completed"}},
-		{"completed", job("COMPLETED", "None", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0}, corev1.PodSucceeded, "",
+		{"running, one container done: finished when its marker says", job("RUNNING", "None", 0, 0), map[string]int{"init": 0, "b": 0},
+			map[string]time.Time{"b": start.Add(10 * time.Second)}, corev1.PodRunning, "",
+			cstate{running: true}, cstate{terminatedReason: "Completed", at: start.Add(10 * time.Second)}},
+		{"completed, marker times kept within the job", job("COMPLETED", "None", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0},
+			map[string]time.Time{"a": start.Add(5 * time.Second), "b": end.Add(time.Hour)}, corev1.PodSucceeded, "",
+			cstate{terminatedReason: "Completed", at: start.Add(5 * time.Second)}, cstate{terminatedReason: "Completed"}},
+		{"completed", job("COMPLETED", "None", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0}, nil, corev1.PodSucceeded, "",
 			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Completed"}},
-		{"failed with exit codes from markers", job("FAILED", "NonZeroExitCode", 3, 0), map[string]int{"init": 0, "a": 0, "b": 3}, corev1.PodFailed, "",
+		{"failed with exit codes from markers", job("FAILED", "NonZeroExitCode", 3, 0), map[string]int{"init": 0, "a": 0, "b": 3}, nil, corev1.PodFailed, "",
 			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Error", exit: 3}},
-		{"failed without markers: the job's code", job("FAILED", "NonZeroExitCode", 5, 0), map[string]int{"init": 0}, corev1.PodFailed, "",
+		{"failed without markers: the job's code", job("FAILED", "NonZeroExitCode", 5, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "",
 			cstate{terminatedReason: "Error", exit: 5}, cstate{terminatedReason: "Error", exit: 5}},
-		{"cancelled by a signal", job("CANCELLED", "None", 0, 15), map[string]int{"init": 0}, corev1.PodFailed, "SlurmJobCancelled",
+		{"cancelled by a signal", job("CANCELLED", "None", 0, 15), map[string]int{"init": 0}, nil, corev1.PodFailed, "SlurmJobCancelled",
 			cstate{terminatedReason: "SlurmJobCancelled", exit: 143}, cstate{terminatedReason: "SlurmJobCancelled", exit: 143}},
-		{"timeout", job("TIMEOUT", "TimeLimit", 0, 0), map[string]int{"init": 0}, corev1.PodFailed, "DeadlineExceeded",
+		{"timeout", job("TIMEOUT", "TimeLimit", 0, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "DeadlineExceeded",
 			cstate{terminatedReason: "DeadlineExceeded", exit: 137}, cstate{terminatedReason: "DeadlineExceeded", exit: 137}},
-		{"out of memory", job("OUT_OF_MEMORY", "OutOfMemory", 0, 9), map[string]int{"init": 0, "a": 137}, corev1.PodFailed, "OOMKilled",
+		{"out of memory", job("OUT_OF_MEMORY", "OutOfMemory", 0, 9), map[string]int{"init": 0, "a": 137}, nil, corev1.PodFailed, "OOMKilled",
 			cstate{terminatedReason: "OOMKilled", exit: 137}, cstate{terminatedReason: "OOMKilled", exit: 137}},
-		{"node failure", job("NODE_FAIL", "None", 0, 0), map[string]int{"init": 0}, corev1.PodFailed, "SlurmNodeFail",
+		{"node failure", job("NODE_FAIL", "None", 0, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "SlurmNodeFail",
 			cstate{terminatedReason: "SlurmNodeFail", exit: 137}, cstate{terminatedReason: "SlurmNodeFail", exit: 137}},
-		{"preempted", job("PREEMPTED", "None", 0, 0), map[string]int{"init": 0}, corev1.PodFailed, "SlurmJobPreempted",
+		{"preempted", job("PREEMPTED", "None", 0, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "SlurmJobPreempted",
 			cstate{terminatedReason: "SlurmJobPreempted", exit: 137}, cstate{terminatedReason: "SlurmJobPreempted", exit: 137}},
-		{"init container failed", job("FAILED", "NonZeroExitCode", 1, 0), map[string]int{"init": 1}, corev1.PodFailed, "",
+		{"init container failed", job("FAILED", "NonZeroExitCode", 1, 0), map[string]int{"init": 1}, nil, corev1.PodFailed, "",
 			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}},
-		{"node failure before any marker", job("NODE_FAIL", "None", 0, 0), nil, corev1.PodFailed, "SlurmNodeFail",
+		{"node failure before any marker", job("NODE_FAIL", "None", 0, 0), nil, nil, corev1.PodFailed, "SlurmNodeFail",
 			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := podStatus(pod, observation{job: tt.job, exits: tt.exits}, now)
+			st := podStatus(pod, observation{job: tt.job, exits: tt.exits, exitedAt: tt.exitedAt}, now)
 			if st.Phase != tt.phase || st.Reason != tt.podReason {
 				t.Errorf("phase %s reason %q, want %s %q", st.Phase, st.Reason, tt.phase, tt.podReason)
 			}
@@ -89,8 +97,11 @@ func TestPodStatus(t *testing.T) {
 					if !tt.job.State.Terminal() {
 						finished = now
 					}
+					if !want.at.IsZero() {
+						finished = want.at
+					}
 					if s.Terminated == nil || s.Terminated.Reason != want.terminatedReason || s.Terminated.ExitCode != want.exit || !s.Terminated.FinishedAt.Time.Equal(finished) {
-						t.Errorf("container %d: %+v, want terminated %s with %d at %v", i, s.Terminated, want.terminatedReason, want.exit, end)
+						t.Errorf("container %d: %+v, want terminated %s with %d at %v", i, s.Terminated, want.terminatedReason, want.exit, finished)
 					}
 				}
 			}

@@ -310,11 +310,14 @@ func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []b
 
 // Info is a stream's state.
 type Info struct {
-	Exists     bool   `json:"exists"`
-	Size       int64  `json:"size"`
-	Exited     bool   `json:"exited"`
-	ExitCode   *int   `json:"exitCode,omitempty"`
-	TailOffset *int64 `json:"tailOffset,omitempty"`
+	Exists   bool  `json:"exists"`
+	Size     int64 `json:"size"`
+	Exited   bool  `json:"exited"`
+	ExitCode *int  `json:"exitCode,omitempty"`
+	// ExitedAt is when the container ended (the marker's mtime, by the
+	// compute node's clock); nil from endpoints older than this field.
+	ExitedAt   *time.Time `json:"exitedAt,omitempty"`
+	TailOffset *int64     `json:"tailOffset,omitempty"`
 }
 
 // Info reports a container attempt's output size and exit state; with

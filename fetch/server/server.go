@@ -491,6 +491,7 @@ type streamState struct {
 	size     int64 // its size
 	exited   bool  // the exit marker exists
 	exitCode int
+	exitedAt time.Time // the marker's mtime: when the container ended, by the compute node's clock
 }
 
 // openPlain opens a log or marker for reading, refusing a symlink in its
@@ -499,8 +500,6 @@ func openPlain(pr *os.Root, name string) (*os.File, error) {
 	return pr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 }
 
-// look reads the marker before the size: the job writes the marker after
-// the last byte, so a size taken after seeing the marker is final.
 // openStream opens the pod's directory and looks at one container's
 // output. On failure it has written the answer and reports false.
 func (s *Server) openStream(w http.ResponseWriter, pod layout.Pod, q streamQuery) (*os.Root, streamState, bool) {
@@ -518,6 +517,8 @@ func (s *Server) openStream(w http.ResponseWriter, pod layout.Pod, q streamQuery
 	return pr, st, true
 }
 
+// look reads the marker before the size: the job writes the marker after
+// the last byte, so a size taken after seeing the marker is final.
 func look(pr *os.Root, q streamQuery) (streamState, error) {
 	var st streamState
 	f, err := openPlain(pr, layout.ExitFile(q.container, q.attempt))
@@ -525,6 +526,9 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 	case err == nil:
 		var b [32]byte
 		n, _ := io.ReadFull(f, b[:])
+		if fi, err := f.Stat(); err == nil {
+			st.exitedAt = fi.ModTime()
+		}
 		f.Close()
 		st.exited = true
 		code, perr := strconv.Atoi(strings.TrimSpace(string(b[:n])))
@@ -672,11 +676,12 @@ func (s *Server) waitForOutput(ctx context.Context, pod layout.Pod, pr *os.Root,
 
 // infoBody answers an info request.
 type infoBody struct {
-	Exists     bool   `json:"exists"`
-	Size       int64  `json:"size"`
-	Exited     bool   `json:"exited"`
-	ExitCode   *int   `json:"exitCode,omitempty"`
-	TailOffset *int64 `json:"tailOffset,omitempty"`
+	Exists     bool       `json:"exists"`
+	Size       int64      `json:"size"`
+	Exited     bool       `json:"exited"`
+	ExitCode   *int       `json:"exitCode,omitempty"`
+	ExitedAt   *time.Time `json:"exitedAt,omitempty"`
+	TailOffset *int64     `json:"tailOffset,omitempty"`
 }
 
 // info reports a stream's size and state, and where its last tail_lines
@@ -702,6 +707,9 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	body := infoBody{Exists: st.exists, Size: st.size, Exited: st.exited}
 	if st.exited {
 		body.ExitCode = &st.exitCode
+		if !st.exitedAt.IsZero() {
+			body.ExitedAt = &st.exitedAt
+		}
 	}
 	if tail >= 0 {
 		off := st.size

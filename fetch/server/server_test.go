@@ -219,6 +219,19 @@ func TestInfo(t *testing.T) {
 	if !info.Exists || info.Size != 5 || !info.Exited || *info.ExitCode != 0 || *info.TailOffset != 2 {
 		t.Errorf("info = %s", body)
 	}
+	// The marker's mtime is when the container ended.
+	ended := time.Date(2026, 11, 25, 10, 0, 0, 123000000, time.UTC)
+	must(t, os.Chtimes(filepath.Join(e.root, testPod.Dir(), "main", "2.exit"), ended, ended))
+	_, _, body = e.do("GET", podURL(testPod)+"/containers/main/info?attempt=2", nil)
+	info = infoBody{}
+	if json.Unmarshal(body, &info) != nil || info.ExitedAt == nil || !info.ExitedAt.Equal(ended) {
+		t.Errorf("exitedAt: %s", body)
+	}
+	e.writeLog("main", 3, "running", nil)
+	_, _, body = e.do("GET", podURL(testPod)+"/containers/main/info?attempt=3", nil)
+	if strings.Contains(string(body), "exitedAt") {
+		t.Errorf("exitedAt before the container ended: %s", body)
+	}
 }
 
 // TestConfinement: nothing outside the root is ever read or written, and
