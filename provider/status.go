@@ -67,14 +67,17 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	terminal := j.State.Terminal()
 	started := !j.StartTime.IsZero() && (j.State == "RUNNING" || terminal)
 
+	// began is when the next container started: the job's start, then, as
+	// init containers run one by one, each one's end where its marker says.
+	began := j.StartTime
 	terminated := func(name string, fallbackReason string) *corev1.ContainerStateTerminated {
-		t := &corev1.ContainerStateTerminated{StartedAt: mt(j.StartTime), FinishedAt: mt(j.EndTime)}
+		t := &corev1.ContainerStateTerminated{StartedAt: mt(began), FinishedAt: mt(j.EndTime)}
 		if !terminal {
 			t.FinishedAt = metav1.NewTime(now) // ended while the job runs on: seen now
 		}
 		// The marker's time is the container's own end; it is the compute
 		// node's clock, so keep it between the job's start and its end.
-		if at, ok := o.exitedAt[name]; ok && !at.After(t.FinishedAt.Time) && !at.Before(j.StartTime) {
+		if at, ok := o.exitedAt[name]; ok && !at.After(t.FinishedAt.Time) && !at.Before(began) {
 			t.FinishedAt = metav1.NewTime(at)
 		}
 		if code, ok := o.exits[name]; ok {
@@ -110,8 +113,11 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 			if cs.State.Terminated.ExitCode != 0 {
 				initFailed = true
 			}
+			if _, known := o.exitedAt[c.Name]; known {
+				began = cs.State.Terminated.FinishedAt.Time
+			}
 		case started && !initFailed && !terminal:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(j.StartTime)}
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(began)}
 			initFailed = true // the following ones wait
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
@@ -141,7 +147,7 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 				allOK = false
 			}
 		default:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(j.StartTime)}
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(began)}
 			cs.Started = ptrBool(true)
 			cs.Ready = true
 		}

@@ -29,7 +29,7 @@ func TestPodStatus(t *testing.T) {
 		waiting, terminatedReason string
 		running                   bool
 		exit                      int32
-		at                        time.Time // finished at, if not the job's end (or now)
+		at                        time.Time // finished (or, running, started) at, if not the job's times
 	}
 	tests := []struct {
 		name      string
@@ -54,6 +54,9 @@ func TestPodStatus(t *testing.T) {
 		{"completed, marker times kept within the job", job("COMPLETED", "None", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0},
 			map[string]time.Time{"a": start.Add(5 * time.Second), "b": end.Add(time.Hour)}, corev1.PodSucceeded, "",
 			cstate{terminatedReason: "Completed", at: start.Add(5 * time.Second)}, cstate{terminatedReason: "Completed"}},
+		{"init container's end is the containers' start", job("RUNNING", "None", 0, 0), map[string]int{"init": 0},
+			map[string]time.Time{"init": start.Add(7 * time.Second)}, corev1.PodRunning, "",
+			cstate{running: true, at: start.Add(7 * time.Second)}, cstate{running: true, at: start.Add(7 * time.Second)}},
 		{"completed", job("COMPLETED", "None", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0}, nil, corev1.PodSucceeded, "",
 			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Completed"}},
 		{"failed with exit codes from markers", job("FAILED", "NonZeroExitCode", 3, 0), map[string]int{"init": 0, "a": 0, "b": 3}, nil, corev1.PodFailed, "",
@@ -89,8 +92,12 @@ func TestPodStatus(t *testing.T) {
 						t.Errorf("container %d: %+v, want waiting %s", i, s, want.waiting)
 					}
 				case want.running:
-					if s.Running == nil || !s.Running.StartedAt.Time.Equal(start) {
-						t.Errorf("container %d: %+v, want running since %v", i, s, start)
+					since := start
+					if !want.at.IsZero() {
+						since = want.at
+					}
+					if s.Running == nil || !s.Running.StartedAt.Time.Equal(since) {
+						t.Errorf("container %d: %+v, want running since %v", i, s, since)
 					}
 				default:
 					finished := end
