@@ -2,5 +2,7 @@
 // layout contract (fetch/layout), the HTTP server that runs next to the
 // shared file system (fetch/server, cmd/slurm-fetchd) and the client the
 // provider uses to read job output and stage files (fetch/client). The
-// protocol is described in README.md beside this file.
+// protocol is described in README.md beside this file; its header names and
+// the info answer, which server and client must agree on, are defined once
+// here.
 package fetch

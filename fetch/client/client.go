@@ -21,15 +21,9 @@ import (
 
 	"github.com/go-resty/resty/v2"
 
+	"github.com/slurmkube/slurm-vk/fetch"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/internal/tokenfile"
-)
-
-// Protocol headers (see fetch/server).
-const (
-	headerNext     = "X-Fetch-Next"
-	headerSize     = "X-Fetch-Size"
-	headerComplete = "X-Fetch-Complete"
 )
 
 var (
@@ -308,17 +302,8 @@ func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []b
 	return err
 }
 
-// Info is a stream's state.
-type Info struct {
-	Exists   bool  `json:"exists"`
-	Size     int64 `json:"size"`
-	Exited   bool  `json:"exited"`
-	ExitCode *int  `json:"exitCode,omitempty"`
-	// ExitedAt is when the container ended (the marker's mtime, by the
-	// compute node's clock); nil from endpoints older than this field.
-	ExitedAt   *time.Time `json:"exitedAt,omitempty"`
-	TailOffset *int64     `json:"tailOffset,omitempty"`
-}
+// Info is a stream's state, as the endpoint reports it.
+type Info = fetch.Info
 
 // Info reports a container attempt's output size and exit state; with
 // tailLines >= 0 also where its last tailLines lines start.

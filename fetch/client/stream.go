@@ -13,6 +13,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 
+	"github.com/slurmkube/slurm-vk/fetch"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
@@ -195,15 +196,15 @@ func (s *stream) fetch() error {
 		}
 		s.bo.Reset()
 		h := resp.Header
-		next, err1 := strconv.ParseInt(h.Get(headerNext), 10, 64)
-		size, err2 := strconv.ParseInt(h.Get(headerSize), 10, 64)
+		next, err1 := strconv.ParseInt(h.Get(fetch.HeaderNext), 10, 64)
+		size, err2 := strconv.ParseInt(h.Get(fetch.HeaderSize), 10, 64)
 		if err1 != nil || err2 != nil || next < s.offset {
 			resp.Body.Close()
 			s.release()
-			return fmt.Errorf("fetch endpoint: bad answer headers (next %q, size %q)", h.Get(headerNext), h.Get(headerSize))
+			return fmt.Errorf("fetch endpoint: bad answer headers (next %q, size %q)", h.Get(fetch.HeaderNext), h.Get(fetch.HeaderSize))
 		}
 		s.next = next
-		s.complete = h.Get(headerComplete) == "true"
+		s.complete = h.Get(fetch.HeaderComplete) == "true"
 		s.caughtUp = next >= size
 		if next > s.offset {
 			s.body = resp.Body

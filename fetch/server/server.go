@@ -30,17 +30,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/slurmkube/slurm-vk/fetch"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/internal/tokenfile"
-)
-
-// Protocol headers on a log read.
-const (
-	HeaderOffset   = "X-Fetch-Offset"    // offset of the first byte in the body
-	HeaderNext     = "X-Fetch-Next"      // offset to ask for next
-	HeaderSize     = "X-Fetch-Size"      // the file's size when read
-	HeaderComplete = "X-Fetch-Complete"  // "true": exit marker present and every byte delivered
-	HeaderExitCode = "X-Fetch-Exit-Code" // the container's exit code, once known
 )
 
 // Config configures a Server.
@@ -553,9 +545,9 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 }
 
 func (st streamState) setHeaders(h http.Header) {
-	h.Set(HeaderSize, strconv.FormatInt(st.size, 10))
+	h.Set(fetch.HeaderSize, strconv.FormatInt(st.size, 10))
 	if st.exited {
-		h.Set(HeaderExitCode, strconv.Itoa(st.exitCode))
+		h.Set(fetch.HeaderExitCode, strconv.Itoa(st.exitCode))
 	}
 }
 
@@ -617,9 +609,9 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 	next := offset + n
 	h := w.Header()
 	st.setHeaders(h)
-	h.Set(HeaderOffset, strconv.FormatInt(offset, 10))
-	h.Set(HeaderNext, strconv.FormatInt(next, 10))
-	h.Set(HeaderComplete, strconv.FormatBool(st.exited && next == st.size))
+	h.Set(fetch.HeaderOffset, strconv.FormatInt(offset, 10))
+	h.Set(fetch.HeaderNext, strconv.FormatInt(next, 10))
+	h.Set(fetch.HeaderComplete, strconv.FormatBool(st.exited && next == st.size))
 	h.Set("Content-Type", "application/octet-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Length", strconv.FormatInt(n, 10))
@@ -674,16 +666,6 @@ func (s *Server) waitForOutput(ctx context.Context, pod layout.Pod, pr *os.Root,
 	}
 }
 
-// infoBody answers an info request.
-type infoBody struct {
-	Exists     bool       `json:"exists"`
-	Size       int64      `json:"size"`
-	Exited     bool       `json:"exited"`
-	ExitCode   *int       `json:"exitCode,omitempty"`
-	ExitedAt   *time.Time `json:"exitedAt,omitempty"`
-	TailOffset *int64     `json:"tailOffset,omitempty"`
-}
-
 // info reports a stream's size and state, and where its last tail_lines
 // lines start.
 func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
@@ -704,7 +686,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 		return
 	}
 	defer pr.Close()
-	body := infoBody{Exists: st.exists, Size: st.size, Exited: st.exited}
+	body := fetch.Info{Exists: st.exists, Size: st.size, Exited: st.exited}
 	if st.exited {
 		body.ExitCode = &st.exitCode
 		if !st.exitedAt.IsZero() {

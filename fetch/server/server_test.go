@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slurmkube/slurm-vk/fetch"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
@@ -150,25 +151,25 @@ func TestReadLog(t *testing.T) {
 	base := podURL(testPod) + "/containers/main/log"
 
 	code, h, body := e.do("GET", base+"?offset=6", nil)
-	if code != 200 || string(body) != "world\n" || h.Get(HeaderNext) != "12" || h.Get(HeaderComplete) != "false" || h.Get(HeaderSize) != "12" {
+	if code != 200 || string(body) != "world\n" || h.Get(fetch.HeaderNext) != "12" || h.Get(fetch.HeaderComplete) != "false" || h.Get(fetch.HeaderSize) != "12" {
 		t.Fatalf("read: %d %q %v", code, body, h)
 	}
 	code, h, body = e.do("GET", base+"?offset=0&max=3", nil)
-	if code != 200 || string(body) != "hel" || h.Get(HeaderNext) != "3" {
+	if code != 200 || string(body) != "hel" || h.Get(fetch.HeaderNext) != "3" {
 		t.Fatalf("max: %d %q %v", code, body, h)
 	}
 	e.writeLog("main", 0, "hello\nworld\n", intp(3))
 	code, h, _ = e.do("GET", base+"?offset=6&max=3", nil)
-	if h.Get(HeaderComplete) != "false" || h.Get(HeaderExitCode) != "3" {
+	if h.Get(fetch.HeaderComplete) != "false" || h.Get(fetch.HeaderExitCode) != "3" {
 		t.Fatalf("exited but bytes left must not be complete: %d %v", code, h)
 	}
 	_, h, body = e.do("GET", base+"?offset=12", nil)
-	if h.Get(HeaderComplete) != "true" || len(body) != 0 {
+	if h.Get(fetch.HeaderComplete) != "true" || len(body) != 0 {
 		t.Fatalf("at the end: %v %q", h, body)
 	}
 	// A container that has not started writing yet: empty, not an error.
 	code, h, body = e.do("GET", podURL(testPod)+"/containers/sidecar/log", nil)
-	if code != 200 || len(body) != 0 || h.Get(HeaderComplete) != "false" {
+	if code != 200 || len(body) != 0 || h.Get(fetch.HeaderComplete) != "false" {
 		t.Fatalf("no log yet: %d %v %q", code, h, body)
 	}
 }
@@ -194,7 +195,7 @@ func TestLongPoll(t *testing.T) {
 	// Nothing comes: the wait expires with an empty answer.
 	start = time.Now()
 	code, h, body := e.do("GET", podURL(testPod)+"/containers/main/log?offset=13&wait=200ms", nil)
-	if code != 200 || len(body) != 0 || h.Get(HeaderNext) != "13" || time.Since(start) < 200*time.Millisecond {
+	if code != 200 || len(body) != 0 || h.Get(fetch.HeaderNext) != "13" || time.Since(start) < 200*time.Millisecond {
 		t.Fatalf("expired wait: %d %q %v after %v", code, body, h, time.Since(start))
 	}
 	// The exit marker ends a wait.
@@ -203,7 +204,7 @@ func TestLongPoll(t *testing.T) {
 		os.WriteFile(filepath.Join(e.root, testPod.Dir(), "main", "0.exit"), []byte("0\n"), 0o644)
 	}()
 	_, h, _ = e.do("GET", podURL(testPod)+"/containers/main/log?offset=13&wait=5s", nil)
-	if h.Get(HeaderComplete) != "true" {
+	if h.Get(fetch.HeaderComplete) != "true" {
 		t.Fatalf("exit marker: %v", h)
 	}
 }
@@ -212,7 +213,7 @@ func TestInfo(t *testing.T) {
 	e := newEnv(t)
 	e.writeLog("main", 2, "a\nb\nc", intp(0))
 	code, _, body := e.do("GET", podURL(testPod)+"/containers/main/info?attempt=2&tail_lines=2", nil)
-	var info infoBody
+	var info fetch.Info
 	if code != 200 || json.Unmarshal(body, &info) != nil {
 		t.Fatalf("%d %s", code, body)
 	}
@@ -223,7 +224,7 @@ func TestInfo(t *testing.T) {
 	ended := time.Date(2026, 11, 25, 10, 0, 0, 123000000, time.UTC)
 	must(t, os.Chtimes(filepath.Join(e.root, testPod.Dir(), "main", "2.exit"), ended, ended))
 	_, _, body = e.do("GET", podURL(testPod)+"/containers/main/info?attempt=2", nil)
-	info = infoBody{}
+	info = fetch.Info{}
 	if json.Unmarshal(body, &info) != nil || info.ExitedAt == nil || !info.ExitedAt.Equal(ended) {
 		t.Errorf("exitedAt: %s", body)
 	}
