@@ -137,7 +137,7 @@ func TestLabSlurmrestdOutage(t *testing.T) {
 
 	proxy.cut()
 	start := time.Now()
-	for time.Since(start) < 15*time.Second && readyNow() != "False/SlurmUnreachable" {
+	for time.Since(start) < 60*time.Second && readyNow() != "False/SlurmUnreachable" {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if got := readyNow(); got != "False/SlurmUnreachable" {
@@ -147,7 +147,7 @@ func TestLabSlurmrestdOutage(t *testing.T) {
 	proxy.restore(t)
 
 	r.waitFor(t, pod, "succeeded after the outage", phase(corev1.PodSucceeded))
-	for time.Since(start) < outage+15*time.Second && readyNow() != "True/SlurmReachable" {
+	for time.Since(start) < outage+60*time.Second && readyNow() != "True/SlurmReachable" {
 		time.Sleep(200 * time.Millisecond)
 	}
 	if got := readyNow(); got != "True/SlurmReachable" {

@@ -77,7 +77,13 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 		}
 		// The marker's time is the container's own end; it is the compute
 		// node's clock, so keep it between the job's start and its end.
-		if at, ok := o.exitedAt[name]; ok && !at.After(t.FinishedAt.Time) && !at.Before(began) {
+		// Slurm reports the end in whole seconds (truncated), so a marker
+		// written in the job's last second is up to a second past it.
+		latest := t.FinishedAt.Time
+		if terminal {
+			latest = latest.Add(time.Second)
+		}
+		if at, ok := o.exitedAt[name]; ok && at.Before(latest) && !at.Before(began) {
 			t.FinishedAt = metav1.NewTime(at)
 		}
 		if code, ok := o.exits[name]; ok {
