@@ -22,6 +22,10 @@ type Info struct {
 	// ExitedAt is when the container ended (the marker's mtime, by the
 	// compute node's clock); nil from endpoints older than this field.
 	ExitedAt *time.Time `json:"exitedAt,omitempty"`
+	// Reason and Message say why a container ended without running, when
+	// the job says so (ErrImagePull and the runtime's message).
+	Reason  string `json:"reason,omitempty"`
+	Message string `json:"message,omitempty"`
 	// TailOffset is where the last tail_lines lines start, when asked.
 	TailOffset *int64 `json:"tailOffset,omitempty"`
 }

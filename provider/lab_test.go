@@ -34,6 +34,7 @@ type labRig struct {
 	slurm *slurmclient.Client
 	files *fetchclient.Client
 	cfg   Config
+	look  Lookups
 
 	mu      sync.Mutex
 	updates map[types.UID][]*corev1.Pod
@@ -59,7 +60,7 @@ func newLabRig(t *testing.T) *labRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &labRig{t: t, lab: lab, slurm: slurm, files: files, updates: map[types.UID][]*corev1.Pod{},
+	return &labRig{t: t, lab: lab, slurm: slurm, files: files, updates: map[types.UID][]*corev1.Pod{}, look: lookups,
 		cfg: Config{TranslateConfig: TranslateConfig{NodeName: "lab-" + lab.Suite, Partition: lab.Partition,
 			SharedRoot: root, Runtime: RuntimeNone}, StatusInterval: 200 * time.Millisecond}}
 }
@@ -75,7 +76,7 @@ func apiOpts() api.ContainerLogOpts { return api.ContainerLogOpts{} }
 
 // start runs a provider until the test ends.
 func (r *labRig) start() *Provider {
-	p := New(r.cfg, r.slurm, r.files, lookups)
+	p := New(r.cfg, r.slurm, r.files, r.look)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.t.Cleanup(cancel)
 	p.NotifyPods(ctx, func(pod *corev1.Pod) {

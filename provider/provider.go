@@ -558,7 +558,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	case err != nil:
 		return err
 	default:
-		exits, exitedAt := map[string]int{}, map[string]time.Time{}
+		exits, exitedAt, reasons := map[string]int{}, map[string]time.Time{}, map[string]exitReason{}
 		if job.State != slurmclient.StatePending {
 			for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
 				info, err := p.files.Info(ctx, PodRef(pod), c.Name, 0, -1)
@@ -573,10 +573,13 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 					if info.ExitedAt != nil {
 						exitedAt[c.Name] = *info.ExitedAt
 					}
+					if info.Reason != "" {
+						reasons[c.Name] = exitReason{info.Reason, info.Message}
+					}
 				}
 			}
 		}
-		status = podStatus(pod, observation{job: job, exits: exits, exitedAt: exitedAt}, now)
+		status = podStatus(pod, observation{job: job, exits: exits, exitedAt: exitedAt, reasons: reasons}, now)
 		final = job.State.Terminal()
 	}
 	p.mu.Lock()

@@ -37,7 +37,12 @@ type observation struct {
 	exits map[string]int
 	// exitedAt holds when those markers were written, where known.
 	exitedAt map[string]time.Time
+	// reasons holds why a container ended, where its marker says (a pull
+	// failure: ErrImagePull and the runtime's message).
+	reasons map[string]exitReason
 }
+
+type exitReason struct{ reason, message string }
 
 // jobExitCode is the job's own exit code, as a container's would be.
 func jobExitCode(j *slurmclient.Job) int {
@@ -103,6 +108,9 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 			t.Reason = fallbackReason
 		}
 		t.Message = fmt.Sprintf("Slurm job %d: %s", j.ID, j.State)
+		if r, ok := o.reasons[name]; ok {
+			t.Reason, t.Message = r.reason, r.message
+		}
 		return t
 	}
 

@@ -139,6 +139,11 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	if err := t.volumes(); err != nil {
 		return nil, err
 	}
+	if runtime == RuntimePodman {
+		if err := t.pullSecrets(); err != nil {
+			return nil, err
+		}
+	}
 	var inits, mains []string
 	for i := range pod.Spec.InitContainers {
 		block, err := t.container(&pod.Spec.InitContainers[i])
@@ -172,6 +177,9 @@ type translator struct {
 
 	staged      []StagedFile
 	stagedIndex map[string]int
+	// pullAuth is the staged registry auth file from imagePullSecrets, as
+	// jobs see it, if any.
+	pullAuth string
 	// mounts by volume name: host path as jobs see it, and read-only.
 	vols map[string]volume
 }
@@ -179,6 +187,7 @@ type translator struct {
 type volume struct {
 	hostPath string
 	readOnly bool
+	emptyDir bool // created by the job
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {
@@ -199,7 +208,7 @@ func (t *translator) volumes() error {
 		dir := "volumes/" + v.Name
 		switch {
 		case v.EmptyDir != nil:
-			t.vols[v.Name] = volume{hostPath: t.ref.Path(t.cfg.SharedRoot, layout.WorkDir, v.Name)}
+			t.vols[v.Name] = volume{hostPath: t.ref.Path(t.cfg.SharedRoot, layout.WorkDir, v.Name), emptyDir: true}
 		case v.ConfigMap != nil:
 			if err := t.configMapVolume(dir, v.ConfigMap.Name, v.ConfigMap.Items, v.ConfigMap.Optional, v.ConfigMap.DefaultMode); err != nil {
 				return err
@@ -451,6 +460,9 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 				return nil, invalid("ConfigMapNotFound", "envFrom configMap %q: %v", from.ConfigMapRef.Name, err)
 			}
 			for _, k := range sortedKeys(cm.Data) {
+				if strings.Contains(cm.Data[k], refMark) {
+					return nil, invalid("InvalidEnvValue", "container %q: configMap %q key %q may not contain a NUL byte in an environment variable", c.Name, from.ConfigMapRef.Name, k)
+				}
 				if envName.MatchString(from.Prefix + k) {
 					set(envVar{name: from.Prefix + k, value: cm.Data[k]})
 				}
@@ -475,6 +487,9 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 			return nil, invalid("InvalidEnvName", "container %q: environment variable name %q must be a C identifier for Slurm jobs", c.Name, e.Name)
 		}
 		if e.ValueFrom == nil {
+			if strings.Contains(e.Value, refMark) {
+				return nil, invalid("InvalidEnvValue", "container %q env %s: a value may not contain a NUL byte", c.Name, e.Name)
+			}
 			set(envVar{name: e.Name, value: expand(e.Value, out)})
 			continue
 		}
@@ -482,6 +497,9 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 		switch {
 		case vf.FieldRef != nil:
 			v, err := t.fieldRef(vf.FieldRef.FieldPath)
+			if err == nil && strings.Contains(v, refMark) {
+				err = fmt.Errorf("the value contains a NUL byte")
+			}
 			if err != nil {
 				return nil, invalid("InvalidFieldRef", "container %q env %s: %v", c.Name, e.Name, err)
 			}
@@ -502,6 +520,9 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 			v, ok := "", false
 			if err == nil {
 				v, ok = cm.Data[ref.Key]
+			}
+			if strings.Contains(v, refMark) {
+				return nil, invalid("InvalidEnvValue", "container %q env %s: configMap %q key %q may not contain a NUL byte", c.Name, e.Name, ref.Name, ref.Key)
 			}
 			if !ok {
 				if ref.Optional != nil && *ref.Optional {
@@ -606,8 +627,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var mounts []string // "host:container[:ro]"
-	var volEnv []envVar
+	rc := resolved{name: c.Name, image: c.Image, pullPolicy: c.ImagePullPolicy, workingDir: c.WorkingDir, env: env}
 	for _, m := range c.VolumeMounts {
 		v, ok := t.vols[m.Name]
 		if !ok {
@@ -620,83 +640,124 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 			}
 			host = path.Join(host, m.SubPath)
 		}
-		ro := ""
-		if v.readOnly || m.ReadOnly {
-			ro = ":ro"
-		}
-		mounts = append(mounts, host+":"+m.MountPath+ro)
-		volEnv = append(volEnv, envVar{name: "SLURM_VK_MOUNT_" + strings.ToUpper(envSafe(m.Name)), value: host})
+		rc.mounts = append(rc.mounts, mount{host: host, path: m.MountPath, readOnly: v.readOnly || m.ReadOnly, create: v.emptyDir})
+		rc.volEnv = append(rc.volEnv, envVar{name: "SLURM_VK_MOUNT_" + strings.ToUpper(envSafe(m.Name)), value: host})
 	}
-	cmd := expandAll(c.Command, env)
-	args := expandAll(c.Args, env)
+	for _, s := range append(append([]string{c.Image, c.WorkingDir}, c.Command...), c.Args...) {
+		if strings.Contains(s, "\x00") {
+			return "", invalid("InvalidContainer", "container %q: image, workingDir, command and args may not contain a NUL byte", c.Name)
+		}
+	}
+	rc.command = expandAll(c.Command, env)
+	rc.args = expandAll(c.Args, env)
+	if t.runtime != RuntimeNone {
+		if err := rc.validateForContainer(); err != nil {
+			return "", err
+		}
+	}
 
 	var b strings.Builder
-	// Environment: literal values inline; file-backed ones read at start
-	// with `read -d ''`, which keeps trailing newlines.
-	for _, e := range append(volEnv, env...) {
-		if e.file != "" {
-			fmt.Fprintf(&b, "\t\tIFS= read -r -d '' %s <%s || true\n\t\texport %s\n", e.name, shq(e.file), e.name)
-		} else {
-			fmt.Fprintf(&b, "\t\texport %s=%s\n", e.name, shq(e.value))
+	// An emptyDir mounted with a subPath is created like the kubelet does.
+	for _, m := range rc.mounts {
+		if m.create {
+			fmt.Fprintf(&b, "\t\tmkdir -p %s || exit 125\n", shq(m.host))
 		}
 	}
+	var body string
 	switch t.runtime {
 	case RuntimeNone:
-		if len(cmd) == 0 && len(args) == 0 {
-			return "", invalid("NoCommand", "container %q: runtime none needs a command (there is no image entrypoint)", c.Name)
-		}
-		if c.WorkingDir != "" {
-			fmt.Fprintf(&b, "\t\tcd %s || exit 126\n", shq(c.WorkingDir))
-		}
-		fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(cmd, args...)))
+		body, err = launchNone(rc)
 	case RuntimeApptainer:
-		var line []string
-		if len(cmd) > 0 {
-			line = []string{"apptainer", "exec"}
-		} else {
-			line = []string{"apptainer", "run"}
-		}
-		if c.WorkingDir != "" {
-			line = append(line, "--pwd", c.WorkingDir)
-		}
-		for _, m := range mounts {
-			line = append(line, "--bind", m)
-		}
-		line = append(line, "docker://"+c.Image)
-		fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(append(line, cmd...), args...)))
+		body, err = launchApptainer(rc)
 	case RuntimePodman:
-		line := []string{"podman", "run", "--rm", "--network=host"}
-		if c.WorkingDir != "" {
-			line = append(line, "--workdir", c.WorkingDir)
-		}
-		for _, m := range mounts {
-			line = append(line, "--volume", m)
-		}
-		for _, e := range append(volEnv, env...) {
-			line = append(line, "--env", e.name) // the value comes from this shell's environment
-		}
-		rest := args
-		if len(cmd) > 0 {
-			line = append(line, "--entrypoint", cmd[0])
-			rest = append(cmd[1:], args...)
-		}
-		line = append(line, c.Image)
-		fmt.Fprintf(&b, "\t\texec %s --name \"slurm-vk-${SLURM_JOB_ID}-%s\" %s\n", shqAll(line[:4]), c.Name, shqAll(append(line[4:], rest...)))
+		body, err = t.launchPodman(rc)
 	case RuntimeEnroot:
-		name := "slurm-vk-$SLURM_JOB_ID-" + c.Name
-		fmt.Fprintf(&b, "\t\timg=\"$pod_dir/%s/%s.sqsh\"\n", layout.WorkDir, c.Name)
-		fmt.Fprintf(&b, "\t\tenroot import -o \"$img\" %s || exit 125\n", shq("docker://"+c.Image))
-		fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$img\" || exit 125\n", name)
-		line := []string{"enroot", "start", "--rw"}
-		for _, m := range mounts {
-			line = append(line, "--mount", strings.Replace(m, ":ro", ":x-ro", 1))
-		}
-		for _, e := range append(volEnv, env...) {
-			line = append(line, "--env", e.name)
-		}
-		fmt.Fprintf(&b, "\t\texec %s \"%s\" %s\n", shqAll(line), name, shqAll(append(cmd, args...)))
+		body, err = launchEnroot(rc)
 	}
+	if err != nil {
+		return "", err
+	}
+	b.WriteString(body)
 	return fmt.Sprintf("c_%s() {\n\t(\n%s\t)\n}\n", envSafe(c.Name), b.String()), nil
+}
+
+// exportEnv writes the lines that set env in the container function's
+// shell: literal values inline; file-backed ones read at start with
+// `read -d ''`, which keeps trailing newlines. Only runtime none and
+// runtimes that read the environment under their own prefix use it.
+func exportEnv(b *strings.Builder, env []envVar, prefix string) {
+	for _, e := range env {
+		if e.file != "" {
+			fmt.Fprintf(b, "\t\tIFS= read -r -d '' %s%s <%s || true\n\t\texport %s%s\n", prefix, e.name, shq(e.file), prefix, e.name)
+		} else {
+			fmt.Fprintf(b, "\t\texport %s%s=%s\n", prefix, e.name, shq(e.value))
+		}
+	}
+}
+
+// launchNone runs the command directly on the compute node, in the shell's
+// environment: there is no image, so the pod's env is the process's.
+func launchNone(c resolved) (string, error) {
+	if len(c.command) == 0 && len(c.args) == 0 {
+		return "", invalid("NoCommand", "container %q: runtime none needs a command (there is no image entrypoint)", c.name)
+	}
+	var b strings.Builder
+	exportEnv(&b, append(c.volEnv, c.env...), "")
+	if c.workingDir != "" {
+		fmt.Fprintf(&b, "\t\tcd %s || exit 126\n", shq(c.workingDir))
+	}
+	fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(c.command, c.args...)))
+	return b.String(), nil
+}
+
+// launchApptainer runs the image with apptainer. The pod's env reaches the
+// container through APPTAINERENV_<NAME> (apptainer's own channel), never
+// the shell's own names, and --cleanenv keeps the job's environment out.
+func launchApptainer(c resolved) (string, error) {
+	var b strings.Builder
+	exportEnv(&b, c.env, "APPTAINERENV_")
+	line := []string{"apptainer", "run"}
+	if len(c.command) > 0 {
+		line[1] = "exec"
+	}
+	line = append(line, "--cleanenv")
+	if c.workingDir != "" {
+		line = append(line, "--pwd", c.workingDir)
+	}
+	for _, m := range c.mounts {
+		bind := m.host + ":" + m.path
+		if m.readOnly {
+			bind += ":ro"
+		}
+		line = append(line, "--bind", bind)
+	}
+	line = append(line, "docker://"+c.image)
+	fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(append(line, c.command...), c.args...)))
+	return b.String(), nil
+}
+
+// launchEnroot imports, creates and starts the image with enroot. enroot's
+// URI names the registry with '#': docker://[REGISTRY#]IMAGE[:TAG].
+func launchEnroot(c resolved) (string, error) {
+	var b strings.Builder
+	name := "slurm-vk-$SLURM_JOB_ID-" + c.name
+	fmt.Fprintf(&b, "\t\timg=\"$pod_dir/%s/%s.sqsh\"\n", layout.WorkDir, c.name)
+	fmt.Fprintf(&b, "\t\tenroot import -o \"$img\" %s || exit 125\n", shq(enrootURI(c.image)))
+	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$img\" || exit 125\n", name)
+	exportEnv(&b, c.env, "")
+	line := []string{"enroot", "start", "--rw"}
+	for _, m := range c.mounts {
+		opt := m.host + ":" + m.path
+		if m.readOnly {
+			opt += ":x-ro"
+		}
+		line = append(line, "--mount", opt)
+	}
+	for _, e := range c.env {
+		line = append(line, "--env", e.name)
+	}
+	fmt.Fprintf(&b, "\t\texec %s \"%s\" %s\n", shqAll(line), name, shqAll(append(c.command, c.args...)))
+	return b.String(), nil
 }
 
 func envSafe(s string) string {
@@ -743,16 +804,29 @@ func (t *translator) script(inits, mains []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/bin/bash\n# slurm-vk: pod %s/%s uid %s\n", t.pod.Namespace, t.pod.Name, t.pod.UID)
 	fmt.Fprintf(&b, "pod_dir=%s\n", shq(t.podDir))
+	// The marker holds the exit code, then, when the container function
+	// left one (svk_reason: a pull failure...), a reason and a message.
+	// SIGTERM (a delete: Slurm signals every process of the job) is for
+	// the containers: the shells that run them only note it (a trap with a
+	// handler, which the container's own process does not inherit), so
+	// they live on to write each container's marker.
 	b.WriteString(`run() { # run NAME FUNC: one container attempt, logged, with its exit marker
+	trap : TERM
 	local dir="$pod_dir/$1"
 	mkdir -p "$dir" && cd "$dir" || return 125
+	rm -f "$dir/.0.reason"
 	"$2" >>"$dir/0.log" 2>&1
 	local rc=$?
-	echo "$rc" >"$dir/.0.exit.tmp" && mv -f "$dir/.0.exit.tmp" "$dir/0.exit"
+	{ echo "$rc"; cat "$dir/.0.reason" 2>/dev/null || :; } >"$dir/.0.exit.tmp" && mv -f "$dir/.0.exit.tmp" "$dir/0.exit"
+	rm -f "$dir/.0.reason"
 	return "$rc"
 }
+svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/.0.reason"; } # REASON MESSAGE, for run's marker
 mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
 `)
+	if t.runtime == RuntimePodman {
+		b.WriteString(podmanHelpers)
+	}
 	for _, block := range inits {
 		b.WriteString(block)
 	}
@@ -766,7 +840,7 @@ mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
 	for _, c := range t.pod.Spec.Containers {
 		fmt.Fprintf(&b, "run %s c_%s &\npids+=($!)\n", shq(c.Name), envSafe(c.Name))
 	}
-	b.WriteString(`trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM
+	b.WriteString(`trap '' TERM
 status=0
 for p in "${pids[@]}"; do
 	wait "$p"

@@ -484,7 +484,13 @@ type streamState struct {
 	exited   bool  // the exit marker exists
 	exitCode int
 	exitedAt time.Time // the marker's mtime: when the container ended, by the compute node's clock
+	// reason and message, when the job script gave them (a pull failure).
+	reason, message string
 }
+
+// maxMarker bounds what is read of an exit marker: the code, a reason
+// and a runtime's message.
+const maxMarker = 4096
 
 // openPlain opens a log or marker for reading, refusing a symlink in its
 // place (a job could plant one).
@@ -516,18 +522,14 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 	f, err := openPlain(pr, layout.ExitFile(q.container, q.attempt))
 	switch {
 	case err == nil:
-		var b [32]byte
+		var b [maxMarker]byte
 		n, _ := io.ReadFull(f, b[:])
 		if fi, err := f.Stat(); err == nil {
 			st.exitedAt = fi.ModTime()
 		}
 		f.Close()
 		st.exited = true
-		code, perr := strconv.Atoi(strings.TrimSpace(string(b[:n])))
-		if perr != nil {
-			code = -1 // a marker we cannot read still means the container ended
-		}
-		st.exitCode = code
+		st.exitCode, st.reason, st.message = parseMarker(string(b[:n]))
 	case !errors.Is(err, fs.ErrNotExist):
 		return st, err
 	}
@@ -542,6 +544,23 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 		return st, err
 	}
 	return st, nil
+}
+
+// parseMarker reads an exit marker: the exit code on the first line, then
+// optionally a reason (one word) and a message. A marker it cannot read
+// still means the container ended: code -1.
+func parseMarker(s string) (code int, reason, message string) {
+	first, rest, _ := strings.Cut(s, "\n")
+	code, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		code = -1
+	}
+	reason, message, _ = strings.Cut(rest, "\n")
+	reason = strings.TrimSpace(reason)
+	if strings.ContainsFunc(reason, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') }) || len(reason) > 64 {
+		return code, "", ""
+	}
+	return code, reason, strings.TrimSpace(strings.ToValidUTF8(message, "\uFFFD"))
 }
 
 func (st streamState) setHeaders(h http.Header) {
@@ -689,6 +708,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	body := fetch.Info{Exists: st.exists, Size: st.size, Exited: st.exited}
 	if st.exited {
 		body.ExitCode = &st.exitCode
+		body.Reason, body.Message = st.reason, st.message
 		if !st.exitedAt.IsZero() {
 			body.ExitedAt = &st.exitedAt
 		}

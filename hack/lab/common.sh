@@ -1,8 +1,9 @@
 # Shared settings for the Slurm lab scripts. Sourced, not executed.
 #
-# The lab is a single-node Slurm cluster in a debootstrap chroot:
-#   LAB_SUITE=trixie  -> Slurm 24.11 (REST API v0.0.40-42), ports 6817/6818/6820
-#   LAB_SUITE=sid     -> Slurm 26.05 (REST API v0.0.42-45), ports 7817/7818/7820
+# The lab is a single-node Slurm cluster in a debootstrap root file system,
+# with rootless podman for jobs and an image registry on loopback:
+#   LAB_SUITE=trixie  -> Slurm 24.11 (REST API v0.0.40-42), ports 6817/6818/6820, registry 6850/6851
+#   LAB_SUITE=sid     -> Slurm 26.05 (REST API v0.0.42-45), ports 7817/7818/7820, registry 7850/7851
 # Both suites can run at the same time.
 
 set -euo pipefail
@@ -30,6 +31,9 @@ ENV_FILE=$LAB_DIR/lab.env
 SLURMCTLD_PORT=$((PORT_BASE + 17))
 SLURMD_PORT=$((PORT_BASE + 18))
 SLURMRESTD_PORT=$((PORT_BASE + 20))
+REGISTRY_PORT=$((PORT_BASE + 50))         # anonymous pulls
+REGISTRY_PRIVATE_PORT=$((PORT_BASE + 51)) # basic auth
+REGISTRY_USER=puller
 
 JOB_USER=${LAB_JOB_USER:-jobuser}
 JOB_UID=${LAB_JOB_UID:-1500}
@@ -38,6 +42,9 @@ LAB_MEM_MB=${LAB_MEM_MB:-8192}
 TOKEN_LIFESPAN=${LAB_TOKEN_LIFESPAN:-86400}
 
 SLURM_PACKAGES="munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin"
+# Rootless podman for jobs (runc: crun refuses the host's hybrid cgroups),
+# and a static busybox the registry builds its test images from.
+CONTAINER_PACKAGES="podman uidmap runc catatonit busybox-static"
 
 log() { printf 'lab[%s]: %s\n' "$LAB_SUITE" "$*" >&2; }
 
@@ -53,6 +60,14 @@ need_root() {
 in_chroot() {
 	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root \
 		chroot "$ROOTFS" "$@"
+}
+
+# in_lab runs a command in the lab's own mount namespace, whose root is the
+# rootfs entered with pivot_root (see lab-up.sh's enter_rootfs): unlike a
+# chrooted process, it may create user namespaces, so rootless podman works.
+in_lab() {
+	env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root \
+		nsenter -t "$(cat "$STATE/labns.pid")" -m -- "$@"
 }
 
 . "$(dirname "${BASH_SOURCE[0]}")/../lib/pids.sh"

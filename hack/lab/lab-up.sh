@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Bring up the Slurm lab: build (or reuse) the chroot, configure a
-# single-node cluster, start munged, slurmctld, slurmd and slurmrestd, mint a
-# JWT for the job user and write $ENV_FILE for the tests.
+# Bring up the Slurm lab: build (or reuse) the root file system, configure a
+# single-node cluster, start munged, slurmctld, slurmd and slurmrestd, and the
+# image registry; mint a JWT for the job user and write $ENV_FILE for the tests.
+# slurmd runs in a private mount namespace whose root is the rootfs entered
+# with pivot_root (not chroot), so that jobs may run rootless containers.
 #
 # Idempotent: a running lab is left alone (only the token and env file are
 # refreshed); a cached chroot is reused.
@@ -57,7 +59,7 @@ mount_chroot() {
 }
 
 build_rootfs() {
-	local stamp="$SLURM_PACKAGES"
+	local stamp="$SLURM_PACKAGES $CONTAINER_PACKAGES"
 	if [ -f "$ROOTFS/.lab-ready" ] && [ "$(cat "$ROOTFS/.lab-ready")" = "$stamp" ]; then
 		return
 	fi
@@ -90,8 +92,8 @@ build_rootfs() {
 	mount -t proc proc "$tmp/proc"
 	mount --bind /dev "$tmp/dev"
 	mount -t tmpfs -o mode=0755 tmpfs "$tmp/run"
-	log "installing $SLURM_PACKAGES"
-	if ! in_chroot sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SLURM_PACKAGES" \
+	log "installing $SLURM_PACKAGES $CONTAINER_PACKAGES"
+	if ! in_chroot sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $SLURM_PACKAGES $CONTAINER_PACKAGES" \
 		>"$LAB_DIR/apt.log" 2>&1; then
 		tail -n 20 "$LAB_DIR/apt.log" >&2
 		for m in $(lab_mounts); do umount -l "$m"; done
@@ -113,6 +115,8 @@ configure() {
 	# Users: the job user (uid fixed so the host can own the shared dir by
 	# number) and slurmrestd's own unprivileged user.
 	in_chroot sh -c "id $JOB_USER >/dev/null 2>&1 || useradd -m -u $JOB_UID -s /bin/sh $JOB_USER"
+	# Subordinate ids for rootless podman's user namespace.
+	in_chroot sh -c "grep -q '^$JOB_USER:' /etc/subuid 2>/dev/null || usermod --add-subuids 200000-265535 --add-subgids 200000-265535 $JOB_USER"
 	in_chroot sh -c 'id slurmrestd >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin slurmrestd'
 	chown "$JOB_UID:$JOB_UID" "$SHARED"
 	chmod 0755 "$SHARED"
@@ -159,6 +163,32 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs=$LAB_CPUS RealMemory=$LAB_MEM_MB Stat
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 	echo 'CgroupPlugin=disabled' >"$ROOTFS/etc/slurm/cgroup.conf"
+
+	# Container runtime settings of the site (here: the lab), not of jobs:
+	# runc and cgroupfs (no systemd here), file events, host networking
+	# (pasta needs /dev/net/tun), and the loopback registries over plain HTTP.
+	mkdir -p "$ROOTFS/etc/containers/registries.conf.d"
+	cat >"$ROOTFS/etc/containers/containers.conf" <<EOF
+# Written by hack/lab/lab-up.sh.
+[containers]
+netns = "host"
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+EOF
+	cat >"$ROOTFS/etc/containers/registries.conf.d/50-lab.conf" <<EOF
+# Written by hack/lab/lab-up.sh: the lab's loopback registries speak HTTP.
+[[registry]]
+location = "127.0.0.1:$REGISTRY_PORT"
+insecure = true
+[[registry]]
+location = "127.0.0.1:$REGISTRY_PRIVATE_PORT"
+insecure = true
+EOF
+	if [ ! -s "$STATE/registry-password" ]; then
+		(umask 077 && head -c 18 /dev/urandom | base64 >"$STATE/registry-password")
+	fi
 	mkdir -p "$ROOTFS"/var/lib/slurm/{slurmctld,slurmd} "$ROOTFS/var/log/slurm"
 	in_chroot chown -R slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
 }
@@ -191,13 +221,52 @@ node_ready() {
 	in_chroot sinfo -h -N -o %t | grep -Eq '^(idle|mix|mixed|alloc|allocated)$'
 }
 
+# enter_rootfs starts the holder of the lab's mount namespace: a private
+# copy of the host's mounts in which the rootfs (with everything mounted
+# under it) becomes / by pivot_root. Jobs of slurmd started there are not
+# chrooted, so the kernel lets them create user namespaces (rootless
+# podman); /dev/shm (podman's locks) and the cgroup tree are mounted in the
+# namespace only. It dies with lab-down; the mounts go with it.
+enter_rootfs() {
+	pid_running "$STATE" labns && return 0
+	rm -f "$ROOTFS/run/.labns-ready"
+	pid_start "$STATE" labns unshare -m --propagation private -- bash -ec '
+		R=$1
+		mount --rbind "$R" "$R"
+		mkdir -p "$R/dev/shm" "$R/sys/fs/cgroup"
+		mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$R/dev/shm"
+		mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"
+		cd "$R"
+		mkdir -p .oldroot
+		pivot_root . .oldroot
+		umount -l /.oldroot
+		mount --make-rshared /
+		touch /run/.labns-ready
+		exec sleep infinity' labns "$ROOTFS"
+	wait_for "the lab mount namespace" 40 test -e "$ROOTFS/run/.labns-ready"
+}
+
+start_registry() {
+	local bin=$STATE/registry
+	(cd "$REPO_ROOT" && go build -o "$bin" ./hack/registry)
+	pid_start "$STATE" registry "$bin" -listen "127.0.0.1:$REGISTRY_PORT" -private-listen "127.0.0.1:$REGISTRY_PRIVATE_PORT" \
+		-user "$REGISTRY_USER" -password-file "$STATE/registry-password" -busybox "$ROOTFS/bin/busybox"
+	wait_for registry 60 grep -q 'registry: serving' "$STATE/registry.log"
+}
+
 start() {
+	# The job user's XDG_RUNTIME_DIR, as a login session would have it.
+	mkdir -p "$ROOTFS/run/user/$JOB_UID"
+	chown "$JOB_UID:$JOB_UID" "$ROOTFS/run/user/$JOB_UID"
+	chmod 0700 "$ROOTFS/run/user/$JOB_UID"
+	enter_rootfs
+	start_registry
 	mkdir -p "$ROOTFS/run/munge" "$ROOTFS/var/log/munge" "$ROOTFS/var/lib/munge"
 	in_chroot chown munge:munge /run/munge /var/log/munge /var/lib/munge
 	start_daemon munged chroot --userspec=munge:munge "$ROOTFS" /usr/sbin/munged -F
 	wait_for munged 40 test -S "$ROOTFS/run/munge/munge.socket.2"
 	start_daemon slurmctld chroot "$ROOTFS" /usr/sbin/slurmctld -D
-	start_daemon slurmd chroot "$ROOTFS" /usr/sbin/slurmd -D -N localhost
+	start_daemon slurmd nsenter -t "$(cat "$STATE/labns.pid")" -m -- /usr/sbin/slurmd -D -N localhost
 	start_daemon slurmrestd env SLURM_JWT=daemon chroot "$ROOTFS" /usr/sbin/slurmrestd \
 		-u slurmrestd -g slurmrestd -a rest_auth/jwt -s openapi/slurmctld "127.0.0.1:$SLURMRESTD_PORT"
 	wait_for slurmctld 60 in_chroot scontrol ping
@@ -229,6 +298,11 @@ SLURM_LAB_SHARED=$SHARED
 SLURM_LAB_PARTITION=debug
 SLURM_LAB_CPUS=$LAB_CPUS
 SLURM_LAB_ROOTFS=$ROOTFS
+SLURM_LAB_RUNTIMES=none podman
+SLURM_LAB_REGISTRY=127.0.0.1:$REGISTRY_PORT
+SLURM_LAB_REGISTRY_PRIVATE=127.0.0.1:$REGISTRY_PRIVATE_PORT
+SLURM_LAB_REGISTRY_USER=$REGISTRY_USER
+SLURM_LAB_REGISTRY_PASSWORD_FILE=$STATE/registry-password
 EOF
 	chmod 0644 "$ENV_FILE"
 }

@@ -261,7 +261,11 @@ func (b *Backend) Cancel(ctx context.Context, id model.JobID, signal string) err
 	op := fmt.Sprintf("cancel job %d", id)
 	params := &SlurmV0042DeleteJobParams{}
 	if signal != "" {
-		params.Signal = &signal
+		// FULL_JOB: the batch shell and every process of the job, so the
+		// signal reaches the containers (without it, signals other than
+		// KILL skip the batch step, which is all a pod's job has).
+		full := SlurmV0042DeleteJobParamsFlags("FULL_JOB")
+		params.Signal, params.Flags = &signal, &full
 	}
 	resp, err := b.c.SlurmV0042DeleteJobWithResponse(ctx, strconv.FormatUint(uint64(id), 10), params)
 	if err != nil {

@@ -27,6 +27,33 @@ type Lab struct {
 	Partition string
 	CPUs      int // CPUs of the single node
 	Rootfs    string
+	Runtimes  []string // container runtimes jobs can use: none, podman
+	// Registry serves the lab's test images anonymously; RegistryPrivate
+	// the same images to RegistryUser with the password in
+	// RegistryPasswordFile only (host:port, plain HTTP, on loopback).
+	Registry, RegistryPrivate          string
+	RegistryUser, RegistryPasswordFile string
+}
+
+// RequireRuntime skips the test (fails it when SLURM_LAB_REQUIRED=1) if the
+// lab's jobs cannot use the runtime or it has no registry.
+func (l *Lab) RequireRuntime(t testing.TB, runtime string) {
+	t.Helper()
+	for _, r := range l.Runtimes {
+		if r == runtime && l.Registry != "" {
+			return
+		}
+	}
+	if os.Getenv("SLURM_LAB_REQUIRED") == "1" {
+		t.Fatalf("SLURM_LAB_REQUIRED=1 but the lab has no runtime %s or no registry (SLURM_LAB_RUNTIMES=%v)", runtime, l.Runtimes)
+	}
+	t.Skipf("the lab has no runtime %s", runtime)
+}
+
+// RegistryPassword reads the private registry's password.
+func (l *Lab) RegistryPassword() (string, error) {
+	b, err := os.ReadFile(l.RegistryPasswordFile)
+	return strings.TrimSpace(string(b)), err
 }
 
 // Token reads the current JWT from TokenFile.
@@ -70,6 +97,12 @@ func Load(path string) (*Lab, error) {
 		Shared:    kv["SLURM_LAB_SHARED"],
 		Partition: kv["SLURM_LAB_PARTITION"],
 		Rootfs:    kv["SLURM_LAB_ROOTFS"],
+		Runtimes:  strings.Fields(kv["SLURM_LAB_RUNTIMES"]),
+
+		Registry:             kv["SLURM_LAB_REGISTRY"],
+		RegistryPrivate:      kv["SLURM_LAB_REGISTRY_PRIVATE"],
+		RegistryUser:         kv["SLURM_LAB_REGISTRY_USER"],
+		RegistryPasswordFile: kv["SLURM_LAB_REGISTRY_PASSWORD_FILE"],
 	}
 	for k, dst := range map[string]*int{"SLURM_LAB_UID": &l.UID, "SLURM_LAB_CPUS": &l.CPUs} {
 		if *dst, err = strconv.Atoi(kv[k]); err != nil {

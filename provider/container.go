@@ -1,0 +1,107 @@
+package provider
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/distribution/reference"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// resolved is one container ready for a runtime: references expanded,
+// volumes turned into host paths. A runtime turns it into launch lines.
+type resolved struct {
+	name          string
+	image         string // normalized (docker.io/library/busybox:latest) once validated
+	pullPolicy    corev1.PullPolicy
+	command, args []string
+	workingDir    string
+	env           []envVar
+	volEnv        []envVar // SLURM_VK_MOUNT_<VOLUME>: runtime none only
+	mounts        []mount
+}
+
+// mount is a volume at its mountPath.
+type mount struct {
+	host, path string
+	readOnly   bool
+	create     bool // an emptyDir: the job creates it
+}
+
+// validateForContainer checks what a container runtime will read: the
+// image must follow the distribution reference grammar (so it can never be
+// read as an option), and paths must be absolute and free of the
+// separators runtimes split bind specifications on (',' and ':').
+func (c *resolved) validateForContainer() error {
+	named, err := reference.ParseNormalizedNamed(c.image)
+	if err != nil {
+		return invalid("InvalidImageName", "container %q: image %q is not a valid image reference: %v", c.name, c.image, err)
+	}
+	c.image = reference.TagNameOnly(named).String()
+	for _, m := range c.mounts {
+		for _, p := range []string{m.host, m.path} {
+			if !path.IsAbs(p) || strings.ContainsAny(p, ",:\n\x00") {
+				return invalid("InvalidMountPath", "container %q: mount path %q must be absolute and contain no ',', ':' or control characters", c.name, p)
+			}
+		}
+	}
+	if c.workingDir != "" && !path.IsAbs(c.workingDir) {
+		return invalid("InvalidWorkingDir", "container %q: workingDir %q must be absolute", c.name, c.workingDir)
+	}
+	return nil
+}
+
+// enrootURI is enroot's form of an image reference:
+// docker://[REGISTRY#]IMAGE[:TAG|@DIGEST].
+func enrootURI(image string) string {
+	named, err := reference.ParseNormalizedNamed(image)
+	if err != nil {
+		return "docker://" + image
+	}
+	rest := strings.TrimPrefix(named.String(), reference.Domain(named)+"/")
+	return "docker://" + reference.Domain(named) + "#" + rest
+}
+
+// pullSecrets stages the pod's imagePullSecrets as one registry auth file
+// (containers-auth.json, the format of a dockerconfigjson Secret), 0600 like
+// every Secret, for the runtime's --authfile. A missing Secret is skipped,
+// as the kubelet does: the pull may still succeed without it.
+func (t *translator) pullSecrets() error {
+	auths := map[string]json.RawMessage{}
+	for _, ref := range t.pod.Spec.ImagePullSecrets {
+		s, err := t.look.Secret(t.pod.Namespace, ref.Name)
+		if err != nil {
+			continue
+		}
+		var cfg struct {
+			Auths map[string]json.RawMessage `json:"auths"`
+		}
+		switch {
+		case len(s.Data[corev1.DockerConfigJsonKey]) > 0:
+			err = json.Unmarshal(s.Data[corev1.DockerConfigJsonKey], &cfg)
+		case len(s.Data[corev1.DockerConfigKey]) > 0:
+			err = json.Unmarshal(s.Data[corev1.DockerConfigKey], &cfg.Auths)
+		default:
+			err = fmt.Errorf("neither %s nor %s", corev1.DockerConfigJsonKey, corev1.DockerConfigKey)
+		}
+		if err != nil {
+			return invalid("InvalidImagePullSecret", "imagePullSecret %q: %v", ref.Name, err)
+		}
+		for host, a := range cfg.Auths {
+			if _, seen := auths[host]; !seen {
+				auths[host] = a
+			}
+		}
+	}
+	if len(auths) == 0 {
+		return nil
+	}
+	data, err := json.Marshal(map[string]any{"auths": auths})
+	if err != nil {
+		return err
+	}
+	t.pullAuth = t.stage("pull/auth.json", data, 0o600)
+	return nil
+}

@@ -1,0 +1,128 @@
+package provider
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// podmanReserved are environment names that steer podman or the shell that
+// starts it. A Secret-backed variable reaches podman through its own
+// environment (never its command line), so it may not take one of these
+// names; a literal one goes on the command line and may.
+var podmanReserved = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "IFS", "ENV", "CDPATH",
+	"PS4", "SHELLOPTS", "BASHOPTS", "GLOBIGNORE", "POSIXLY_CORRECT"}
+
+var podmanReservedPrefixes = []string{"XDG_", "CONTAINERS_", "CONTAINER_", "REGISTRY_", "DOCKER_", "LD_",
+	"BUILDAH_", "PODMAN_", "STORAGE_", "BASH_", "SLURM_VK_", "svk_"}
+
+func podmanReservedName(n string) bool {
+	if contains(podmanReserved, n) {
+		return true
+	}
+	for _, p := range podmanReservedPrefixes {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// podmanPolicy is the script's pull step for an imagePullPolicy (the API
+// server defaults it: Always for :latest or no tag, else IfNotPresent).
+func podmanPolicy(p corev1.PullPolicy) string {
+	switch p {
+	case corev1.PullAlways, corev1.PullNever:
+		return string(p)
+	}
+	return string(corev1.PullIfNotPresent)
+}
+
+// podmanHelpers are the script's functions for runtime podman, defined once:
+//   - svk_podman_env gives podman the environment of a login session
+//     (Slurm passes none: HOME, XDG_RUNTIME_DIR) and removes a pause
+//     process's PID file left by an earlier job whose processes Slurm
+//     killed, or podman cannot join the user namespace again;
+//   - svk_podman_pull applies the pull policy, and on failure leaves the
+//     kubelet's reason and podman's own message for the exit marker.
+const podmanHelpers = `podman=$(command -v podman)
+svk_podman_env() {
+	[ -n "$podman" ] || { svk_reason ContainerRuntimeNotFound "podman is not installed on $(hostname)"; return 127; }
+	local uid
+	uid=$(id -u)
+	[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$uid" | cut -d: -f6)"
+	if [ -z "${XDG_RUNTIME_DIR:-}" ] && [ -d "/run/user/$uid" ]; then export XDG_RUNTIME_DIR="/run/user/$uid"; fi
+	local p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$uid}/libpod/tmp/pause.pid"
+	if [ -f "$p" ] && ! kill -0 "$(cat "$p")" 2>/dev/null; then rm -f "$p"; fi
+	export PODMAN_IGNORE_CGROUPSV1_WARNING=1 # or podman writes it into every container's log
+}
+svk_podman_pull() { # POLICY IMAGE [AUTHFILE]
+	local out
+	case $1 in
+	Never)
+		"$podman" image exists "$2" && return 0
+		svk_reason ErrImageNeverPull "Container image \"$2\" is not present with pull policy of Never"
+		return 125 ;;
+	IfNotPresent) "$podman" image exists "$2" && return 0 ;;
+	esac
+	if out=$("$podman" pull --quiet ${3:+--authfile "$3"} "$2" 2>&1 >/dev/null); then return 0; fi
+	svk_reason ErrImagePull "Failed to pull image \"$2\": $out"
+	return 125
+}
+`
+
+// launchPodman runs the image with rootless podman: the job's uid inside
+// (--userns=keep-id and --user, so files in volumes belong to the user), the host's
+// network, the pod's env through podman's --env (literal values on its
+// command line, Secret-backed ones by name from podman's environment).
+func (t *translator) launchPodman(c resolved) (string, error) {
+	var b strings.Builder
+	b.WriteString("\t\tsvk_podman_env || exit $?\n")
+	pull := []string{"svk_podman_pull", podmanPolicy(c.pullPolicy), c.image}
+	if t.pullAuth != "" {
+		pull = append(pull, t.pullAuth)
+	}
+	fmt.Fprintf(&b, "\t\t%s || exit $?\n", shqAll(pull))
+
+	line := []string{"run", "--rm", "--pull=never", "--userns=keep-id", "--network=host", "--env", "SLURM_JOB_ID", "--env", "SLURM_JOB_NODELIST"}
+	for _, e := range c.env {
+		if e.file == "" && !strings.Contains(e.value, refMark) {
+			line = append(line, "--env", e.name+"="+e.value)
+			continue
+		}
+		if podmanReservedName(e.name) {
+			return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime podman a Secret may not set %s (it would steer podman itself)", c.name, e.name, e.name)
+		}
+		exportEnv(&b, []envVar{e}, "")
+		line = append(line, "--env", e.name)
+	}
+	for _, m := range c.mounts {
+		v := m.host + ":" + m.path
+		if m.readOnly {
+			v += ":ro"
+		}
+		line = append(line, "--volume", v)
+	}
+	if c.workingDir != "" {
+		line = append(line, "--workdir", c.workingDir)
+	}
+	// command replaces the image's ENTRYPOINT (and with it its CMD); args
+	// replace CMD: podman reads a JSON array as the whole entrypoint.
+	if len(c.command) > 0 {
+		for _, s := range c.command {
+			if strings.Contains(s, refMark) {
+				return "", invalid("UnsupportedCommand", "container %q: with runtime podman, command may not refer to a Secret-backed variable; use args", c.name)
+			}
+		}
+		ep, _ := json.Marshal(c.command)
+		line = append(line, "--entrypoint", string(ep))
+	}
+	// The job's user inside too, whatever the image's USER says: files in
+	// volumes and on the shared file system belong to the user, as with
+	// every HPC container runtime.
+	fmt.Fprintf(&b, "\t\texec \"$podman\" %s --user \"$(id -u):$(id -g)\" --name \"slurm-vk-${SLURM_JOB_ID}-%s\" %s %s\n",
+		shqAll(line), c.name, shq(c.image), shqAll(c.args))
+	return b.String(), nil
+}
