@@ -683,7 +683,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 
 // exportEnv writes the lines that set env in the container function's
 // shell: literal values inline; file-backed ones read at start with
-// `read -d ''`, which keeps trailing newlines. Only runtime none and
+// `read` up to a NUL (an empty delimiter), which keeps trailing newlines. Only runtime none and
 // runtimes that read the environment under their own prefix use it.
 func exportEnv(b *strings.Builder, env []envVar, prefix string) {
 	for _, e := range env {
