@@ -17,7 +17,7 @@ start() { # start NAME ARGS...
 
 up() {
 	mkdir -p "$DEMO"
-	say "Slurm lab (Debian trixie chroot, Slurm 24.11; the first time takes about a minute)"
+	say "Slurm lab (Debian trixie rootfs, Slurm 24.11, rootless podman, an image registry on 127.0.0.1:6850; the first time takes about a minute)"
 	LAB_SUITE=trixie hack/lab/lab-up.sh
 	. .cache/lab/trixie/lab.env
 	say "Kubernetes control plane v1.37.2 (the first time builds it from Go modules: about 13 minutes)"
@@ -34,7 +34,7 @@ up() {
 		-uid "$SLURM_LAB_UID" -gid "$SLURM_LAB_UID" -poll-interval 200ms
 	start slurm-vk -kubeconfig "$CONTROLPLANE_PROVIDER_KUBECONFIG" -node-name "$NODE" -partition "$SLURM_LAB_PARTITION" \
 		-slurmrestd-url "$SLURM_LAB_URL" -slurm-token-file "$SLURM_LAB_TOKEN_FILE" -slurm-user "$SLURM_LAB_USER" \
-		-fetch-url http://127.0.0.1:8090 -fetch-token-file "$DEMO/fetch-token" -shared-root "$root" -runtime none \
+		-fetch-url http://127.0.0.1:8090 -fetch-token-file "$DEMO/fetch-token" -shared-root "$root" -runtime podman \
 		-listen 127.0.0.1:10250 -node-ip 127.0.0.1 -tls-cert "$CONTROLPLANE_KUBELET_CERT" -tls-key "$CONTROLPLANE_KUBELET_KEY" \
 		-client-ca "$CONTROLPLANE_CA" -status-interval 1s -metrics-listen 127.0.0.1:9090
 	export KUBECONFIG
@@ -61,10 +61,14 @@ Everything is still running. Try:
   kubectl describe pod hello-slurm
   kubectl logs hello-slurm --tail=2
 
+Another image, with ENTRYPOINT, CMD and ENV of its own (args replace CMD, as on a kubelet):
+  kubectl run app --image=$SLURM_LAB_REGISTRY/lab/app:1 --restart=Never --overrides='{"spec":{"nodeSelector":{"kubernetes.io/hostname":"$NODE"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}]}}' -- hello world
+  kubectl logs app
+
 A pod that waits in Slurm's queue: keep one CPU busy, then ask for all of them
 (kubectl describe shows Slurm's reason, Resources, as the container's waiting reason):
-  kubectl run busy --image=none --restart=Never --overrides='{"spec":{"nodeSelector":{"kubernetes.io/hostname":"$NODE"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}],"containers":[{"name":"busy","image":"none","command":["sleep","60"]}]}}'
-  kubectl run wide --image=none --restart=Never --overrides='{"spec":{"nodeSelector":{"kubernetes.io/hostname":"$NODE"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}],"containers":[{"name":"wide","image":"none","command":["true"],"resources":{"requests":{"cpu":"$SLURM_LAB_CPUS"}}}]}}'
+  kubectl run busy --image=$SLURM_LAB_REGISTRY/lab/busybox:1 --restart=Never --overrides='{"spec":{"nodeSelector":{"kubernetes.io/hostname":"$NODE"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}],"containers":[{"name":"busy","image":"$SLURM_LAB_REGISTRY/lab/busybox:1","command":["sleep","60"]}]}}'
+  kubectl run wide --image=$SLURM_LAB_REGISTRY/lab/busybox:1 --restart=Never --overrides='{"spec":{"nodeSelector":{"kubernetes.io/hostname":"$NODE"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}],"containers":[{"name":"wide","image":"$SLURM_LAB_REGISTRY/lab/busybox:1","command":["true"],"resources":{"requests":{"cpu":"$SLURM_LAB_CPUS"}}}]}}'
   kubectl describe pod wide
 
 Logs: $DEMO/*.log   Metrics: curl -s localhost:9090/metrics | grep slurm_vk

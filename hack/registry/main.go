@@ -45,7 +45,8 @@ import (
 
 // applets are the busybox commands the images link to.
 var applets = []string{"sh", "echo", "cat", "sleep", "env", "pwd", "id", "ls", "printf", "true", "false",
-	"mkdir", "touch", "test", "[", "kill", "trap", "wc", "head", "tail", "seq", "date", "httpd", "stat", "grep", "sed"}
+	"mkdir", "touch", "test", "[", "kill", "wc", "head", "tail", "seq", "date", "httpd", "stat", "grep", "sed",
+	"uname", "hostname", "whoami", "cut"}
 
 func main() {
 	listen := flag.String("listen", "127.0.0.1:6850", "anonymous registry address (loopback)")
