@@ -97,7 +97,7 @@ func Load(path string) (*Lab, error) {
 		Shared:    kv["SLURM_LAB_SHARED"],
 		Partition: kv["SLURM_LAB_PARTITION"],
 		Rootfs:    kv["SLURM_LAB_ROOTFS"],
-		Runtimes:  strings.Fields(kv["SLURM_LAB_RUNTIMES"]),
+		Runtimes:  strings.Split(kv["SLURM_LAB_RUNTIMES"], ","),
 
 		Registry:             kv["SLURM_LAB_REGISTRY"],
 		RegistryPrivate:      kv["SLURM_LAB_REGISTRY_PRIVATE"],
