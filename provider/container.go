@@ -53,6 +53,29 @@ func (c *resolved) validateForContainer() error {
 	return nil
 }
 
+// runtimeReserved are environment names that steer a runtime or the shell
+// that starts it. A Secret-backed variable is read into the job's shell
+// (podman takes it from its own environment, Charliecloud through a pipe),
+// so it may not take one of these names; a literal one may.
+var runtimeReserved = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "IFS", "ENV", "CDPATH",
+	"PS4", "SHELLOPTS", "BASHOPTS", "GLOBIGNORE", "POSIXLY_CORRECT", "UID", "EUID", "PPID", "GROUPS", "HOSTNAME",
+	"RANDOM", "SECONDS", "LINENO", "FUNCNAME", "OPTIND", "OPTARG", "REPLY"}
+
+var runtimeReservedPrefixes = []string{"XDG_", "CONTAINERS_", "CONTAINER_", "REGISTRY_", "DOCKER_", "LD_",
+	"BUILDAH_", "PODMAN_", "STORAGE_", "BASH_", "SLURM_VK_", "CH_", "svk_"}
+
+func runtimeReservedName(n string) bool {
+	if contains(runtimeReserved, n) {
+		return true
+	}
+	for _, p := range runtimeReservedPrefixes {
+		if strings.HasPrefix(n, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // enrootURI is enroot's form of an image reference:
 // docker://[REGISTRY#]IMAGE[:TAG|@DIGEST].
 func enrootURI(image string) string {
@@ -102,6 +125,9 @@ func (t *translator) pullSecrets() error {
 	if err != nil {
 		return err
 	}
-	t.pullAuth = t.stage("pull/auth.json", data, 0o600)
+	t.pullAuths = auths
+	if t.runtime == RuntimePodman {
+		t.pullAuth = t.stage("pull/auth.json", data, 0o600)
+	}
 	return nil
 }

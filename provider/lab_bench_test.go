@@ -25,12 +25,14 @@ func TestLabContainerStartOverhead(t *testing.T) {
 		t.Skip("a measurement, not a test: bench/containers.sh runs it (SLURM_VK_BENCH_RUNS=N)")
 	}
 	r := newLabRig(t)
-	r.lab.RequireRuntime(t, RuntimePodman)
+	runtimes := []string{RuntimeNone, RuntimePodman, RuntimeCharliecloud}
+	for _, rt := range runtimes[1:] {
+		r.lab.RequireRuntime(t, rt)
+	}
 	r.cfg.StatusInterval = time.Second
 	p := r.start()
 	ctx := context.Background()
 	image := r.lab.Registry + "/lab/busybox:1"
-	runtimes := []string{RuntimeNone, RuntimePodman}
 	samples := map[string][]time.Duration{}
 	for i := 0; i < runs; i++ {
 		for _, rt := range runtimes {
@@ -51,11 +53,11 @@ func TestLabContainerStartOverhead(t *testing.T) {
 	}
 	base := median(samples[RuntimeNone])
 	fmt.Printf("\ncontainer start overhead, Slurm %s, %d runs each (launch -> first output line)\n", r.lab.Version, runs)
-	fmt.Printf("%-10s %12s %12s %12s %10s\n", "runtime", "median", "min", "max", "vs none")
+	fmt.Printf("%-13s %10s %10s %10s %9s\n", "runtime", "median", "min", "max", "vs none")
 	for _, rt := range runtimes {
 		s := samples[rt]
 		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-		fmt.Printf("%-10s %12v %12v %12v %9.1fx\n", rt, median(s).Round(100*time.Microsecond), s[0].Round(100*time.Microsecond),
+		fmt.Printf("%-13s %10v %10v %10v %8.1fx\n", rt, median(s).Round(100*time.Microsecond), s[0].Round(100*time.Microsecond),
 			s[len(s)-1].Round(100*time.Microsecond), float64(median(s))/float64(base))
 	}
 }

@@ -8,31 +8,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// podmanReserved are environment names that steer podman or the shell that
-// starts it. A Secret-backed variable reaches podman through its own
-// environment (never its command line), so it may not take one of these
-// names; a literal one goes on the command line and may.
-var podmanReserved = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPDIR", "IFS", "ENV", "CDPATH",
-	"PS4", "SHELLOPTS", "BASHOPTS", "GLOBIGNORE", "POSIXLY_CORRECT"}
-
-var podmanReservedPrefixes = []string{"XDG_", "CONTAINERS_", "CONTAINER_", "REGISTRY_", "DOCKER_", "LD_",
-	"BUILDAH_", "PODMAN_", "STORAGE_", "BASH_", "SLURM_VK_", "svk_"}
-
-func podmanReservedName(n string) bool {
-	if contains(podmanReserved, n) {
-		return true
-	}
-	for _, p := range podmanReservedPrefixes {
-		if strings.HasPrefix(n, p) {
-			return true
-		}
-	}
-	return false
-}
-
-// podmanPolicy is the script's pull step for an imagePullPolicy (the API
+// pullPolicyOf is the script's pull step for an imagePullPolicy (the API
 // server defaults it: Always for :latest or no tag, else IfNotPresent).
-func podmanPolicy(p corev1.PullPolicy) string {
+func pullPolicyOf(p corev1.PullPolicy) string {
 	switch p {
 	case corev1.PullAlways, corev1.PullNever:
 		return string(p)
@@ -80,7 +58,7 @@ svk_podman_pull() { # POLICY IMAGE [AUTHFILE]
 func (t *translator) launchPodman(c resolved) (string, error) {
 	var b strings.Builder
 	b.WriteString("\t\tsvk_podman_env || exit $?\n")
-	pull := []string{"svk_podman_pull", podmanPolicy(c.pullPolicy), c.image}
+	pull := []string{"svk_podman_pull", pullPolicyOf(c.pullPolicy), c.image}
 	if t.pullAuth != "" {
 		pull = append(pull, t.pullAuth)
 	}
@@ -92,8 +70,8 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 			line = append(line, "--env", e.name+"="+e.value)
 			continue
 		}
-		if podmanReservedName(e.name) {
-			return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime podman a Secret may not set %s (it would steer podman itself)", c.name, e.name, e.name)
+		if runtimeReservedName(e.name) {
+			return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, t.runtime, e.name)
 		}
 		exportEnv(&b, []envVar{e}, "")
 		line = append(line, "--env", e.name)

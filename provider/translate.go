@@ -36,8 +36,9 @@ const (
 const (
 	RuntimeApptainer = "apptainer"
 	RuntimeEnroot    = "enroot"
-	RuntimePodman    = "podman"
-	RuntimeNone      = "none" // the command runs directly on the compute node
+	RuntimePodman       = "podman"
+	RuntimeCharliecloud = "charliecloud"
+	RuntimeNone         = "none" // the command runs directly on the compute node
 )
 
 // TranslateConfig is what translation needs from the node's configuration.
@@ -130,16 +131,16 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		runtime = r
 	}
 	switch runtime {
-	case RuntimeApptainer, RuntimeEnroot, RuntimePodman, RuntimeNone:
+	case RuntimeApptainer, RuntimeEnroot, RuntimePodman, RuntimeCharliecloud, RuntimeNone:
 	default:
-		return nil, invalid("UnsupportedRuntime", "runtime %q: want apptainer, enroot, podman or none", runtime)
+		return nil, invalid("UnsupportedRuntime", "runtime %q: want podman, charliecloud, apptainer, enroot or none", runtime)
 	}
 	t := &translator{pod: pod, cfg: cfg, look: look, runtime: runtime, ref: ref,
 		podDir: ref.Path(cfg.SharedRoot), stagedIndex: map[string]int{}}
 	if err := t.volumes(); err != nil {
 		return nil, err
 	}
-	if runtime == RuntimePodman {
+	if runtime == RuntimePodman || runtime == RuntimeCharliecloud {
 		if err := t.pullSecrets(); err != nil {
 			return nil, err
 		}
@@ -178,8 +179,9 @@ type translator struct {
 	staged      []StagedFile
 	stagedIndex map[string]int
 	// pullAuth is the staged registry auth file from imagePullSecrets, as
-	// jobs see it, if any.
-	pullAuth string
+	// jobs see it, if any; pullAuths its entries by registry host.
+	pullAuth  string
+	pullAuths map[string]json.RawMessage
 	// mounts by volume name: host path as jobs see it, and read-only.
 	vols map[string]volume
 }
@@ -671,6 +673,8 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 		body, err = launchApptainer(rc)
 	case RuntimePodman:
 		body, err = t.launchPodman(rc)
+	case RuntimeCharliecloud:
+		body, err = t.launchCharliecloud(rc)
 	case RuntimeEnroot:
 		body, err = launchEnroot(rc)
 	}
@@ -824,8 +828,11 @@ func (t *translator) script(inits, mains []string) string {
 svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/.0.reason"; } # REASON MESSAGE, for run's marker
 mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
 `)
-	if t.runtime == RuntimePodman {
+	switch t.runtime {
+	case RuntimePodman:
 		b.WriteString(podmanHelpers)
+	case RuntimeCharliecloud:
+		b.WriteString(charliecloudHelpers)
 	}
 	for _, block := range inits {
 		b.WriteString(block)

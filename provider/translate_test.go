@@ -97,7 +97,14 @@ func goldenPods() map[string]*corev1.Pod {
 	podman.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
 	enroot := basePod("enroot", corev1.Container{Name: "main", Image: "nvcr.io/nvidia/pytorch:24.01", Command: []string{"nvidia-smi"}})
 	enroot.Annotations = map[string]string{AnnotationRuntime: RuntimeEnroot}
-	return map[string]*corev1.Pod{"hostile": hostile, "secrets": secrets, "multi": multi, "apptainer": apptainer, "podman": podman, "enroot": enroot}
+	charliecloud := basePod("charliecloud", corev1.Container{Name: "main", Image: "ghcr.io/acme/solver:1.2", Args: []string{"--steps", "10"},
+		Env: []corev1.EnvVar{{Name: "A", Value: "1"}, {Name: "DB_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "password"}}}},
+		VolumeMounts: []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}})
+	charliecloud.Annotations = map[string]string{AnnotationRuntime: RuntimeCharliecloud}
+	charliecloud.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	return map[string]*corev1.Pod{"hostile": hostile, "secrets": secrets, "multi": multi, "apptainer": apptainer, "podman": podman, "enroot": enroot,
+		"charliecloud": charliecloud}
 }
 
 // golden renders a plan for comparison: the spec (without the script), the

@@ -69,7 +69,7 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.FetchTokenFile, "fetch-token-file", "", "file with the fetch endpoint's bearer token (required)")
 	fs.StringVar(&o.FetchCAFile, "fetch-ca-file", "", "CA to verify an https fetch endpoint")
 	fs.StringVar(&o.SharedRoot, "shared-root", "", "the fetch endpoint's root as jobs on compute nodes see it (required)")
-	fs.StringVar(&o.Runtime, "runtime", "apptainer", "container runtime: apptainer, enroot, podman or none")
+	fs.StringVar(&o.Runtime, "runtime", "apptainer", "container runtime: podman, charliecloud, apptainer, enroot or none")
 	fs.StringVar(&o.HostPathPrefixes, "hostpath-prefixes", "", "comma-separated prefixes hostPath volumes may use")
 	fs.StringVar(&o.AllowedOptions, "allowed-options", "nice,exclusive,requeue,mail_type,mail_user,licenses", "comma-separated job fields the slurm-vk.io/options annotation may set")
 	fs.StringVar(&o.Listen, "listen", ":10250", "kubelet API (logs) listen address")

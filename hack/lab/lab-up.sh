@@ -166,8 +166,7 @@ EOF
 
 	# Container runtime settings of the site (here: the lab), not of jobs:
 	# runc and cgroupfs (no systemd here), file events, host networking
-	# (pasta needs /dev/net/tun), and the loopback registries over plain HTTP.
-	mkdir -p "$ROOTFS/etc/containers/registries.conf.d"
+	# (pasta needs /dev/net/tun).
 	cat >"$ROOTFS/etc/containers/containers.conf" <<EOF
 # Written by hack/lab/lab-up.sh.
 [containers]
@@ -176,15 +175,6 @@ netns = "host"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
-EOF
-	cat >"$ROOTFS/etc/containers/registries.conf.d/50-lab.conf" <<EOF
-# Written by hack/lab/lab-up.sh: the lab's loopback registries speak HTTP.
-[[registry]]
-location = "127.0.0.1:$REGISTRY_PORT"
-insecure = true
-[[registry]]
-location = "127.0.0.1:$REGISTRY_PRIVATE_PORT"
-insecure = true
 EOF
 	if [ ! -s "$STATE/registry-password" ]; then
 		(umask 077 && head -c 18 /dev/urandom | base64 >"$STATE/registry-password")
@@ -250,8 +240,15 @@ start_registry() {
 	local bin=$STATE/registry
 	(cd "$REPO_ROOT" && go build -o "$bin" ./hack/registry)
 	pid_start "$STATE" registry "$bin" -listen "127.0.0.1:$REGISTRY_PORT" -private-listen "127.0.0.1:$REGISTRY_PRIVATE_PORT" \
-		-user "$REGISTRY_USER" -password-file "$STATE/registry-password" -busybox "$ROOTFS/bin/busybox"
+		-user "$REGISTRY_USER" -password-file "$STATE/registry-password" -busybox "$ROOTFS/bin/busybox" \
+		-tls-dir "$STATE/registry-tls"
 	wait_for registry 60 grep -q 'registry: serving' "$STATE/registry.log"
+	# Jobs trust the registry's CA like any site CA: in the system store.
+	local ca=$ROOTFS/usr/local/share/ca-certificates/slurm-vk-lab-registry.crt
+	if ! cmp -s "$STATE/registry-tls/ca.crt" "$ca"; then
+		cp "$STATE/registry-tls/ca.crt" "$ca"
+		in_chroot update-ca-certificates >/dev/null 2>&1 || { log "update-ca-certificates failed"; exit 1; }
+	fi
 }
 
 start() {
@@ -298,7 +295,7 @@ SLURM_LAB_SHARED=$SHARED
 SLURM_LAB_PARTITION=debug
 SLURM_LAB_CPUS=$LAB_CPUS
 SLURM_LAB_ROOTFS=$ROOTFS
-SLURM_LAB_RUNTIMES=none,podman
+SLURM_LAB_RUNTIMES=none,podman,charliecloud
 SLURM_LAB_REGISTRY=127.0.0.1:$REGISTRY_PORT
 SLURM_LAB_REGISTRY_PRIVATE=127.0.0.1:$REGISTRY_PRIVATE_PORT
 SLURM_LAB_REGISTRY_USER=$REGISTRY_USER

@@ -6,6 +6,10 @@
 //	-listen 127.0.0.1:6850          anonymous pulls
 //	-private-listen 127.0.0.1:6851  every request needs -user/-password (basic auth)
 //
+// Both speak HTTPS with a certificate of the lab's own CA (made once in
+// -tls-dir, ca.crt there), which the lab installs in its rootfs's trust
+// store: runtimes pull as from any registry, without insecure settings.
+//
 // Images (the same on both listeners, tag 1):
 //
 //	lab/busybox    busybox applets, CMD ["sh"]
@@ -21,6 +25,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -54,10 +59,16 @@ func main() {
 	user := flag.String("user", "puller", "basic-auth user of the private registry")
 	passFile := flag.String("password-file", "", "file holding the private registry's password (required)")
 	busybox := flag.String("busybox", "", "a static busybox binary to build the images from (required)")
+	tlsDir := flag.String("tls-dir", "", "where the lab CA and the serving certificate are kept (made when missing; required)")
 	flag.Parse()
-	if *busybox == "" || *passFile == "" {
-		log.Fatal("registry: -busybox and -password-file are required")
+	if *busybox == "" || *passFile == "" || *tlsDir == "" {
+		log.Fatal("registry: -busybox, -password-file and -tls-dir are required")
 	}
+	cert, pool, err := labTLS(*tlsDir)
+	if err != nil {
+		log.Fatalf("registry: TLS: %v", err)
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	pass, err := os.ReadFile(*passFile)
 	if err != nil {
 		log.Fatal(err)
@@ -69,21 +80,22 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	pub, err := serve(ctx, *listen, registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	pub, err := serve(ctx, *listen, tlsCfg, registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	if err != nil {
 		log.Fatal(err)
 	}
-	priv, err := serve(ctx, *privListen, basicAuth(*user, string(bytes.TrimSpace(pass)),
+	priv, err := serve(ctx, *privListen, tlsCfg, basicAuth(*user, string(bytes.TrimSpace(pass)),
 		registry.New(registry.Logger(log.New(io.Discard, "", 0)))))
 	if err != nil {
 		log.Fatal(err)
 	}
 	auth := &authn.Basic{Username: *user, Password: string(bytes.TrimSpace(pass))}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	for repo, img := range images {
-		if err := push(pub+"/"+repo, img, authn.Anonymous); err != nil {
+		if err := push(pub+"/"+repo, img, authn.Anonymous, tr); err != nil {
 			log.Fatal(err)
 		}
-		if err := push(priv+"/"+repo, img, auth); err != nil {
+		if err := push(priv+"/"+repo, img, auth, tr); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -91,11 +103,12 @@ func main() {
 	<-ctx.Done()
 }
 
-func serve(ctx context.Context, addr string, h http.Handler) (string, error) {
+func serve(ctx context.Context, addr string, cfg *tls.Config, h http.Handler) (string, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return "", err
 	}
+	ln = tls.NewListener(ln, cfg)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
@@ -125,12 +138,12 @@ func basicAuth(user, pass string, h http.Handler) http.Handler {
 	})
 }
 
-func push(ref string, img v1.Image, auth authn.Authenticator) error {
-	r, err := name.ParseReference(ref, name.Insecure)
+func push(ref string, img v1.Image, auth authn.Authenticator, tr http.RoundTripper) error {
+	r, err := name.ParseReference(ref)
 	if err != nil {
 		return err
 	}
-	if err := remote.Write(r, img, remote.WithAuth(auth)); err != nil {
+	if err := remote.Write(r, img, remote.WithAuth(auth), remote.WithTransport(tr)); err != nil {
 		return fmt.Errorf("push %s: %w", ref, err)
 	}
 	return nil
@@ -145,7 +158,10 @@ func buildImages(busybox string) (map[string]v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	base, err := mutate.AppendLayers(empty.Image, layer)
+	// A history entry per layer: some builders (Charliecloud's ch-image)
+	// refuse a config without one.
+	base, err := mutate.Append(empty.Image, mutate.Addendum{Layer: layer,
+		History: v1.History{Created: v1.Time{Time: time.Unix(0, 0).UTC()}, CreatedBy: "hack/registry: busybox-static and its applets"}})
 	if err != nil {
 		return nil, err
 	}

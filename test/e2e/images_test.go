@@ -8,14 +8,17 @@ import (
 )
 
 // TestE2EImages runs real images from the lab's loopback registry through
-// rootless podman, driven with kubectl on a real control plane.
+// rootless podman and Charliecloud, driven with kubectl on a real control
+// plane.
 func TestE2EImages(t *testing.T) {
 	c := setup(t)
 	c.lab.RequireRuntime(t, "podman")
+	c.lab.RequireRuntime(t, "charliecloud")
 	app := c.lab.Registry + "/lab/app:1"
-	podman := func(name, spec string) string {
-		return strings.Replace(podWith(nodeName, name, spec), "metadata:\n", "metadata:\n  annotations:\n    slurm-vk.io/runtime: podman\n", 1)
+	with := func(runtime, name, spec string) string {
+		return strings.Replace(podWith(nodeName, name, spec), "metadata:\n", "metadata:\n  annotations:\n    slurm-vk.io/runtime: "+runtime+"\n", 1)
 	}
+	podman := func(name, spec string) string { return with("podman", name, spec) }
 	succeeded := func(name string) {
 		c.t.Helper()
 		c.waitFor(name+" Succeeded", 3*time.Minute, func() bool {
@@ -28,10 +31,11 @@ func TestE2EImages(t *testing.T) {
 		})
 	}
 
-	t.Run("ENTRYPOINT and CMD against command and args, logs per container", func(t *testing.T) {
-		c.t = t
-		name := c.unique(t, "entry")
-		c.apply(podman(name, fmt.Sprintf(`  containers:
+	for _, runtime := range []string{"podman", "charliecloud"} {
+		t.Run(runtime+": ENTRYPOINT and CMD against command and args, logs per container", func(t *testing.T) {
+			c.t = t
+			name := c.unique(t, "entry-"+runtime[:2])
+			c.apply(with(runtime, name, fmt.Sprintf(`  containers:
   - name: image
     image: %[1]s
   - name: args
@@ -45,13 +49,14 @@ func TestE2EImages(t *testing.T) {
     command: ["/bin/echo"]
     args: ["x", "y"]
 `, app)))
-		succeeded(name)
-		for ctr, want := range map[string]string{"image": "from-entrypoint from-cmd", "args": "from-entrypoint a1 a 2", "command": "cmd-only", "both": "x y"} {
-			if got := c.must("logs", name, "-c", ctr); got != want {
-				t.Errorf("logs -c %s: %q, want %q", ctr, got, want)
+			succeeded(name)
+			for ctr, want := range map[string]string{"image": "from-entrypoint from-cmd", "args": "from-entrypoint a1 a 2", "command": "cmd-only", "both": "x y"} {
+				if got := c.must("logs", name, "-c", ctr); got != want {
+					t.Errorf("logs -c %s: %q, want %q", ctr, got, want)
+				}
 			}
-		}
-	})
+		})
+	}
 
 	t.Run("inside the container: the pod's env and PATH, a ConfigMap at its mountPath, an emptyDir shared by two containers", func(t *testing.T) {
 		c.t = t

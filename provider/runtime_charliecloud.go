@@ -1,0 +1,156 @@
+package provider
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/distribution/reference"
+)
+
+// charliecloudHelpers are the script's functions for runtime charliecloud,
+// defined once. ch-image keeps pulled images in per-user storage on the
+// node (by default /var/tmp/$USER.ch) and does not record ENTRYPOINT, CMD
+// or WORKDIR in its metadata, so they are read from the pulled config it
+// keeps in the image (ch/config.pulled.json), with the python3 that
+// ch-image itself runs on.
+//   - svk_ch_pull applies the pull policy; pulls into one storage are
+//     serialized (flock), as ch-image's storage is not for concurrent
+//     writers; on failure it leaves the kubelet's reason and ch-image's
+//     message for the exit marker;
+//   - svk_ch_config prints, NUL-separated, the image's ENTRYPOINT (entry),
+//     ENTRYPOINT and CMD (run), or its WORKDIR (workdir).
+const charliecloudHelpers = `ch_run=$(command -v ch-run)
+svk_ch_storage=
+svk_ch_env() {
+	[ -n "$ch_run" ] && command -v ch-image >/dev/null || { svk_reason ContainerRuntimeNotFound "Charliecloud (ch-run, ch-image) is not installed on $(hostname)"; return 127; }
+	# Slurm gives jobs no login environment; ch-image wants USER.
+	[ -n "${USER:-}" ] || export USER="$(id -un)"
+	[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
+	svk_ch_storage=$(ch-image gestalt storage-path 2>&1) || { svk_reason ContainerRuntimeError "ch-image: $svk_ch_storage"; return 125; }
+}
+svk_ch_dir() { # IMAGE: the image's directory in the storage
+	local p=${1//\//%}
+	printf '%s/img/%s' "$svk_ch_storage" "${p//:/+}"
+}
+svk_ch_pull() { # POLICY IMAGE [USERFILE PASSFILE]
+	local out
+	case $1 in
+	Never)
+		[ -d "$(svk_ch_dir "$2")" ] && return 0
+		svk_reason ErrImageNeverPull "Container image \"$2\" is not present with pull policy of Never"
+		return 125 ;;
+	IfNotPresent) [ -d "$(svk_ch_dir "$2")" ] && return 0 ;;
+	esac
+	if [ -n "${3:-}" ]; then
+		out=$(CH_IMAGE_USERNAME=$(cat "$3") CH_IMAGE_PASSWORD=$(cat "$4") flock -w 900 "$svk_ch_storage.svk-lock" ch-image --auth pull "$2" 2>&1 >/dev/null)
+	else
+		out=$(flock -w 900 "$svk_ch_storage.svk-lock" ch-image pull "$2" 2>&1 >/dev/null)
+	fi && [ -d "$(svk_ch_dir "$2")" ] && return 0
+	svk_reason ErrImagePull "Failed to pull image \"$2\": $(printf '%s\n' "$out" | grep -v -e '^warning: ' -e '^pulling image: ' -e '^requesting arch: ' | tail -n 5 | tr '\n' ' ')"
+	return 125
+}
+svk_ch_config() { # IMAGE entry|run|workdir
+	python3 -c 'import json, sys
+c = json.load(open(sys.argv[1])).get("config") or {}
+if sys.argv[2] == "workdir":
+    out = [c.get("WorkingDir") or "/"]
+else:
+    out = (c.get("Entrypoint") or []) + ((c.get("Cmd") or []) if sys.argv[2] == "run" else [])
+sys.stdout.write("".join(a + "\0" for a in out))' "$(svk_ch_dir "$1")/ch/config.pulled.json" "$2"
+}
+`
+
+// launchCharliecloud runs the image with Charliecloud's ch-run as the job's
+// user: the image read-only under a tmpfs overlay (-W, so mount points and
+// writes work as in a container's own layer), the environment built from
+// nothing (--unset-env='*'), then the image's ENV, then the pod's, passed
+// NUL-separated through a pipe (--set-env0), so no value is on a command
+// line and Secrets with newlines survive. Charliecloud 0.38 binds volumes
+// read-write (readOnly cannot be enforced) and cannot bind a file where the
+// image has none (a subPath naming a file needs its target in the image).
+func (t *translator) launchCharliecloud(c resolved) (string, error) {
+	var b strings.Builder
+	b.WriteString("\t\tsvk_ch_env || exit $?\n")
+	pull := []string{"svk_ch_pull", pullPolicyOf(c.pullPolicy), c.image}
+	if user, pass, ok, err := t.chCredentials(c); err != nil {
+		return "", err
+	} else if ok {
+		pull = append(pull, user, pass)
+	}
+	fmt.Fprintf(&b, "\t\t%s || exit $?\n", shqAll(pull))
+
+	// Secrets are read into this shell (not exported: ch-run starts from
+	// an empty environment) where $(VAR) references in values and args
+	// find them. The environment stream: HOME=/ unless the image or the
+	// pod says otherwise, then the pod's variables. ch-run drops one
+	// trailing newline from each entry, so each gets one to drop.
+	var stream strings.Builder
+	stream.WriteString("\t\tsvk_env() {\n\t\t\tprintf '%s\\n\\0' 'HOME=/'\n")
+	for _, e := range c.env {
+		if e.file != "" {
+			if runtimeReservedName(e.name) {
+				return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, t.runtime, e.name)
+			}
+			fmt.Fprintf(&b, "\t\tIFS= read -r -d '' %s <%s || true\n", e.name, shq(e.file))
+			fmt.Fprintf(&stream, "\t\t\tprintf '%s=%%s\\n\\0' \"$%s\"\n", e.name, e.name)
+			continue
+		}
+		fmt.Fprintf(&stream, "\t\t\tprintf '%%s\\n\\0' %s\n", shq(e.name+"="+e.value))
+	}
+	stream.WriteString("\t\t}\n")
+	b.WriteString(stream.String())
+
+	argv := "svk_argv=(" + shqAll(append(append([]string{}, c.command...), c.args...)) + ")"
+	if len(c.command) == 0 {
+		what := "run"
+		if len(c.args) > 0 {
+			what = "entry"
+		}
+		fmt.Fprintf(&b, "\t\tmapfile -d '' svk_argv < <(svk_ch_config %s %s) || exit 125\n", shq(c.image), what)
+		argv = "svk_argv+=(" + shqAll(c.args) + ")"
+	}
+	b.WriteString("\t\t" + argv + "\n")
+	b.WriteString("\t\t[ ${#svk_argv[@]} -gt 0 ] || { svk_reason InvalidImageConfig \"the image has no ENTRYPOINT or CMD and the container no command\"; exit 125; }\n")
+	if c.workingDir != "" {
+		fmt.Fprintf(&b, "\t\tsvk_wd=%s\n", shq(c.workingDir))
+	} else {
+		fmt.Fprintf(&b, "\t\tsvk_wd=$(svk_ch_config %s workdir | tr -d '\\0')\n", shq(c.image))
+	}
+	line := []string{"--unset-env=*", "--set-env", "--set-env0=/dev/fd/3", "--write-fake"}
+	for _, m := range c.mounts {
+		line = append(line, "--bind="+m.host+":"+m.path)
+	}
+	fmt.Fprintf(&b, "\t\texec \"$ch_run\" %s --cd=\"$svk_wd\" %s -- \"${svk_argv[@]}\" 3< <(svk_env)\n", shqAll(line), shq(c.image))
+	return b.String(), nil
+}
+
+// chCredentials stages, for a container whose image's registry has an
+// entry in the pod's imagePullSecrets, the user name and password ch-image
+// takes from CH_IMAGE_USERNAME and CH_IMAGE_PASSWORD (0600 files, read when
+// the job pulls).
+func (t *translator) chCredentials(c resolved) (user, pass string, ok bool, err error) {
+	named, perr := reference.ParseNormalizedNamed(c.image)
+	if perr != nil || t.pullAuths == nil {
+		return "", "", false, nil
+	}
+	raw, found := t.pullAuths[reference.Domain(named)]
+	if !found {
+		return "", "", false, nil
+	}
+	var a struct{ Auth, Username, Password string }
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return "", "", false, invalid("InvalidImagePullSecret", "registry %s: %v", reference.Domain(named), err)
+	}
+	if a.Auth != "" {
+		dec, derr := base64.StdEncoding.DecodeString(a.Auth)
+		u, p, cut := strings.Cut(string(dec), ":")
+		if derr != nil || !cut {
+			return "", "", false, invalid("InvalidImagePullSecret", "registry %s: auth is not base64 of user:password", reference.Domain(named))
+		}
+		a.Username, a.Password = u, p
+	}
+	dir := "pull/" + c.name + "/"
+	return t.stage(dir+"username", []byte(a.Username), 0o600), t.stage(dir+"password", []byte(a.Password), 0o600), true, nil
+}
