@@ -34,8 +34,8 @@ const (
 
 // Runtimes a container can run under.
 const (
-	RuntimeApptainer = "apptainer"
-	RuntimeEnroot    = "enroot"
+	RuntimeApptainer    = "apptainer"
+	RuntimeEnroot       = "enroot"
 	RuntimePodman       = "podman"
 	RuntimeCharliecloud = "charliecloud"
 	RuntimeNone         = "none" // the command runs directly on the compute node
