@@ -29,6 +29,12 @@ svk_ch_env() {
 	[ -n "${USER:-}" ] || export USER="$(id -un)"
 	[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
 	svk_ch_storage=$(ch-image gestalt storage-path 2>&1) || { svk_reason ContainerRuntimeError "ch-image: $svk_ch_storage"; return 125; }
+	# ch-run up to 0.38 drops a trailing newline from each --set-env0 entry
+	# (0.45 does not): values that end in one get one more to drop.
+	case $("$ch_run" --version 2>&1) in 0.[12]* | 0.3[0-8] | 0.3[0-8].*) svk_ch_nl=$'\n' ;; *) svk_ch_nl= ;; esac
+}
+svk_ch_env0() { # NAME VALUE: one --set-env0 entry, exactly
+	if [[ $2 == *$'\n' ]]; then printf '%s=%s%s\0' "$1" "$2" "$svk_ch_nl"; else printf '%s=%s\0' "$1" "$2"; fi
 }
 svk_ch_dir() { # IMAGE: the image's directory in the storage
 	local p=${1//\//%}
@@ -84,20 +90,19 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	// Secrets are read into this shell (not exported: ch-run starts from
 	// an empty environment) where $(VAR) references in values and args
 	// find them. The environment stream: HOME=/ unless the image or the
-	// pod says otherwise, then the pod's variables. ch-run drops one
-	// trailing newline from each entry, so each gets one to drop.
+	// pod says otherwise, then the pod's variables.
 	var stream strings.Builder
-	stream.WriteString("\t\tsvk_env() {\n\t\t\tprintf '%s\\n\\0' 'HOME=/'\n")
+	stream.WriteString("\t\tsvk_env() {\n\t\t\tsvk_ch_env0 HOME /\n")
 	for _, e := range c.env {
 		if e.file != "" {
 			if runtimeReservedName(e.name) {
 				return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, t.runtime, e.name)
 			}
 			fmt.Fprintf(&b, "\t\tIFS= read -r -d '' %s <%s || true\n", e.name, shq(e.file))
-			fmt.Fprintf(&stream, "\t\t\tprintf '%s=%%s\\n\\0' \"$%s\"\n", e.name, e.name)
+			fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s \"$%s\"\n", e.name, e.name)
 			continue
 		}
-		fmt.Fprintf(&stream, "\t\t\tprintf '%%s\\n\\0' %s\n", shq(e.name+"="+e.value))
+		fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s %s\n", e.name, shq(e.value))
 	}
 	stream.WriteString("\t\t}\n")
 	b.WriteString(stream.String())
