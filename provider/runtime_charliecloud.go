@@ -80,7 +80,7 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	var b strings.Builder
 	b.WriteString("\t\tsvk_ch_env || exit $?\n")
 	pull := []string{"svk_ch_pull", pullPolicyOf(c.pullPolicy), c.image}
-	if user, pass, ok, err := t.chCredentials(c); err != nil {
+	if user, pass, ok, err := t.registryCredentials(c); err != nil {
 		return "", err
 	} else if ok {
 		pull = append(pull, user, pass)
@@ -131,11 +131,11 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	return b.String(), nil
 }
 
-// chCredentials stages, for a container whose image's registry has an
-// entry in the pod's imagePullSecrets, the user name and password ch-image
-// takes from CH_IMAGE_USERNAME and CH_IMAGE_PASSWORD (0600 files, read when
-// the job pulls).
-func (t *translator) chCredentials(c resolved) (user, pass string, ok bool, err error) {
+// registryCredentials stages, for a container whose image's registry has an
+// entry in the pod's imagePullSecrets, its user name and password as 0600
+// files the job reads when it pulls (ch-image's CH_IMAGE_USERNAME/PASSWORD,
+// apptainer's APPTAINER_DOCKER_USERNAME/PASSWORD, enroot's .credentials).
+func (t *translator) registryCredentials(c resolved) (user, pass string, ok bool, err error) {
 	named, perr := reference.ParseNormalizedNamed(c.image)
 	if perr != nil || t.pullAuths == nil {
 		return "", "", false, nil

@@ -140,7 +140,7 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	if err := t.volumes(); err != nil {
 		return nil, err
 	}
-	if runtime == RuntimePodman || runtime == RuntimeCharliecloud {
+	if runtime != RuntimeNone {
 		if err := t.pullSecrets(); err != nil {
 			return nil, err
 		}
@@ -670,13 +670,13 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	case RuntimeNone:
 		body, err = launchNone(rc)
 	case RuntimeApptainer:
-		body, err = launchApptainer(rc)
+		body, err = t.launchApptainer(rc)
 	case RuntimePodman:
 		body, err = t.launchPodman(rc)
 	case RuntimeCharliecloud:
 		body, err = t.launchCharliecloud(rc)
 	case RuntimeEnroot:
-		body, err = launchEnroot(rc)
+		body, err = t.launchEnroot(rc)
 	}
 	if err != nil {
 		return "", err
@@ -711,56 +711,6 @@ func launchNone(c resolved) (string, error) {
 		fmt.Fprintf(&b, "\t\tcd %s || exit 126\n", shq(c.workingDir))
 	}
 	fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(c.command, c.args...)))
-	return b.String(), nil
-}
-
-// launchApptainer runs the image with apptainer. The pod's env reaches the
-// container through APPTAINERENV_<NAME> (apptainer's own channel), never
-// the shell's own names, and --cleanenv keeps the job's environment out.
-func launchApptainer(c resolved) (string, error) {
-	var b strings.Builder
-	exportEnv(&b, c.env, "APPTAINERENV_")
-	line := []string{"apptainer", "run"}
-	if len(c.command) > 0 {
-		line[1] = "exec"
-	}
-	line = append(line, "--cleanenv")
-	if c.workingDir != "" {
-		line = append(line, "--pwd", c.workingDir)
-	}
-	for _, m := range c.mounts {
-		bind := m.host + ":" + m.path
-		if m.readOnly {
-			bind += ":ro"
-		}
-		line = append(line, "--bind", bind)
-	}
-	line = append(line, "docker://"+c.image)
-	fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(append(line, c.command...), c.args...)))
-	return b.String(), nil
-}
-
-// launchEnroot imports, creates and starts the image with enroot. enroot's
-// URI names the registry with '#': docker://[REGISTRY#]IMAGE[:TAG].
-func launchEnroot(c resolved) (string, error) {
-	var b strings.Builder
-	name := "slurm-vk-$SLURM_JOB_ID-" + c.name
-	fmt.Fprintf(&b, "\t\timg=\"$pod_dir/%s/%s.sqsh\"\n", layout.WorkDir, c.name)
-	fmt.Fprintf(&b, "\t\tenroot import -o \"$img\" %s || exit 125\n", shq(enrootURI(c.image)))
-	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$img\" || exit 125\n", name)
-	exportEnv(&b, c.env, "")
-	line := []string{"enroot", "start", "--rw"}
-	for _, m := range c.mounts {
-		opt := m.host + ":" + m.path
-		if m.readOnly {
-			opt += ":x-ro"
-		}
-		line = append(line, "--mount", opt)
-	}
-	for _, e := range c.env {
-		line = append(line, "--env", e.name)
-	}
-	fmt.Fprintf(&b, "\t\texec %s \"%s\" %s\n", shqAll(line), name, shqAll(append(c.command, c.args...)))
 	return b.String(), nil
 }
 
@@ -833,6 +783,10 @@ mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
 		b.WriteString(podmanHelpers)
 	case RuntimeCharliecloud:
 		b.WriteString(charliecloudHelpers)
+	case RuntimeApptainer:
+		b.WriteString(imageFileHelpers + apptainerHelpers)
+	case RuntimeEnroot:
+		b.WriteString(imageFileHelpers + enrootHelpers)
 	}
 	for _, block := range inits {
 		b.WriteString(block)
