@@ -58,7 +58,9 @@ exit 0
 				a, _ := os.ReadFile(calls)
 				return string(m), string(a)
 			}
-			pulls := func(argv string) int { return strings.Count(argv, map[string]string{RuntimeApptainer: " pull ", RuntimeEnroot: " import "}[rt]) }
+			pulls := func(argv string) int {
+				return strings.Count(argv, map[string]string{RuntimeApptainer: " pull ", RuntimeEnroot: " import "}[rt])
+			}
 
 			if m, argv := run("never", corev1.PullNever, false); !strings.HasPrefix(m, "125\nErrImageNeverPull\n") || pulls(argv) != 0 {
 				t.Errorf("Never without an image: marker %q, calls %q", m, argv)
