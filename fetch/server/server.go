@@ -329,12 +329,22 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		return
 	}
 	defer pr.Close()
-	f, err := pr.OpenFile(layout.DeletedMarker, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW, 0o644)
+	// O_NONBLOCK: a FIFO planted as the marker fails the open (ENXIO)
+	// instead of holding the request until a reader comes.
+	f, err := pr.OpenFile(layout.DeletedMarker, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
+	if err == nil {
+		if fi, serr := f.Stat(); serr != nil || !fi.Mode().IsRegular() {
+			err = errors.Join(serr, errNotRegular)
+		}
+		f.Close()
+	}
+	if errors.Is(err, syscall.ENXIO) {
+		err = errNotRegular
+	}
 	if err != nil {
 		s.fsError(w, "deletion marker", err)
 		return
 	}
-	f.Close()
 	s.log.Info("pod directory marked for removal", "pod", pod.String(), "retention", s.cfg.Retention)
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -492,10 +502,31 @@ type streamState struct {
 // and a runtime's message.
 const maxMarker = 4096
 
-// openPlain opens a log or marker for reading, refusing a symlink in its
-// place (a job could plant one).
+// errNotRegular is a log or marker that is not a regular file: a job
+// can plant a FIFO, a socket or a device node where its output should be.
+var errNotRegular = fmt.Errorf("not a regular file: %w", syscall.ELOOP)
+
+// openPlain opens a log or marker for reading: never through a symlink
+// (O_NOFOLLOW) and regular files only. O_NONBLOCK keeps the open itself
+// from waiting on a FIFO's writer (which would hold the request, and an
+// OS thread, for ever); it has no effect on a regular file's reads.
 func openPlain(pr *os.Root, name string) (*os.File, error) {
-	return pr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	f, err := pr.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, syscall.ENXIO) { // a socket
+		return nil, fmt.Errorf("%s: %w", name, errNotRegular)
+	}
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err == nil && !fi.Mode().IsRegular() {
+		err = fmt.Errorf("%s: %w", name, errNotRegular)
+	}
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
 }
 
 // openStream opens the pod's directory and looks at one container's
@@ -721,7 +752,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 				s.fsError(w, "log", err)
 				return
 			}
-			off, err = TailOffset(f, st.size, tail)
+			off, err = TailOffset(r.Context(), f, st.size, tail)
 			f.Close()
 			if err != nil {
 				s.fsError(w, "log", err)
@@ -735,10 +766,17 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	json.NewEncoder(w).Encode(body)
 }
 
+// MaxTailScan bounds how far back TailOffset looks for line starts: output
+// without newlines (a progress bar, binary data) would otherwise be read
+// whole for one --tail. Past it, the tail starts at the bound.
+const MaxTailScan = 16 << 20
+
 // TailOffset returns the offset where the last n lines of the first size
-// bytes of r start, reading backwards in blocks (never the whole file). A
-// final newline ends the last line; a last line without one still counts.
-func TailOffset(r io.ReaderAt, size, n int64) (int64, error) {
+// bytes of r start, reading backwards in blocks (never the whole file, and
+// at most MaxTailScan bytes: past that the tail starts there). A final
+// newline ends the last line; a last line without one still counts. It
+// stops with ctx's error when ctx ends (the client went away).
+func TailOffset(ctx context.Context, r io.ReaderAt, size, n int64) (int64, error) {
 	if n <= 0 {
 		return size, nil
 	}
@@ -748,6 +786,12 @@ func TailOffset(r io.ReaderAt, size, n int64) (int64, error) {
 	first := true
 	var found int64
 	for end > 0 {
+		if size-end >= MaxTailScan {
+			return end, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		start := end - block
 		if start < 0 {
 			start = 0

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -135,7 +136,7 @@ func TestTailOffset(t *testing.T) {
 		{strings.Repeat("line\n", 50000), 3, "line\nline\nline\n"},
 	}
 	for _, tt := range tests {
-		off, err := TailOffset(strings.NewReader(tt.data), int64(len(tt.data)), tt.n)
+		off, err := TailOffset(context.Background(), strings.NewReader(tt.data), int64(len(tt.data)), tt.n)
 		if err != nil {
 			t.Fatal(err)
 		}
