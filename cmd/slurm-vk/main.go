@@ -188,6 +188,9 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		defer ms.Close()
 	}
 	log.G(ctx).WithField("partition", o.Partition).WithField("listen", o.Listen).Info("starting the virtual node")
+	if o.ClientCA == "" {
+		log.G(ctx).WithField("listen", o.Listen).Warn("the kubelet API is not authenticated (-insecure-kubelet-api): anyone who reaches it reads container logs and pod specs")
+	}
 	return n.Run(ctx)
 }
 

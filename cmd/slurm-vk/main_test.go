@@ -180,7 +180,7 @@ func waitUntil(t *testing.T, what string, ok func() bool) {
 
 func TestOptionsFileAndFlags(t *testing.T) {
 	f := t.TempDir() + "/config.yaml"
-	os.WriteFile(f, []byte("partition: gpu\nslurmrestdURL: http://x:6820\nslurmTokenFile: /t\nfetchURL: http://f\nfetchTokenFile: /ft\nsharedRoot: /s\nruntime: none\nstatusInterval: 2s\n"), 0o644)
+	os.WriteFile(f, []byte("partition: gpu\nslurmrestdURL: http://x:6820\nslurmTokenFile: /t\nfetchURL: http://f\nfetchTokenFile: /ft\nsharedRoot: /s\nruntime: none\nstatusInterval: 2s\nclientCA: /ca\n"), 0o644)
 	o, err := parseOptions([]string{"-config", f, "-runtime", "podman"})
 	if err != nil {
 		t.Fatal(err)
@@ -197,9 +197,22 @@ func TestOptionsFileAndFlags(t *testing.T) {
 	}
 }
 
-func TestNodeLabelsAndTaints(t *testing.T) {
+// TestKubeletAPISecureByDefault: without -client-ca the kubelet API would
+// answer anyone, so slurm-vk refuses to start unless told it is meant.
+func TestKubeletAPISecureByDefault(t *testing.T) {
 	base := []string{"-partition", "p", "-slurmrestd-url", "http://x", "-slurm-token-file", "/t", "-fetch-url", "http://f",
 		"-fetch-token-file", "/ft", "-shared-root", "/s"}
+	if _, err := parseOptions(base); err == nil || !strings.Contains(err.Error(), "-client-ca") || !strings.Contains(err.Error(), "-insecure-kubelet-api") {
+		t.Errorf("no -client-ca: %v, want an error naming -client-ca and -insecure-kubelet-api", err)
+	}
+	if o, err := parseOptions(append(base, "-insecure-kubelet-api")); err != nil || !o.InsecureKubeletAPI {
+		t.Errorf("-insecure-kubelet-api: %v", err)
+	}
+}
+
+func TestNodeLabelsAndTaints(t *testing.T) {
+	base := []string{"-partition", "p", "-slurmrestd-url", "http://x", "-slurm-token-file", "/t", "-fetch-url", "http://f",
+		"-fetch-token-file", "/ft", "-shared-root", "/s", "-client-ca", "/ca"}
 	o, err := parseOptions(append(base, "-node-labels", "a=1, example.com/b=", "-node-taints", "gpu=yes:NoSchedule,drain:NoExecute"))
 	if err != nil {
 		t.Fatal(err)

@@ -17,36 +17,38 @@ import (
 // options are the flags; a YAML file (-config) can set any of them, by the
 // same names, and flags given on the command line win.
 type options struct {
-	Config           string          `json:"-"`
-	Check            bool            `json:"-"`
-	Kubeconfig       string          `json:"kubeconfig"`
-	NodeName         string          `json:"nodeName"`
-	Partition        string          `json:"partition"`
-	SlurmrestdURL    string          `json:"slurmrestdURL"`
-	SlurmTokenFile   string          `json:"slurmTokenFile"`
-	SlurmUser        string          `json:"slurmUser"`
-	SlurmAPIVersion  string          `json:"slurmAPIVersion"`
-	SlurmCAFile      string          `json:"slurmCAFile"`
-	FetchURL         string          `json:"fetchURL"`
-	FetchTokenFile   string          `json:"fetchTokenFile"`
-	FetchCAFile      string          `json:"fetchCAFile"`
-	SharedRoot       string          `json:"sharedRoot"`
-	Runtime          string          `json:"runtime"`
-	HostPathPrefixes string          `json:"hostPathPrefixes"`
-	AllowedOptions   string          `json:"allowedOptions"`
-	Listen           string          `json:"listen"`
-	NodeIP           string          `json:"nodeIP"`
-	TLSCert          string          `json:"tlsCert"`
-	TLSKey           string          `json:"tlsKey"`
-	ClientCA         string          `json:"clientCA"`
-	StatusInterval   metav1.Duration `json:"statusInterval"` // "5s" in the file
-	NodeInterval     metav1.Duration `json:"nodeInterval"`
-	MaxPods          int             `json:"maxPods"`
-	QueueFactor      float64         `json:"queueFactor"`
-	MetricsListen    string          `json:"metricsListen"`
-	NodeLabels       string          `json:"nodeLabels"`
-	NodeTaints       string          `json:"nodeTaints"`
-	Verbose          bool            `json:"verbose"`
+	Config           string `json:"-"`
+	Check            bool   `json:"-"`
+	Kubeconfig       string `json:"kubeconfig"`
+	NodeName         string `json:"nodeName"`
+	Partition        string `json:"partition"`
+	SlurmrestdURL    string `json:"slurmrestdURL"`
+	SlurmTokenFile   string `json:"slurmTokenFile"`
+	SlurmUser        string `json:"slurmUser"`
+	SlurmAPIVersion  string `json:"slurmAPIVersion"`
+	SlurmCAFile      string `json:"slurmCAFile"`
+	FetchURL         string `json:"fetchURL"`
+	FetchTokenFile   string `json:"fetchTokenFile"`
+	FetchCAFile      string `json:"fetchCAFile"`
+	SharedRoot       string `json:"sharedRoot"`
+	Runtime          string `json:"runtime"`
+	HostPathPrefixes string `json:"hostPathPrefixes"`
+	AllowedOptions   string `json:"allowedOptions"`
+	Listen           string `json:"listen"`
+	NodeIP           string `json:"nodeIP"`
+	TLSCert          string `json:"tlsCert"`
+	TLSKey           string `json:"tlsKey"`
+	ClientCA         string `json:"clientCA"`
+	// InsecureKubeletAPI serves the kubelet API without authentication.
+	InsecureKubeletAPI bool            `json:"insecureKubeletAPI"`
+	StatusInterval     metav1.Duration `json:"statusInterval"` // "5s" in the file
+	NodeInterval       metav1.Duration `json:"nodeInterval"`
+	MaxPods            int             `json:"maxPods"`
+	QueueFactor        float64         `json:"queueFactor"`
+	MetricsListen      string          `json:"metricsListen"`
+	NodeLabels         string          `json:"nodeLabels"`
+	NodeTaints         string          `json:"nodeTaints"`
+	Verbose            bool            `json:"verbose"`
 
 	labels map[string]string
 	taints []corev1.Taint
@@ -76,7 +78,8 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.NodeIP, "node-ip", "127.0.0.1", "address the API server uses to reach the kubelet API")
 	fs.StringVar(&o.TLSCert, "tls-cert", "", "kubelet API serving certificate (empty: self-signed)")
 	fs.StringVar(&o.TLSKey, "tls-key", "", "kubelet API serving key")
-	fs.StringVar(&o.ClientCA, "client-ca", "", "CA of the API server's client certificate: enables webhook authn/authz on the kubelet API")
+	fs.StringVar(&o.ClientCA, "client-ca", "", "CA of the API server's client certificate: enables webhook authn/authz on the kubelet API (required unless -insecure-kubelet-api)")
+	fs.BoolVar(&o.InsecureKubeletAPI, "insecure-kubelet-api", false, "serve the kubelet API (logs, full pod specs) to anyone who reaches -listen, without -client-ca: for tests only")
 	fs.DurationVar(&o.StatusInterval.Duration, "status-interval", 5*time.Second, "pod status sync period")
 	fs.DurationVar(&o.NodeInterval.Duration, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
 	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
@@ -113,6 +116,9 @@ func parseOptions(args []string) (*options, error) {
 	if len(missing) > 0 {
 		sort.Strings(missing)
 		return nil, fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
+	}
+	if o.ClientCA == "" && !o.InsecureKubeletAPI {
+		return nil, fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
 	}
 	if o.QueueFactor < 1 {
 		return nil, fmt.Errorf("-queue-factor %v: must be at least 1", o.QueueFactor)

@@ -10,6 +10,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -329,6 +330,35 @@ func TestE2E(t *testing.T) {
 		}
 		if code := p.Status.ContainerStatuses[0].State.Terminated.ExitCode; code != 42 {
 			t.Errorf("exit code %d, want 42", code)
+		}
+	})
+
+	t.Run("the kubelet API refuses an anonymous caller", func(t *testing.T) {
+		c.t = t
+		// Not verifying the server is fine here: what is checked is that the
+		// server does not answer a caller without a client certificate.
+		client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		c.waitFor("the kubelet API to listen", time.Minute, func() bool {
+			conn, err := net.Dial("tcp", "127.0.0.1:10250")
+			if err == nil {
+				conn.Close()
+			}
+			return err == nil
+		})
+		for _, path := range []string{"/pods", "/containerLogs/default/any/main"} {
+			// Refused in the TLS handshake (no client certificate) or with
+			// 401/403; a connection error of any other kind proves nothing.
+			resp, err := client.Get("https://127.0.0.1:10250" + path)
+			if err != nil {
+				if !strings.Contains(err.Error(), "certificate required") {
+					t.Errorf("anonymous GET %s: %v, want a refusal", path, err)
+				}
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusUnauthorized && resp.StatusCode != http.StatusForbidden {
+				t.Errorf("anonymous GET %s: %d, want 401 or 403", path, resp.StatusCode)
+			}
 		}
 	})
 

@@ -152,6 +152,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- if $v.kubelet.auth.enabled }}
 {{- $_ := set $cfg "clientCA" (printf "/var/run/slurm-vk/client-ca/%s" $v.kubelet.auth.clientCAKey) }}
+{{- else }}
+{{- $_ := set $cfg "insecureKubeletAPI" true }}
 {{- end }}
 {{- if $v.metrics.enabled }}
 {{- $_ := set $cfg "metricsListen" (printf ":%d" (int $v.metrics.port)) }}
