@@ -79,12 +79,15 @@ func (r *labRig) start() *Provider {
 	p := New(r.cfg, r.slurm, r.files, r.look)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.t.Cleanup(cancel)
-	p.NotifyPods(ctx, func(pod *corev1.Pod) {
-		r.mu.Lock()
-		r.updates[pod.UID] = append(r.updates[pod.UID], pod)
-		r.mu.Unlock()
-	})
+	p.NotifyPods(ctx, r.record)
 	return p
+}
+
+// record keeps a status update a provider sent.
+func (r *labRig) record(pod *corev1.Pod) {
+	r.mu.Lock()
+	r.updates[pod.UID] = append(r.updates[pod.UID], pod)
+	r.mu.Unlock()
 }
 
 var podSeq int

@@ -75,6 +75,9 @@ type Provider struct {
 	// uncertain marks pods whose submit outcome is unknown: look the job
 	// up before submitting again.
 	uncertain map[types.UID]bool
+	// recovered says Recover listed Slurm's jobs; until it has, a pod that
+	// was running before is looked up by its comment before any submit.
+	recovered bool
 	notify    func(*corev1.Pod)
 	started   bool
 }
@@ -88,6 +91,7 @@ type podState struct {
 	reason  string               // pending reason last seen
 	checked time.Time            // when the full record was last read
 	final   bool                 // terminal status recorded
+	ran     bool                 // ran under a job Slurm has forgotten (no job ID)
 	done    chan struct{}        // closed when the pod's containers have ended
 }
 
@@ -132,6 +136,7 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.recovered = true
 	for _, j := range jobs {
 		ns, name, uid, ok := ParseJobComment(p.cfg.NodeName, j.Comment)
 		if !ok {
@@ -163,7 +168,10 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		return nil
 	}
 	adopted, isAdopted := p.adopt[string(pod.UID)]
-	uncertain := p.uncertain[pod.UID]
+	// A pod this node reported on before (it has a start time) may have a
+	// job already: one Slurm still knows, or one it has forgotten.
+	seenBefore := pod.Status.StartTime != nil
+	uncertain := p.uncertain[pod.UID] || (seenBefore && !p.recovered)
 	p.mu.Unlock()
 
 	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name))
@@ -171,6 +179,13 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		logger.WithField("job", adopted).Info("re-attached to its Slurm job")
 		p.track(pod, adopted)
 		return nil
+	}
+	if seenBefore || uncertain {
+		if done, err := p.ranBefore(ctx, pod); err != nil {
+			return err
+		} else if done {
+			return nil
+		}
 	}
 	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
 	var bad *InvalidPodError
@@ -630,7 +645,7 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 	if opts.Previous {
 		return nil, errdefs.InvalidInput("previous container logs: Slurm jobs are not restarted, there is no previous container")
 	}
-	if st.job == 0 {
+	if st.job == 0 && !st.ran {
 		return nil, errdefs.InvalidInput(fmt.Sprintf("pod %s never ran: %s", key(namespace, podName), pod.Status.Message))
 	}
 	tail := int64(-1)

@@ -1,0 +1,103 @@
+package provider
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/log"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+)
+
+// ranBefore keeps a pod from running twice. Slurm forgets a finished job
+// (MinJobAge, 300 s by default), so a pod whose job ended while the
+// provider was away finds no job to re-attach to; its directory still
+// says it ran: a container's log (created when the container starts) or
+// exit marker. Then nothing is submitted: the pod gets its final status
+// from the markers, and done is true.
+func (p *Provider) ranBefore(ctx context.Context, pod *corev1.Pod) (done bool, err error) {
+	infos := map[string]fetchclient.Info{}
+	ran := false
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		info, err := p.files.Info(ctx, PodRef(pod), c.Name, 0, -1)
+		switch {
+		case err == nil:
+		case errors.Is(err, fetchclient.ErrNotFound):
+			continue
+		default:
+			// Not knowing is not "it did not run": wait and retry.
+			return false, fmt.Errorf("look for an earlier run of the pod: %w", err)
+		}
+		infos[c.Name] = info
+		ran = ran || info.Exists || info.Exited
+	}
+	if !ran {
+		return false, nil
+	}
+	status := lostStatus(pod, infos, p.cfg.Now())
+	log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("phase", status.Phase).
+		Warn("the pod's job ran while the provider was away and Slurm no longer knows it: final status from its exit markers, nothing submitted")
+	p.event(pod, corev1.EventTypeWarning, ReasonLost, status.Message)
+	pod = pod.DeepCopy()
+	pod.Status = status
+	st := &podState{pod: pod, final: true, ran: true, done: make(chan struct{})}
+	close(st.done)
+	p.mu.Lock()
+	p.pods[pod.UID] = st
+	p.byName[key(pod.Namespace, pod.Name)] = pod.UID
+	delete(p.uncertain, pod.UID)
+	cb := p.notify
+	p.mu.Unlock()
+	if cb != nil {
+		cb(pod.DeepCopy())
+	}
+	return true, nil
+}
+
+// lostStatus is the final status of a pod whose job Slurm forgot: each
+// container as its marker says, or lost without one.
+func lostStatus(pod *corev1.Pod, infos map[string]fetchclient.Info, now time.Time) corev1.PodStatus {
+	st := corev1.PodStatus{StartTime: pod.Status.StartTime}
+	if st.StartTime == nil {
+		st.StartTime = ptrTime(metav1.NewTime(now))
+	}
+	allOK := true
+	term := func(c corev1.Container) corev1.ContainerStatus {
+		t := &corev1.ContainerStateTerminated{ExitCode: 137, Reason: ReasonLost, FinishedAt: metav1.NewTime(now),
+			Message: "no exit code: the job ended while the provider was away, and Slurm no longer knows it"}
+		if info, ok := infos[c.Name]; ok && info.Exited && info.ExitCode != nil {
+			t.ExitCode, t.Message = int32(*info.ExitCode), ""
+			t.Reason = "Completed"
+			if t.ExitCode != 0 {
+				t.Reason = "Error"
+			}
+			if info.Reason != "" {
+				t.Reason, t.Message = info.Reason, info.Message
+			}
+			if info.ExitedAt != nil {
+				t.FinishedAt = metav1.NewTime(*info.ExitedAt)
+			}
+		}
+		if t.ExitCode != 0 {
+			allOK = false
+		}
+		return corev1.ContainerStatus{Name: c.Name, Image: c.Image, State: corev1.ContainerState{Terminated: t}}
+	}
+	for _, c := range pod.Spec.InitContainers {
+		st.InitContainerStatuses = append(st.InitContainerStatuses, term(c))
+	}
+	for _, c := range pod.Spec.Containers {
+		st.ContainerStatuses = append(st.ContainerStatuses, term(c))
+	}
+	st.Phase = corev1.PodSucceeded
+	if !allOK {
+		st.Phase, st.Reason = corev1.PodFailed, ReasonLost
+		st.Message = "the pod's Slurm job ended while the provider was away and Slurm no longer knows it; container states come from their exit markers (not run again)"
+	}
+	st.Conditions = conditions(st.Phase, false, false, now, st.Reason, st.Message)
+	return st
+}

@@ -1,0 +1,108 @@
+package provider
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+// markerFiles is a fetch endpoint whose pod directories hold what infos
+// says, per container.
+type markerFiles struct {
+	noFiles
+	infos map[string]fetchclient.Info
+}
+
+func (m markerFiles) Info(_ context.Context, _ layout.Pod, c string, _ int, _ int64) (fetchclient.Info, error) {
+	return m.infos[c], nil
+}
+
+// TestNeverRunTwice: a pod that ran while the provider was away, whose job
+// Slurm has forgotten, is never submitted again; its markers say how it
+// ended. A pod not seen before, or whose directory shows no run, is.
+func TestNeverRunTwice(t *testing.T) {
+	code := func(c int) *int { return &c }
+	at := time.Date(2026, 11, 26, 3, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name       string
+		seenBefore bool
+		recovered  bool
+		inSlurm    bool // a job with the pod's comment, pending: no files yet
+		infos      map[string]fetchclient.Info
+		submits    int
+		phase      corev1.PodPhase
+		exit       int32
+	}{
+		{"new pod: submitted", false, true, false, nil, 1, corev1.PodPending, 0},
+		{"seen before, nothing in its directory: submitted", true, true, false, map[string]fetchclient.Info{}, 1, corev1.PodPending, 0},
+		{"ran and succeeded, forgotten by Slurm", true, true, false,
+			map[string]fetchclient.Info{"main": {Exists: true, Exited: true, ExitCode: code(0), ExitedAt: &at}}, 0, corev1.PodSucceeded, 0},
+		{"ran and failed, forgotten by Slurm", true, true, false,
+			map[string]fetchclient.Info{"main": {Exists: true, Exited: true, ExitCode: code(3)}}, 0, corev1.PodFailed, 3},
+		{"ran, killed before its marker", true, true, false,
+			map[string]fetchclient.Info{"main": {Exists: true}}, 0, corev1.PodFailed, 137},
+		{"recovery failed, job pending in Slurm: re-attached", true, false, true, map[string]fetchclient.Info{}, 0, corev1.PodPending, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeSlurm()
+			p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
+				f, markerFiles{infos: tt.infos}, lookups)
+			var last *corev1.Pod
+			p.notify = func(pod *corev1.Pod) { last = pod }
+			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+			if tt.seenBefore {
+				pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: ptrTime(metav1.NewTime(at.Add(-time.Hour)))}
+			}
+			if tt.inSlurm {
+				f.Submit(context.Background(), specFor(pod))
+				f.reset()
+			}
+			if tt.recovered {
+				if err := p.Recover(context.Background(), func(string) bool { return true }); err != nil {
+					t.Fatal(err)
+				}
+				f.reset()
+				if tt.inSlurm {
+					t.Fatal("a job in Slurm with recovery is the adopt path, not this test's")
+				}
+			}
+			if err := p.CreatePod(context.Background(), pod); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.reset()["submit"]; n != tt.submits {
+				t.Errorf("%d submits, want %d", n, tt.submits)
+			}
+			if last == nil || last.Status.Phase != tt.phase {
+				t.Fatalf("status %+v, want phase %s", last, tt.phase)
+			}
+			if tt.phase == corev1.PodFailed || tt.phase == corev1.PodSucceeded {
+				ts := last.Status.ContainerStatuses[0].State.Terminated
+				if ts == nil || ts.ExitCode != tt.exit {
+					t.Errorf("container %+v, want exit code %d", last.Status.ContainerStatuses[0].State, tt.exit)
+				}
+				if tt.phase == corev1.PodFailed && last.Status.Reason != ReasonLost {
+					t.Errorf("reason %q, want %s", last.Status.Reason, ReasonLost)
+				}
+			}
+			if tt.inSlurm {
+				if st, _ := p.get(pod.Namespace, pod.Name); st == nil || st.job != 101 {
+					t.Errorf("not re-attached to job 101: %+v", st)
+				}
+			}
+		})
+	}
+}
+
+func specFor(pod *corev1.Pod) slurmclient.JobSpec {
+	return slurmclient.JobSpec{Comment: JobComment("n", pod)}
+}
