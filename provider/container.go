@@ -30,6 +30,21 @@ type mount struct {
 	create     bool // an emptyDir: the job creates it
 }
 
+// spec is the runtime's HOST:PATH bind, with ro appended when read-only
+// (each runtime spells read-only its own way).
+func (m mount) spec(ro string) string {
+	if m.readOnly {
+		return m.host + ":" + m.path + ro
+	}
+	return m.host + ":" + m.path
+}
+
+// reservedSecret refuses a Secret-backed variable whose name would steer
+// the runtime or the shell that starts it (see runtimeReserved).
+func reservedSecret(c resolved, e envVar, runtime string) error {
+	return invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, runtime, e.name)
+}
+
 // validateForContainer checks what a container runtime will read: the
 // image must follow the distribution reference grammar (so it can never be
 // read as an option), and paths must be absolute and free of the

@@ -81,11 +81,7 @@ func (t *translator) launchApptainer(c resolved) (string, error) {
 		line = append(line, "--pwd", c.workingDir)
 	}
 	for _, m := range c.mounts {
-		bind := m.host + ":" + m.path
-		if m.readOnly {
-			bind += ":ro"
-		}
-		line = append(line, "--bind", bind)
+		line = append(line, "--bind", m.spec(":ro"))
 	}
 	fmt.Fprintf(&b, "\t\texec %s \"$sif\" %s\n", shqAll(line), shqAll(append(append([]string{}, c.command...), c.args...)))
 	return b.String(), nil

@@ -96,7 +96,7 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	for _, e := range c.env {
 		if e.file != "" {
 			if runtimeReservedName(e.name) {
-				return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, t.runtime, e.name)
+				return "", reservedSecret(c, e, t.runtime)
 			}
 			fmt.Fprintf(&b, "\t\tIFS= read -r -d '' %s <%s || true\n", e.name, shq(e.file))
 			fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s \"$%s\"\n", e.name, e.name)
@@ -125,7 +125,7 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	}
 	line := []string{"--unset-env=*", "--set-env", "--set-env0=/dev/fd/3", "--write-fake"}
 	for _, m := range c.mounts {
-		line = append(line, "--bind="+m.host+":"+m.path)
+		line = append(line, "--bind="+m.spec("")) // read-only cannot be asked for
 	}
 	fmt.Fprintf(&b, "\t\texec \"$ch_run\" %s --cd=\"$svk_wd\" %s -- \"${svk_argv[@]}\" 3< <(svk_env)\n", shqAll(line), shq(c.image))
 	return b.String(), nil

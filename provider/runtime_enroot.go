@@ -47,11 +47,7 @@ func (t *translator) launchEnroot(c resolved) (string, error) {
 	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$sqsh\" >/dev/null || exit 125\n", name)
 	line := []string{"enroot", "start", "--rw"}
 	for _, m := range c.mounts {
-		opt := m.host + ":" + m.path
-		if m.readOnly {
-			opt += ":none:x-create=auto,rbind,ro"
-		}
-		line = append(line, "--mount", opt)
+		line = append(line, "--mount", m.spec(":none:x-create=auto,rbind,ro"))
 	}
 	for _, e := range c.env {
 		if e.file == "" && !strings.Contains(e.value, refMark) {
@@ -62,7 +58,7 @@ func (t *translator) launchEnroot(c resolved) (string, error) {
 			continue
 		}
 		if runtimeReservedName(e.name) || strings.HasPrefix(e.name, "ENROOT_") {
-			return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, t.runtime, e.name)
+			return "", reservedSecret(c, e, t.runtime)
 		}
 		exportEnv(&b, []envVar{e}, "")
 		line = append(line, "--env", e.name)

@@ -71,17 +71,13 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 			continue
 		}
 		if runtimeReservedName(e.name) {
-			return "", invalid("InvalidEnvName", "container %q: variable %s comes from a Secret, and with runtime %s a Secret may not set %s (it would steer the runtime or its shell)", c.name, e.name, t.runtime, e.name)
+			return "", reservedSecret(c, e, t.runtime)
 		}
 		exportEnv(&b, []envVar{e}, "")
 		line = append(line, "--env", e.name)
 	}
 	for _, m := range c.mounts {
-		v := m.host + ":" + m.path
-		if m.readOnly {
-			v += ":ro"
-		}
-		line = append(line, "--volume", v)
+		line = append(line, "--volume", m.spec(":ro"))
 	}
 	if c.workingDir != "" {
 		line = append(line, "--workdir", c.workingDir)
