@@ -106,3 +106,36 @@ func TestNeverRunTwice(t *testing.T) {
 func specFor(pod *corev1.Pod) slurmclient.JobSpec {
 	return slurmclient.JobSpec{Comment: JobComment("n", pod)}
 }
+
+// TestRecreatedPodCancelsTheEarlierJob: a pod deleted while its job waits
+// in Slurm's queue and created again under the same name (virtual-kubelet
+// may force-delete it without DeletePod) leaves no job behind.
+func TestRecreatedPodCancelsTheEarlierJob(t *testing.T) {
+	f := newFakeSlurm()
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
+		f, noFiles{}, lookups)
+	mk := func(uid string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "same", UID: types.UID(uid)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+	}
+	if err := p.CreatePod(context.Background(), mk("u-1")); err != nil {
+		t.Fatal(err)
+	}
+	first, _ := p.get("ns", "same")
+	if err := p.CreatePod(context.Background(), mk("u-2")); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.cancelled) != 1 || f.cancelled[0] != first.job {
+		t.Errorf("cancelled %v, want the earlier pod's job %d", f.cancelled, first.job)
+	}
+	second, _ := p.get("ns", "same")
+	if second == nil || second.job == first.job || second.pod.UID != "u-2" {
+		t.Errorf("the name's pod is %+v", second)
+	}
+	p.mu.Lock()
+	_, kept := p.pods["u-1"]
+	p.mu.Unlock()
+	if kept {
+		t.Error("the earlier pod is still tracked (and synced) after its name was taken")
+	}
+}

@@ -167,6 +167,14 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil
 	}
+	if orphan := p.displace(pod); orphan != 0 {
+		p.mu.Unlock()
+		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", orphan).Info("cancelling the job of an earlier pod of the same name")
+		if err := p.slurm.Cancel(ctx, orphan); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			return fmt.Errorf("cancel job %d of the earlier pod %s: %w", orphan, key(pod.Namespace, pod.Name), err)
+		}
+		p.mu.Lock()
+	}
 	adopted, isAdopted := p.adopt[string(pod.UID)]
 	// A pod this node reported on before (it has a start time) may have a
 	// job already: one Slurm still knows, or one it has forgotten.
@@ -242,6 +250,26 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	p.event(pod, corev1.EventTypeNormal, ReasonSubmitted, fmt.Sprintf("Slurm job %d submitted to partition %s", id, plan.Spec.Partition))
 	p.track(pod, id)
 	return nil
+}
+
+// displace forgets an earlier pod of pod's namespace/name with another
+// UID: names are unique, so that pod is gone from the API server, though
+// virtual-kubelet may never have called DeletePod for it (it force-deletes
+// pods that never ran). Its job, if it may still run, is returned for the
+// caller to cancel. Called with p.mu held.
+func (p *Provider) displace(pod *corev1.Pod) slurmclient.JobID {
+	old, ok := p.byName[key(pod.Namespace, pod.Name)]
+	if !ok || old == pod.UID {
+		return 0
+	}
+	st := p.pods[old]
+	delete(p.pods, old)
+	delete(p.byName, key(pod.Namespace, pod.Name))
+	if st == nil || st.final {
+		return 0
+	}
+	close(st.done)
+	return st.job
 }
 
 func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.JobID, bool, error) {
