@@ -139,3 +139,93 @@ func TestRecreatedPodCancelsTheEarlierJob(t *testing.T) {
 		t.Error("the earlier pod is still tracked (and synced) after its name was taken")
 	}
 }
+
+// TestGraceCancelSurvivesRestart: a deleted pod's running job gets SIGTERM
+// and is cancelled when its grace period is over, by the sync loop on the
+// configured clock; a provider restarted within the grace period derives
+// the cancel again from the pod's deletion time.
+func TestGraceCancelSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 26, 4, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	f := newFakeSlurm()
+	cfg := Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}, Now: clock}
+	mk := func(name, uid string) *corev1.Pod {
+		grace := int64(30)
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(uid)},
+			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"}}}}}
+	}
+	cancelled := func(id slurmclient.JobID) bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.jobs[id].State == slurmclient.StateCancelled
+	}
+
+	p := New(cfg, f, noFiles{}, lookups)
+	pod := mk("a", "u-a")
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := p.get("ns", "a")
+	f.set(st.job, slurmclient.StateRunning, "None")
+	p.Sync(ctx)
+	if err := p.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if f.reset()["signal"] != 1 || cancelled(st.job) {
+		t.Fatal("a running job must get SIGTERM and keep running through its grace period")
+	}
+	now = now.Add(29 * time.Second)
+	p.Sync(ctx)
+	if cancelled(st.job) {
+		t.Fatal("cancelled before the grace period was over")
+	}
+	now = now.Add(2 * time.Second)
+	p.Sync(ctx)
+	if !cancelled(st.job) {
+		t.Fatal("not cancelled once the grace period was over")
+	}
+
+	// A second pod is being deleted when the provider dies; a new one
+	// recovers its job and sees the delete again.
+	pod = mk("b", "u-b")
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = p.get("ns", "b")
+	f.set(st.job, slurmclient.StateRunning, "None")
+	deletedAt := metav1.NewTime(now.Add(30 * time.Second)) // what the API server sets: now + grace
+	pod.DeletionTimestamp = &deletedAt
+	p.Sync(ctx)
+	if err := p.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second)
+	restarted := New(cfg, f, noFiles{}, lookups)
+	if err := restarted.Recover(ctx, func(uid string) bool { return uid == "u-b" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.DeletePod(ctx, pod); err != nil {
+		t.Fatalf("the restarted provider does not know the deleted pod's job: %v", err)
+	}
+	now = now.Add(15 * time.Second)
+	restarted.Sync(ctx)
+	if cancelled(st.job) {
+		t.Fatal("cancelled before the deletion time")
+	}
+	now = now.Add(6 * time.Second)
+	restarted.Sync(ctx)
+	if !cancelled(st.job) {
+		t.Fatal("the job of a pod deleted before the restart outlived its grace period")
+	}
+
+	// A pending job is cancelled at once.
+	pod = mk("c", "u-c")
+	if err := restarted.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = restarted.get("ns", "c")
+	if err := restarted.DeletePod(ctx, pod); err != nil || !cancelled(st.job) {
+		t.Fatalf("a pending job's pod deleted: %v, cancelled %v", err, cancelled(st.job))
+	}
+}

@@ -7,11 +7,13 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/slurmkube/slurm-vk/slurmclient"
 )
@@ -100,4 +102,61 @@ func setMinJobAge(t *testing.T, rootfs string, seconds int) {
 	}
 	reconfigure(changed)
 	t.Cleanup(func() { reconfigure(orig) })
+}
+
+// TestLabDeleteCancelsAfterGraceAcrossRestart: a job that ignores SIGTERM
+// is cancelled when its pod's grace period is over, although the provider
+// that sent the TERM died right after and a new one took over.
+func TestLabDeleteCancelsAfterGraceAcrossRestart(t *testing.T) {
+	r := newLabRig(t)
+	ctx := context.Background()
+	first := New(r.cfg, r.slurm, r.files, r.look)
+	firstCtx, stopFirst := context.WithCancel(ctx)
+	first.NotifyPods(firstCtx, r.record)
+	// The job notes the TERM outside its pod directory: DeletePod removes
+	// that at once here (the fetch endpoint keeps no deleted pods).
+	termNote := r.cfg.SharedRoot + "/stubborn-term"
+	pod := labPod("stubborn", sh("main", `trap 'echo term-ignored >>`+termNote+`' TERM; echo ready; while :; do sleep 0.2; done`))
+	grace := int64(10)
+	pod.Spec.TerminationGracePeriodSeconds = &grace
+	if err := first.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, pod, "running", phase(corev1.PodRunning))
+	waitLog(t, first, pod, "main", "ready\n")
+	st, _ := first.get(pod.Namespace, pod.Name)
+	deletion := metav1.NewTime(time.Now().Add(time.Duration(grace) * time.Second))
+	pod.DeletionTimestamp = &deletion
+	if err := first.DeletePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	stopFirst()
+
+	second := r.start()
+	if err := second.Recover(ctx, func(uid string) bool { return uid == string(pod.UID) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := second.DeletePod(ctx, pod); err != nil {
+		t.Fatalf("the new provider does not take over the delete: %v", err)
+	}
+	if j, err := r.slurm.Job(ctx, st.job); err != nil || j.State != slurmclient.StateRunning {
+		t.Fatalf("job %d during the grace period: %v %v, want RUNNING (it ignores TERM)", st.job, j, err)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		j, err := r.slurm.Job(ctx, st.job)
+		if err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			t.Fatal(err)
+		}
+		if err != nil || j.State.Terminal() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d still %s long after its pod's grace period", st.job, j.State)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(termNote); !strings.Contains(string(b), "term-ignored") {
+		t.Errorf("%q: the TERM never reached the job", b)
+	}
 }

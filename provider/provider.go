@@ -78,6 +78,10 @@ type Provider struct {
 	// recovered says Recover listed Slurm's jobs; until it has, a pod that
 	// was running before is looked up by its comment before any submit.
 	recovered bool
+	// cancels holds the jobs of deleted pods still in their grace period,
+	// with when to cancel them: state of the sync loop, on the configured
+	// clock (a timer would die with the process).
+	cancels map[slurmclient.JobID]time.Time
 	notify    func(*corev1.Pod)
 	started   bool
 }
@@ -117,7 +121,7 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	}
 	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
-		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}}
+		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]time.Time{}}
 	if cfg.Metrics != nil {
 		cfg.Metrics.provider.Store(p)
 	}
@@ -252,6 +256,74 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	return nil
 }
 
+// terminate ends a deleted pod's job: a job that may run gets SIGTERM and
+// a cancel at the end of the grace period (the pod's deletion time, where
+// the API server set it), which the sync loop carries out; a pending job,
+// or one whose grace period is over, is cancelled now.
+func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclient.JobID, state slurmclient.JobState) error {
+	now := p.cfg.Now()
+	grace := int64(30)
+	if pod.DeletionGracePeriodSeconds != nil {
+		grace = *pod.DeletionGracePeriodSeconds
+	} else if pod.Spec.TerminationGracePeriodSeconds != nil {
+		grace = *pod.Spec.TerminationGracePeriodSeconds
+	}
+	deadline := now.Add(time.Duration(grace) * time.Second)
+	if pod.DeletionTimestamp != nil && pod.DeletionTimestamp.Time.Before(deadline) {
+		deadline = pod.DeletionTimestamp.Time
+	}
+	if state == "" { // not seen yet, or re-found after a restart
+		j, err := p.slurm.Job(ctx, id)
+		switch {
+		case errors.Is(err, slurmclient.ErrNotFound):
+			return nil
+		case err != nil:
+			return fmt.Errorf("look up job %d: %w", id, err)
+		case j.State.Terminal():
+			return nil
+		}
+		state = j.State
+	}
+	if state == slurmclient.StatePending || !deadline.After(now) {
+		if err := p.slurm.Cancel(ctx, id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			return fmt.Errorf("cancel job %d: %w", id, err)
+		}
+		return nil
+	}
+	if err := p.slurm.Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
+		return fmt.Errorf("signal job %d: %w", id, err)
+	}
+	p.mu.Lock()
+	p.cancels[id] = deadline
+	p.mu.Unlock()
+	return nil
+}
+
+// cancelDue cancels the jobs whose grace period is over; a cancel that
+// fails is tried again next cycle.
+func (p *Provider) cancelDue(ctx context.Context) {
+	now := p.cfg.Now()
+	p.mu.Lock()
+	var due []slurmclient.JobID
+	for id, at := range p.cancels {
+		if !at.After(now) {
+			due = append(due, id)
+		}
+	}
+	p.mu.Unlock()
+	for _, id := range due {
+		err := p.slurm.Cancel(ctx, id)
+		if err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			log.G(ctx).WithError(err).WithField("job", id).Warn("cancel after the grace period; trying again next cycle")
+			continue
+		}
+		log.G(ctx).WithField("job", id).Info("job cancelled: the deleted pod's grace period is over")
+		p.mu.Lock()
+		delete(p.cancels, id)
+		p.mu.Unlock()
+	}
+}
+
 // displace forgets an earlier pod of pod's namespace/name with another
 // UID: names are unique, so that pod is gone from the API server, though
 // virtual-kubelet may never have called DeletePod for it (it force-deletes
@@ -371,35 +443,32 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 
 // DeletePod implements node.PodLifecycleHandler: the job gets SIGTERM, and
 // is cancelled (SIGKILL after Slurm's KillWait) once the pod's grace period
-// has passed; a pending job is cancelled at once. Idempotent.
+// has passed, by the sync loop; a pending job is cancelled at once.
+// Idempotent. After a restart, a pod deleted during its grace period is
+// not tracked, but its job was found by Recover: the cancel is derived
+// again from the pod's deletion time.
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
 	st, ok := p.pods[pod.UID]
+	adopted, isAdopted := p.adopt[string(pod.UID)]
 	cb := p.notify
 	p.mu.Unlock()
+	if !ok && isAdopted {
+		if err := p.terminate(ctx, pod, adopted, ""); err != nil {
+			return err
+		}
+		p.mu.Lock()
+		delete(p.adopt, string(pod.UID))
+		p.mu.Unlock()
+		return nil
+	}
 	if !ok {
 		return errdefs.NotFoundf("pod %s is not known to the Slurm provider", key(pod.Namespace, pod.Name))
 	}
 	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", st.job)
 	if st.job != 0 && !st.final {
-		grace := int64(30)
-		if pod.DeletionGracePeriodSeconds != nil {
-			grace = *pod.DeletionGracePeriodSeconds
-		} else if pod.Spec.TerminationGracePeriodSeconds != nil {
-			grace = *pod.Spec.TerminationGracePeriodSeconds
-		}
-		if st.state == slurmclient.StateRunning && grace > 0 {
-			if err := p.slurm.Signal(ctx, st.job, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
-				return fmt.Errorf("signal job %d: %v", st.job, err)
-			}
-			id := st.job
-			time.AfterFunc(time.Duration(grace)*time.Second, func() {
-				if err := p.slurm.Cancel(context.Background(), id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
-					logger.WithError(err).Warn("cancel after the grace period")
-				}
-			})
-		} else if err := p.slurm.Cancel(ctx, st.job); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
-			return fmt.Errorf("cancel job %d: %v", st.job, err)
+		if err := p.terminate(ctx, pod, st.job, st.state); err != nil {
+			return err
 		}
 		logger.Info("job cancelled for the deleted pod")
 	}
@@ -500,6 +569,7 @@ func (p *Provider) Run(ctx context.Context) {
 // final, then a full Job request for each job whose state changed. If
 // slurmrestd cannot answer, nothing changes: no pod is failed for it.
 func (p *Provider) Sync(ctx context.Context) error {
+	p.cancelDue(ctx)
 	p.mu.Lock()
 	var ids []slurmclient.JobID
 	tracked := map[slurmclient.JobID]*podState{}
