@@ -82,8 +82,8 @@ type Provider struct {
 	// with when to cancel them: state of the sync loop, on the configured
 	// clock (a timer would die with the process).
 	cancels map[slurmclient.JobID]time.Time
-	notify    func(*corev1.Pod)
-	started   bool
+	notify  func(*corev1.Pod)
+	started bool
 }
 
 // podState is one pod as the provider tracks it.
