@@ -160,43 +160,47 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 		defer f.mu.Unlock()
 		return f.jobs[id].State == slurmclient.StateCancelled
 	}
+	// running creates a pod on p whose job Slurm then runs.
+	running := func(p *Provider, pod *corev1.Pod) slurmclient.JobID {
+		t.Helper()
+		if err := p.CreatePod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := p.get(pod.Namespace, pod.Name)
+		f.set(st.job, slurmclient.StateRunning, "None")
+		p.Sync(ctx)
+		return st.job
+	}
+	// syncAfter moves the clock on by d, runs p's sync, and says whether
+	// the job is cancelled then.
+	syncAfter := func(p *Provider, d time.Duration, job slurmclient.JobID) bool {
+		now = now.Add(d)
+		p.Sync(ctx)
+		return cancelled(job)
+	}
 
 	p := New(cfg, f, noFiles{}, lookups)
 	pod := mk("a", "u-a")
-	if err := p.CreatePod(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	st, _ := p.get("ns", "a")
-	f.set(st.job, slurmclient.StateRunning, "None")
-	p.Sync(ctx)
+	job := running(p, pod)
 	if err := p.DeletePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	if f.reset()["signal"] != 1 || cancelled(st.job) {
+	if f.reset()["signal"] != 1 || cancelled(job) {
 		t.Fatal("a running job must get SIGTERM and keep running through its grace period")
 	}
-	now = now.Add(29 * time.Second)
-	p.Sync(ctx)
-	if cancelled(st.job) {
+	if syncAfter(p, 29*time.Second, job) {
 		t.Fatal("cancelled before the grace period was over")
 	}
-	now = now.Add(2 * time.Second)
-	p.Sync(ctx)
-	if !cancelled(st.job) {
+	if !syncAfter(p, 2*time.Second, job) {
 		t.Fatal("not cancelled once the grace period was over")
 	}
 
 	// A second pod is being deleted when the provider dies; a new one
 	// recovers its job and sees the delete again.
 	pod = mk("b", "u-b")
-	if err := p.CreatePod(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	st, _ = p.get("ns", "b")
-	f.set(st.job, slurmclient.StateRunning, "None")
+	job = running(p, pod)
 	deletedAt := metav1.NewTime(now.Add(30 * time.Second)) // what the API server sets: now + grace
 	pod.DeletionTimestamp = &deletedAt
-	p.Sync(ctx)
 	if err := p.DeletePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -208,14 +212,10 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 	if err := restarted.DeletePod(ctx, pod); err != nil {
 		t.Fatalf("the restarted provider does not know the deleted pod's job: %v", err)
 	}
-	now = now.Add(15 * time.Second)
-	restarted.Sync(ctx)
-	if cancelled(st.job) {
+	if syncAfter(restarted, 15*time.Second, job) {
 		t.Fatal("cancelled before the deletion time")
 	}
-	now = now.Add(6 * time.Second)
-	restarted.Sync(ctx)
-	if !cancelled(st.job) {
+	if !syncAfter(restarted, 6*time.Second, job) {
 		t.Fatal("the job of a pod deleted before the restart outlived its grace period")
 	}
 
@@ -224,7 +224,7 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 	if err := restarted.CreatePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	st, _ = restarted.get("ns", "c")
+	st, _ := restarted.get("ns", "c")
 	if err := restarted.DeletePod(ctx, pod); err != nil || !cancelled(st.job) {
 		t.Fatalf("a pending job's pod deleted: %v, cancelled %v", err, cancelled(st.job))
 	}
