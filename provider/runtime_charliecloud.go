@@ -1,12 +1,8 @@
 package provider
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"strings"
-
-	"github.com/distribution/reference"
 )
 
 // charliecloudHelpers are the script's functions for runtime charliecloud,
@@ -129,33 +125,4 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	}
 	fmt.Fprintf(&b, "\t\texec \"$ch_run\" %s --cd=\"$svk_wd\" %s -- \"${svk_argv[@]}\" 3< <(svk_env)\n", shqAll(line), shq(c.image))
 	return b.String(), nil
-}
-
-// registryCredentials stages, for a container whose image's registry has an
-// entry in the pod's imagePullSecrets, its user name and password as 0600
-// files the job reads when it pulls (ch-image's CH_IMAGE_USERNAME/PASSWORD,
-// apptainer's APPTAINER_DOCKER_USERNAME/PASSWORD, enroot's .credentials).
-func (t *translator) registryCredentials(c resolved) (user, pass string, ok bool, err error) {
-	named, perr := reference.ParseNormalizedNamed(c.image)
-	if perr != nil || t.pullAuths == nil {
-		return "", "", false, nil
-	}
-	raw, found := t.pullAuths[reference.Domain(named)]
-	if !found {
-		return "", "", false, nil
-	}
-	var a struct{ Auth, Username, Password string }
-	if err := json.Unmarshal(raw, &a); err != nil {
-		return "", "", false, invalid("InvalidImagePullSecret", "registry %s: %v", reference.Domain(named), err)
-	}
-	if a.Auth != "" {
-		dec, derr := base64.StdEncoding.DecodeString(a.Auth)
-		u, p, cut := strings.Cut(string(dec), ":")
-		if derr != nil || !cut {
-			return "", "", false, invalid("InvalidImagePullSecret", "registry %s: auth is not base64 of user:password", reference.Domain(named))
-		}
-		a.Username, a.Password = u, p
-	}
-	dir := "pull/" + c.name + "/"
-	return t.stage(dir+"username", []byte(a.Username), 0o600), t.stage(dir+"password", []byte(a.Password), 0o600), true, nil
 }

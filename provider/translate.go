@@ -685,10 +685,10 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	return fmt.Sprintf("c_%s() {\n\t(\n%s\t)\n}\n", envSafe(c.Name), b.String()), nil
 }
 
-// exportEnv writes the lines that set env in the container function's
-// shell: literal values inline; file-backed ones read at start with
-// `read` up to a NUL (an empty delimiter), which keeps trailing newlines. Only runtime none and
-// runtimes that read the environment under their own prefix use it.
+// exportEnv writes the lines that export env in the container function's
+// shell (under prefix, where the runtime reads its own): literal values
+// inline; file-backed ones read at start with `read` up to a NUL (an empty
+// delimiter), which keeps trailing newlines.
 func exportEnv(b *strings.Builder, env []envVar, prefix string) {
 	for _, e := range env {
 		if e.file != "" {
