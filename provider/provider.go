@@ -31,7 +31,9 @@ import (
 // Files is what the provider needs of the fetch endpoint
 // (*fetch/client.Client implements it).
 type Files interface {
-	CreatePod(ctx context.Context, pod layout.Pod) error
+	// CreatePod makes the pod directory, owned by user ("" in single-user
+	// tenancy: the endpoint's configured owner).
+	CreatePod(ctx context.Context, pod layout.Pod, user string) error
 	DeletePod(ctx context.Context, pod layout.Pod) error
 	Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error
 	Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (fetchclient.Info, error)
@@ -56,6 +58,12 @@ type Config struct {
 	// Metrics, if set, counts log streams (wrap the slurmclient with
 	// Metrics.Instrument for slurmrestd calls).
 	Metrics *Metrics
+	// Tenancy maps namespaces to Slurm users (default: single user, every
+	// namespace).
+	Tenancy Tenancy
+	// TenantClient makes the client that acts for a mapped tenant: submit,
+	// signal and cancel of its jobs. Nil: the node's client for all.
+	TenantClient func(Tenant) (slurmclient.Interface, error)
 }
 
 // Provider runs pods as Slurm jobs. One Provider serves one virtual node,
@@ -81,9 +89,17 @@ type Provider struct {
 	// cancels holds the jobs of deleted pods still in their grace period,
 	// with when to cancel them: state of the sync loop, on the configured
 	// clock (a timer would die with the process).
-	cancels map[slurmclient.JobID]time.Time
+	cancels map[slurmclient.JobID]graceCancel
+	// clients acts for mapped tenants, by user, made on first use.
+	clients map[string]slurmclient.Interface
 	notify  func(*corev1.Pod)
 	started bool
+}
+
+// graceCancel is a deleted pod's job to cancel at a time.
+type graceCancel struct {
+	at        time.Time
+	namespace string // whose tenant cancels it
 }
 
 // podState is one pod as the provider tracks it.
@@ -121,7 +137,8 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	}
 	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
-		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]time.Time{}}
+		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]graceCancel{},
+		clients: map[string]slurmclient.Interface{}}
 	if cfg.Metrics != nil {
 		cfg.Metrics.provider.Store(p)
 	}
@@ -138,27 +155,24 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 	if err != nil {
 		return fmt.Errorf("list Slurm jobs for recovery: %w", err)
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.recovered = true
-	for _, j := range jobs {
-		ns, name, uid, ok := ParseJobComment(p.cfg.NodeName, j.Comment)
-		if !ok {
-			continue
-		}
+	for _, j := range ownJobs(ctx, p.cfg.NodeName, p.cfg.Tenancy, jobs) {
+		ns, name, uid, _ := ParseJobComment(p.cfg.NodeName, j.Comment)
 		if alive(uid) {
-			if old, seen := p.adopt[uid]; !seen || j.ID > old {
-				p.adopt[uid] = j.ID
-			}
+			p.mu.Lock()
+			p.adopt[uid] = j.ID
+			p.mu.Unlock()
 			continue
 		}
 		if !j.State.Terminal() {
 			log.G(ctx).WithField("job", j.ID).WithField("pod", ns+"/"+name).Info("cancelling the job of a pod that is gone")
-			if err := p.slurm.Cancel(ctx, j.ID); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			if err := p.slurmAs(ctx, ns).Cancel(ctx, j.ID); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
 				log.G(ctx).WithError(err).WithField("job", j.ID).Warn("cancel orphaned job")
 			}
 		}
 	}
+	p.mu.Lock()
+	p.recovered = true
+	p.mu.Unlock()
 	return nil
 }
 
@@ -174,7 +188,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if orphan := p.displace(pod); orphan != 0 {
 		p.mu.Unlock()
 		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", orphan).Info("cancelling the job of an earlier pod of the same name")
-		if err := p.slurm.Cancel(ctx, orphan); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+		if err := p.slurmAs(ctx, pod.Namespace).Cancel(ctx, orphan); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
 			return fmt.Errorf("cancel job %d of the earlier pod %s: %w", orphan, key(pod.Namespace, pod.Name), err)
 		}
 		p.mu.Lock()
@@ -199,8 +213,15 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 			return nil
 		}
 	}
-	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
+	tenant, err := p.cfg.Tenancy.For(pod.Namespace)
 	var bad *InvalidPodError
+	if errors.As(err, &bad) {
+		logger.WithField("reason", bad.Reason).Warn(bad.Message)
+		p.fail(pod, bad.Reason, bad.Message)
+		return nil
+	}
+	slurm := p.slurmAs(ctx, pod.Namespace)
+	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
 	if errors.As(err, &bad) && missingReference[bad.Reason] {
 		// Like the kubelet: the object may just not have arrived yet (or be
 		// created later). Wait, and let the controller retry.
@@ -216,7 +237,10 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		return err
 	}
 	ref := PodRef(pod)
-	if err := p.files.CreatePod(ctx, ref); err != nil {
+	if plan.Spec.Account == "" {
+		plan.Spec.Account = tenant.Account
+	}
+	if err := p.files.CreatePod(ctx, ref, tenant.User); err != nil {
 		return fmt.Errorf("create pod directory: %v", err)
 	}
 	for _, f := range plan.Staged {
@@ -232,7 +256,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 			return nil
 		}
 	}
-	id, err := p.slurm.Submit(ctx, plan.Spec)
+	id, err := slurm.Submit(ctx, plan.Spec)
 	switch {
 	case err == nil:
 	case errors.Is(err, slurmclient.ErrRejected), errors.Is(err, slurmclient.ErrForbidden):
@@ -273,7 +297,7 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 		deadline = pod.DeletionTimestamp.Time
 	}
 	if state == "" { // not seen yet, or re-found after a restart
-		j, err := p.slurm.Job(ctx, id)
+		j, err := p.slurmAs(ctx, pod.Namespace).Job(ctx, id)
 		switch {
 		case errors.Is(err, slurmclient.ErrNotFound):
 			return nil
@@ -285,16 +309,16 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 		state = j.State
 	}
 	if state == slurmclient.StatePending || !deadline.After(now) {
-		if err := p.slurm.Cancel(ctx, id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+		if err := p.slurmAs(ctx, pod.Namespace).Cancel(ctx, id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
 			return fmt.Errorf("cancel job %d: %w", id, err)
 		}
 		return nil
 	}
-	if err := p.slurm.Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
+	if err := p.slurmAs(ctx, pod.Namespace).Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
 		return fmt.Errorf("signal job %d: %w", id, err)
 	}
 	p.mu.Lock()
-	p.cancels[id] = deadline
+	p.cancels[id] = graceCancel{at: deadline, namespace: pod.Namespace}
 	p.mu.Unlock()
 	return nil
 }
@@ -304,15 +328,15 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 func (p *Provider) cancelDue(ctx context.Context) {
 	now := p.cfg.Now()
 	p.mu.Lock()
-	var due []slurmclient.JobID
-	for id, at := range p.cancels {
-		if !at.After(now) {
-			due = append(due, id)
+	due := map[slurmclient.JobID]string{}
+	for id, c := range p.cancels {
+		if !c.at.After(now) {
+			due[id] = c.namespace
 		}
 	}
 	p.mu.Unlock()
-	for _, id := range due {
-		err := p.slurm.Cancel(ctx, id)
+	for id, ns := range due {
+		err := p.slurmAs(ctx, ns).Cancel(ctx, id)
 		if err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
 			log.G(ctx).WithError(err).WithField("job", id).Warn("cancel after the grace period; trying again next cycle")
 			continue
@@ -349,7 +373,7 @@ func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.Job
 	if err != nil {
 		return 0, false, fmt.Errorf("look for an earlier submit: %v", err)
 	}
-	for _, j := range jobs {
+	for _, j := range ownJobs(ctx, p.cfg.NodeName, p.cfg.Tenancy, jobs) {
 		if j.Comment == comment {
 			return j.ID, true, nil
 		}

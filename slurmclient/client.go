@@ -411,11 +411,16 @@ func (c *Client) Submit(ctx context.Context, spec JobSpec) (JobID, error) {
 		if err != nil {
 			return err
 		}
+		// The first job with the comment, as this client's user: a copy
+		// (by anyone who saw the comment) comes later, or runs as another.
+		id = 0
 		for _, j := range jobs {
-			if j.Comment == spec.Comment {
+			if j.Comment == spec.Comment && (c.cfg.User == "" || j.UserName == c.cfg.User) && (id == 0 || j.ID < id) {
 				id = j.ID
-				return nil
 			}
+		}
+		if id != 0 {
+			return nil
 		}
 		id, err = b.Submit(ctx, spec)
 		if err != nil && !unknownOutcome(err) {

@@ -582,10 +582,13 @@ func TestSubmitWithUnknownOutcome(t *testing.T) {
 	for _, tt := range []struct {
 		name      string
 		jobExists bool
+		owner     string // the listed job's user
 		wantPosts int32
 	}{
-		{"the job was created", true, 1},
-		{"the job was not created", false, 2},
+		{"the job was created", true, "jobuser", 1},
+		{"the job was not created", false, "jobuser", 2},
+		// Someone else's job with a copied comment is not ours.
+		{"another user's job has the comment", true, "mallory", 2},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ok := load(t, "v0.0.42", "submit-ok")
@@ -606,7 +609,7 @@ func TestSubmitWithUnknownOutcome(t *testing.T) {
 						comment = "pod-uid-1"
 					}
 					w.Header().Set("Content-Type", "application/json")
-					fmt.Fprintf(w, `{"jobs":[{"job_id":4242,"comment":%q,"job_state":["PENDING"]}]}`, comment)
+					fmt.Fprintf(w, `{"jobs":[{"job_id":4242,"comment":%q,"user_name":%q,"job_state":["PENDING"]}]}`, comment, tt.owner)
 				}
 			}))
 			defer srv.Close()
@@ -618,10 +621,10 @@ func TestSubmitWithUnknownOutcome(t *testing.T) {
 			if posts.Load() != tt.wantPosts {
 				t.Errorf("%d submits, want %d", posts.Load(), tt.wantPosts)
 			}
-			if tt.jobExists && id != 4242 {
+			if tt.wantPosts == 1 && id != 4242 {
 				t.Errorf("id %d, want the existing job 4242", id)
 			}
-			if !tt.jobExists && id == 4242 {
+			if tt.wantPosts == 2 && id == 4242 {
 				t.Error("returned another job's ID")
 			}
 		})

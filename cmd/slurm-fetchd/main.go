@@ -11,6 +11,9 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,8 +31,9 @@ func main() {
 		maxWait   = flag.Duration("max-wait", 60*time.Second, "longest long-poll wait a client may ask for")
 		maxUpload = flag.Int64("max-upload", 16<<20, "largest staged file, bytes")
 		retention = flag.Duration("retention", 0, "keep a deleted pod's directory this long (0: remove at once)")
-		uid       = flag.Int("uid", -1, "owner uid for created files (when running as root for the job user)")
-		gid       = flag.Int("gid", -1, "owner gid for created files")
+		uid       = flag.Int("uid", -1, "owner uid of pod directories whose create names no user (single-user tenancy, when running as root)")
+		gid       = flag.Int("gid", -1, "owner gid for those")
+		users     = flag.String("users", "", "users pod directories may be created for, comma-separated: name (looked up in the user database) or name=uid:gid")
 		verbose   = flag.Bool("v", false, "debug logging")
 	)
 	flag.Parse()
@@ -54,9 +58,14 @@ func main() {
 	if *uid >= 0 || *gid >= 0 {
 		owner = &server.Owner{UID: *uid, GID: *gid}
 	}
+	allowed, err := parseUsers(*users)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "slurm-fetchd: -users:", err)
+		os.Exit(2)
+	}
 	s, err := server.New(server.Config{
 		Root: *root, TokenFile: *tokenFile, PollInterval: *poll, MaxWait: *maxWait,
-		MaxUpload: *maxUpload, Retention: *retention, Owner: owner, Logger: log,
+		MaxUpload: *maxUpload, Retention: *retention, Owner: owner, Users: allowed, Logger: log,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -71,4 +80,38 @@ func main() {
 		log.Error("serve", "err", err)
 		os.Exit(1)
 	}
+}
+
+// parseUsers reads name[=uid:gid],...; a bare name is looked up. Root is
+// refused: a pod directory is handed to its user, who must not be root.
+func parseUsers(list string) (map[string]server.Owner, error) {
+	out := map[string]server.Owner{}
+	for _, item := range strings.Split(list, ",") {
+		if item = strings.TrimSpace(item); item == "" {
+			continue
+		}
+		name, ids, explicit := strings.Cut(item, "=")
+		var o server.Owner
+		if explicit {
+			u, g, ok := strings.Cut(ids, ":")
+			var err1, err2 error
+			o.UID, err1 = strconv.Atoi(u)
+			o.GID, err2 = strconv.Atoi(g)
+			if !ok || err1 != nil || err2 != nil {
+				return nil, fmt.Errorf("%q: want name=uid:gid", item)
+			}
+		} else {
+			u, err := user.Lookup(name)
+			if err != nil {
+				return nil, err
+			}
+			o.UID, _ = strconv.Atoi(u.Uid)
+			o.GID, _ = strconv.Atoi(u.Gid)
+		}
+		if o.UID == 0 || o.GID == 0 {
+			return nil, fmt.Errorf("%s: root may not own pod directories", name)
+		}
+		out[name] = o
+	}
+	return out, nil
 }

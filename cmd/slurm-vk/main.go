@@ -84,16 +84,36 @@ func run(ctx context.Context, o *options) error {
 
 // serve runs the virtual node until ctx ends.
 func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
-	sc, err := slurmclient.New(slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
-		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile})
+	slurmConfig := slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
+		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile}
+	sc, err := slurmclient.New(slurmConfig)
 	if err != nil {
 		return err
+	}
+	if o.Tenancy.Mode == provider.TenancyMapped {
+		log.G(ctx).Info("tenancy " + o.Tenancy.Summary())
+	} else {
+		log.G(ctx).Warn("tenancy " + o.Tenancy.Summary() + "; map namespaces to users (tenancy.mode: mapped) to keep them apart")
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var p *provider.Provider
 	metrics := provider.NewMetrics(reg)
 	slurm := metrics.Instrument(sc)
+	// A tenant acts through its own token, or the node's token with
+	// X-SLURM-USER-NAME (which slurmrestd grants SlurmUser and root only).
+	tenantClient := func(t provider.Tenant) (slurmclient.Interface, error) {
+		cfg := slurmConfig
+		cfg.User = t.User
+		if t.TokenFile != "" {
+			cfg.TokenFile, cfg.User = t.TokenFile, ""
+		}
+		c, err := slurmclient.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("slurmrestd client for user %s: %w", t.User, err)
+		}
+		return metrics.Instrument(c), nil
+	}
 	events := record.NewBroadcaster()
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
 	defer events.Shutdown()
@@ -122,6 +142,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
 				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions)},
 			StatusInterval: o.StatusInterval.Duration, Events: recorder, Metrics: metrics,
+			Tenancy: o.Tenancy, TenantClient: tenantClient,
 		}, slurm, files, look)
 		np := provider.NewNodeProvider(ctx, provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
 			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor}, slurm, pc.Node)

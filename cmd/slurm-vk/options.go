@@ -12,6 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
+
+	"github.com/slurmkube/slurm-vk/provider"
 )
 
 // options are the flags; a YAML file (-config) can set any of them, by the
@@ -49,6 +51,8 @@ type options struct {
 	NodeLabels         string          `json:"nodeLabels"`
 	NodeTaints         string          `json:"nodeTaints"`
 	Verbose            bool            `json:"verbose"`
+	// Tenancy maps namespaces to Slurm users; only in the -config file.
+	Tenancy provider.Tenancy `json:"tenancy"`
 
 	labels map[string]string
 	taints []corev1.Taint
@@ -119,6 +123,12 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if o.ClientCA == "" && !o.InsecureKubeletAPI {
 		return nil, fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
+	}
+	if err := o.Tenancy.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Tenancy.Mode == provider.TenancyMapped && o.SlurmUser != "" {
+		return nil, fmt.Errorf("-slurm-user %q and tenancy mode %q exclude each other: each namespace's jobs run as its own user", o.SlurmUser, provider.TenancyMapped)
 	}
 	if o.QueueFactor < 1 {
 		return nil, fmt.Errorf("-queue-factor %v: must be at least 1", o.QueueFactor)

@@ -262,12 +262,18 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	}
 }
 
-// CreatePod makes the pod directory (idempotent).
-func (c *Client) CreatePod(ctx context.Context, pod layout.Pod) error {
+// CreatePod makes the pod directory, owned by user and closed to others;
+// "" leaves the owner to the endpoint (its single configured owner).
+// Idempotent; a directory that exists for another user is refused.
+func (c *Client) CreatePod(ctx context.Context, pod layout.Pod, user string) error {
 	if err := pod.Validate(); err != nil {
 		return err
 	}
-	_, err := c.call(ctx, http.MethodPut, podPath(pod), nil, nil)
+	var q url.Values
+	if user != "" {
+		q = url.Values{"user": {user}}
+	}
+	_, err := c.call(ctx, http.MethodPut, podPath(pod), q, nil)
 	return err
 }
 

@@ -457,7 +457,7 @@ func TestStagingRoundTrip(t *testing.T) {
 	c := newClient(t, f.serve(t))
 	ctx := context.Background()
 	p := layout.Pod{Namespace: "ns", Name: "staged", UID: "u-1"}
-	if err := c.CreatePod(ctx, p); err != nil {
+	if err := c.CreatePod(ctx, p, ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Stage(ctx, p, "config/app.yaml", []byte("a: 1\n"), 0o644); err != nil {

@@ -54,9 +54,15 @@ type Config struct {
 	// Retention is how long a deleted pod's directory is kept. 0: removed
 	// at once.
 	Retention time.Duration
-	// Owner, when set, owns what the server creates (for a server running
-	// as root on behalf of the job user).
+	// Owner, when set, owns what the server creates for a pod whose
+	// create request names no user (single-user tenancy, a server running
+	// as root on behalf of the one job user).
 	Owner *Owner
+	// Users are the users pods may be created for (create request's
+	// ?user=), by name: each pod directory is theirs alone (0700). A user
+	// not listed is refused, so a client cannot make files owned by root or
+	// by a system account.
+	Users map[string]Owner
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil: a private registry.
@@ -106,6 +112,12 @@ func New(cfg Config) (*Server, error) {
 	root, err := os.OpenRoot(cfg.Root)
 	if err != nil {
 		return nil, fmt.Errorf("open root: %w", err)
+	}
+	if fi, err := root.Stat("."); err == nil && fi.Mode().Perm()&0o022 != 0 {
+		// Write access to the root lets a job rename or remove other pods'
+		// directories, whatever their own modes.
+		cfg.Logger.Warn("the root is writable by group or others: any job user can rename or remove other pods' directories; make it 0711 and owned by the server's user",
+			"root", cfg.Root, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
 	tok := tokenfile.New(cfg.TokenFile)
 	if _, err := tok.Get(true); err != nil {
@@ -249,6 +261,8 @@ func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		writeError(w, http.StatusNotFound, what+" does not exist")
+	case errors.Is(err, errOtherOwner):
+		writeError(w, http.StatusConflict, err.Error())
 	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), isEscape(err):
 		writeError(w, http.StatusForbidden, what+" is not a plain file inside the pod directory")
 	default:
@@ -267,17 +281,45 @@ func (s *Server) podRoot(pod layout.Pod) (*os.Root, error) {
 	return s.root.OpenRoot(pod.Dir())
 }
 
-func (s *Server) chown(r *os.Root, name string) error {
-	if s.cfg.Owner == nil {
+func chown(r *os.Root, name string, o *Owner) error {
+	if o == nil {
 		return nil
 	}
-	return r.Lchown(name, s.cfg.Owner.UID, s.cfg.Owner.GID)
+	return r.Lchown(name, o.UID, o.GID)
 }
 
-// createPod makes the pod directory with its staging and work folders.
-// Idempotent.
+// podOwner is who owns an existing pod directory, as the file system
+// says: what the server stages for the pod becomes theirs.
+func podOwner(pr *os.Root) (*Owner, error) {
+	fi, err := pr.Lstat(".")
+	if err != nil {
+		return nil, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil, nil
+	}
+	return &Owner{UID: int(st.Uid), GID: int(st.Gid)}, nil
+}
+
+// errOtherOwner refuses a pod directory that belongs to someone else.
+var errOtherOwner = errors.New("the pod directory exists and belongs to another user")
+
+// createPod makes the pod directory with its staging and work folders,
+// owned by the pod's user and closed to everyone else (0700): the job runs
+// as that user, the server as root. Idempotent; a directory that exists
+// for another user is refused, not taken over.
 func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
-	if err := s.root.Mkdir(pod.Dir(), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	owner := s.cfg.Owner
+	if u := r.URL.Query().Get("user"); u != "" {
+		o, ok := s.cfg.Users[u]
+		if !ok {
+			writeError(w, http.StatusForbidden, fmt.Sprintf("user %q may not own pod directories on this endpoint (its -users list)", u))
+			return
+		}
+		owner = &o
+	}
+	if err := s.root.Mkdir(pod.Dir(), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		s.fsError(w, "pod directory", err)
 		return
 	}
@@ -287,17 +329,30 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		return
 	}
 	defer pr.Close()
+	if owner != nil {
+		if had, err := podOwner(pr); err != nil {
+			s.fsError(w, "pod directory", err)
+			return
+		} else if had != nil && had.UID != owner.UID && had.UID != os.Geteuid() {
+			s.fsError(w, "pod directory", errOtherOwner)
+			return
+		}
+	}
 	for _, d := range []string{layout.StagedDir, layout.WorkDir} {
-		if err := pr.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := pr.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 			s.fsError(w, d, err)
 			return
 		}
-		if err := s.chown(pr, d); err != nil {
+		if err := chown(pr, d, owner); err != nil {
 			s.fsError(w, d, err)
 			return
 		}
 	}
-	if err := s.chown(s.root, pod.Dir()); err != nil {
+	if err := chown(s.root, pod.Dir(), owner); err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	if err := s.root.Chmod(pod.Dir(), 0o700); err != nil { // a directory made by an older server was 0755
 		s.fsError(w, "pod directory", err)
 		return
 	}
@@ -425,6 +480,11 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	defer pr.Close()
 	target := layout.Staged(rel)
 	dir := target[:strings.LastIndexByte(target, '/')]
+	owner, err := podOwner(pr)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
 	if err := pr.MkdirAll(dir, 0o755); err != nil {
 		s.fsError(w, "staging directory", err)
 		return
@@ -446,7 +506,7 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 		err = pr.Chmod(tmp, mode) // the umask may have narrowed it
 	}
 	if err == nil {
-		err = s.chown(pr, tmp)
+		err = chown(pr, tmp, owner)
 	}
 	if err == nil {
 		err = pr.Rename(tmp, target)

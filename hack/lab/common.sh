@@ -37,6 +37,9 @@ REGISTRY_USER=puller
 
 JOB_USER=${LAB_JOB_USER:-jobuser}
 JOB_UID=${LAB_JOB_UID:-1500}
+# A second job user, so that tenancy tests put two namespaces on two users.
+JOB_USER2=${LAB_JOB_USER2:-jobuser2}
+JOB_UID2=${LAB_JOB_UID2:-1501}
 LAB_CPUS=${LAB_CPUS:-4}
 LAB_MEM_MB=${LAB_MEM_MB:-8192}
 TOKEN_LIFESPAN=${LAB_TOKEN_LIFESPAN:-86400}

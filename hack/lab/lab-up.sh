@@ -112,14 +112,31 @@ configure() {
 	host=$(hostname -s)
 	printf '127.0.0.1 localhost %s\n' "$host" >"$ROOTFS/etc/hosts"
 
-	# Users: the job user (uid fixed so the host can own the shared dir by
-	# number) and slurmrestd's own unprivileged user.
-	in_chroot sh -c "id $JOB_USER >/dev/null 2>&1 || useradd -m -u $JOB_UID -s /bin/sh $JOB_USER"
-	# Subordinate ids for rootless podman's user namespace.
-	in_chroot sh -c "grep -q '^$JOB_USER:' /etc/subuid 2>/dev/null || usermod --add-subuids 200000-265535 --add-subgids 200000-265535 $JOB_USER"
+	# Users: two job users (uids fixed so that the host, where slurm-fetchd
+	# runs, can hand pod directories to them by number), each with
+	# subordinate ids for rootless podman's user namespace, and
+	# slurmrestd's own unprivileged user.
+	local u uid
+	for u in "$JOB_USER:$JOB_UID" "$JOB_USER2:$JOB_UID2"; do
+		uid=${u#*:}
+		u=${u%%:*}
+		# useradd gives each user its own range (login.defs SUB_UID_*), so
+		# the two users' containers never share a host id.
+		in_chroot sh -c "id $u >/dev/null 2>&1 || useradd -m -u $uid -s /bin/sh $u"
+		grep -q "^$u:" "$ROOTFS/etc/subuid" && grep -q "^$u:" "$ROOTFS/etc/subgid" || {
+			log "useradd gave $u no subordinate ids"
+			exit 1
+		}
+		# The user's XDG_RUNTIME_DIR, as a login session would have it.
+		mkdir -p "$ROOTFS/run/user/$uid"
+		chown "$uid:$uid" "$ROOTFS/run/user/$uid"
+		chmod 0700 "$ROOTFS/run/user/$uid"
+	done
 	in_chroot sh -c 'id slurmrestd >/dev/null 2>&1 || useradd -r -M -s /usr/sbin/nologin slurmrestd'
-	chown "$JOB_UID:$JOB_UID" "$SHARED"
-	chmod 0755 "$SHARED"
+	# The shared root is the fetch endpoint's (root's): job users may pass
+	# through to their own pod directories, not list, create or rename.
+	chown 0:0 "$SHARED"
+	chmod 0711 "$SHARED"
 
 	mkdir -p "$ROOTFS/etc/slurm"
 	if [ ! -s "$ROOTFS/etc/slurm/jwt_hs256.key" ]; then
@@ -252,10 +269,6 @@ start_registry() {
 }
 
 start() {
-	# The job user's XDG_RUNTIME_DIR, as a login session would have it.
-	mkdir -p "$ROOTFS/run/user/$JOB_UID"
-	chown "$JOB_UID:$JOB_UID" "$ROOTFS/run/user/$JOB_UID"
-	chmod 0700 "$ROOTFS/run/user/$JOB_UID"
 	enter_rootfs
 	start_registry
 	mkdir -p "$ROOTFS/run/munge" "$ROOTFS/var/log/munge" "$ROOTFS/var/lib/munge"
@@ -280,6 +293,14 @@ write_env() {
 	}
 	umask 077
 	printf '%s' "$token" >"$STATE/token"
+	# SlurmUser's token: slurmrestd lets it act for any user through
+	# X-SLURM-USER-NAME (mapped tenancy).
+	token=$(in_chroot scontrol token username=slurm "lifespan=$TOKEN_LIFESPAN" | sed -n 's/^SLURM_JWT=//p')
+	[ -n "$token" ] || {
+		log "scontrol token username=slurm returned nothing"
+		exit 1
+	}
+	printf '%s' "$token" >"$STATE/admin-token"
 	version=$(in_chroot sinfo --version | awk '{print $2}')
 	local url="http://127.0.0.1:$SLURMRESTD_PORT"
 	wait_for slurmrestd 60 bash -c "exec 3<>/dev/tcp/127.0.0.1/$SLURMRESTD_PORT"
@@ -291,6 +312,9 @@ SLURM_LAB_URL=$url
 SLURM_LAB_USER=$JOB_USER
 SLURM_LAB_UID=$JOB_UID
 SLURM_LAB_TOKEN_FILE=$STATE/token
+SLURM_LAB_USER2=$JOB_USER2
+SLURM_LAB_UID2=$JOB_UID2
+SLURM_LAB_ADMIN_TOKEN_FILE=$STATE/admin-token
 SLURM_LAB_SHARED=$SHARED
 SLURM_LAB_PARTITION=debug
 SLURM_LAB_CPUS=$LAB_CPUS

@@ -274,7 +274,11 @@ func TestConfigAcceptedByBinary(t *testing.T) {
 			"slurm-cpu/statusInterval":   "2s",
 			"hpc-long/partition":         "Long.Queue",
 		},
+		"mapped.yaml": {
+			"slurm-debug/tenancy": "map[mode:mapped namespaces:map[bank:map[account:finance tokenFile:/var/run/slurm-vk/tenants/bank/token user:bank] physics:map[user:phys]]]",
+		},
 		"minimal.yaml": {
+			"slurm-debug/tenancy":        "map[mode:single]",
 			"slurm-debug/clientCA":       "/var/run/slurm-vk/client-ca/ca.crt",
 			"slurm-debug/metricsListen":  ":9090",
 			"slurm-debug/nodeTaints":     "",

@@ -23,11 +23,16 @@ type Lab struct {
 	User      string // job user the token belongs to
 	UID       int    // the job user's uid, which owns Shared
 	TokenFile string // JWT for User
-	Shared    string // directory seen at the same path by jobs and the host
-	Partition string
-	CPUs      int // CPUs of the single node
-	Rootfs    string
-	Runtimes  []string // container runtimes jobs can use: none, podman
+	// User2 (UID2) is a second job user, for tenancy tests; AdminTokenFile
+	// holds SlurmUser's JWT, which may act for either (X-SLURM-USER-NAME).
+	User2          string
+	UID2           int
+	AdminTokenFile string
+	Shared         string // directory seen at the same path by jobs and the host
+	Partition      string
+	CPUs           int // CPUs of the single node
+	Rootfs         string
+	Runtimes       []string // container runtimes jobs can use: none, podman
 	// Registry serves the lab's test images anonymously; RegistryPrivate
 	// the same images to RegistryUser with the password in
 	// RegistryPasswordFile only (host:port, plain HTTP, on loopback).
@@ -94,23 +99,26 @@ func Load(path string) (*Lab, error) {
 		URL:       kv["SLURM_LAB_URL"],
 		User:      kv["SLURM_LAB_USER"],
 		TokenFile: kv["SLURM_LAB_TOKEN_FILE"],
-		Shared:    kv["SLURM_LAB_SHARED"],
-		Partition: kv["SLURM_LAB_PARTITION"],
-		Rootfs:    kv["SLURM_LAB_ROOTFS"],
-		Runtimes:  strings.Split(kv["SLURM_LAB_RUNTIMES"], ","),
+		User2:     kv["SLURM_LAB_USER2"],
+
+		AdminTokenFile: kv["SLURM_LAB_ADMIN_TOKEN_FILE"],
+		Shared:         kv["SLURM_LAB_SHARED"],
+		Partition:      kv["SLURM_LAB_PARTITION"],
+		Rootfs:         kv["SLURM_LAB_ROOTFS"],
+		Runtimes:       strings.Split(kv["SLURM_LAB_RUNTIMES"], ","),
 
 		Registry:             kv["SLURM_LAB_REGISTRY"],
 		RegistryPrivate:      kv["SLURM_LAB_REGISTRY_PRIVATE"],
 		RegistryUser:         kv["SLURM_LAB_REGISTRY_USER"],
 		RegistryPasswordFile: kv["SLURM_LAB_REGISTRY_PASSWORD_FILE"],
 	}
-	for k, dst := range map[string]*int{"SLURM_LAB_UID": &l.UID, "SLURM_LAB_CPUS": &l.CPUs} {
+	for k, dst := range map[string]*int{"SLURM_LAB_UID": &l.UID, "SLURM_LAB_UID2": &l.UID2, "SLURM_LAB_CPUS": &l.CPUs} {
 		if *dst, err = strconv.Atoi(kv[k]); err != nil {
 			return nil, fmt.Errorf("%s: %s: %w", path, k, err)
 		}
 	}
-	if l.URL == "" || l.User == "" || l.TokenFile == "" || l.Shared == "" {
-		return nil, fmt.Errorf("%s: missing SLURM_LAB_URL, _USER, _TOKEN_FILE or _SHARED", path)
+	if l.URL == "" || l.User == "" || l.TokenFile == "" || l.Shared == "" || l.User2 == "" || l.AdminTokenFile == "" {
+		return nil, fmt.Errorf("%s: missing SLURM_LAB_URL, _USER, _TOKEN_FILE, _SHARED, _USER2 or _ADMIN_TOKEN_FILE (an older lab: run make lab-up again)", path)
 	}
 	return l, nil
 }

@@ -98,6 +98,26 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if not (or .Values.fetch.token.existingSecret .Values.fetch.token.value) }}
 {{- fail "fetch.token: set existingSecret (a Secret holding the token) or value" }}
 {{- end }}
+{{- $t := .Values.tenancy }}
+{{- if eq $t.mode "mapped" }}
+{{- if not $t.namespaces }}
+{{- fail "tenancy.mode=mapped: map at least one namespace to a Slurm user in tenancy.namespaces" }}
+{{- end }}
+{{- if .Values.slurmrestd.user }}
+{{- fail "slurmrestd.user and tenancy.mode=mapped exclude each other: each namespace's jobs run as its own user" }}
+{{- end }}
+{{- range $ns, $e := $t.namespaces }}
+{{- if not (and $e $e.user) }}
+{{- fail (printf "tenancy.namespaces.%s: a user is required in mapped mode" $ns) }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- range $ns, $e := $t.namespaces }}
+{{- if and $e (or $e.user $e.tokenSecret) }}
+{{- fail (printf "tenancy.namespaces.%s: user and tokenSecret need tenancy.mode=mapped (single mode runs every job as the token's user)" $ns) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $_ := include "slurm-vk.nodeNames" . }}
 {{- end }}
 
@@ -158,5 +178,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $v.metrics.enabled }}
 {{- $_ := set $cfg "metricsListen" (printf ":%d" (int $v.metrics.port)) }}
 {{- end }}
+{{- $tenants := dict }}
+{{- range $ns, $t := $v.tenancy.namespaces }}
+{{- $t = $t | default dict }}
+{{- $e := pick $t "user" "account" }}
+{{- if $t.tokenSecret }}
+{{- $_ := set $e "tokenFile" (printf "/var/run/slurm-vk/tenants/%s/token" $ns) }}
+{{- end }}
+{{- $_ := set $tenants $ns $e }}
+{{- end }}
+{{- $_ := set $cfg "tenancy" (dict "mode" $v.tenancy.mode "namespaces" $tenants) }}
 {{- toYaml $cfg }}
 {{- end }}

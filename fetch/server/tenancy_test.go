@@ -1,0 +1,73 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+)
+
+// owner is who owns path, by number.
+func owner(t *testing.T, path string) (uid, gid int, mode os.FileMode) {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	return int(st.Uid), int(st.Gid), fi.Mode().Perm()
+}
+
+// TestPodDirectoriesBelongToTheirUser: a pod directory, its staging and
+// work folders and what is staged in it belong to the user the create
+// names, closed to every other (0700); users the endpoint does not list,
+// and a directory that already belongs to another user, are refused.
+func TestPodDirectoriesBelongToTheirUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to hand directories to users")
+	}
+	alice, bob := Owner{UID: 2001, GID: 2001}, Owner{UID: 2002, GID: 2002}
+	e := newEnv(t, func(c *Config) { c.Users = map[string]Owner{"alice": alice, "bob": bob} })
+	pod := podURL(testPod)
+
+	if code, _, body := e.do("PUT", pod+"?user=mallory", nil); code != 403 {
+		t.Errorf("create for an unlisted user: %d %s, want 403", code, body)
+	}
+	if _, err := os.Stat(filepath.Join(e.root, testPod.Dir())); err == nil {
+		t.Error("an unlisted user's create left a directory")
+	}
+	if code, _, body := e.do("PUT", pod+"?user=alice", nil); code != 204 {
+		t.Fatalf("create for alice: %d %s", code, body)
+	}
+	if code, _, body := e.do("PUT", pod+"/files/secret/password?mode=0600", []byte("hunter2")); code != 204 {
+		t.Fatalf("stage: %d %s", code, body)
+	}
+	dir := filepath.Join(e.root, testPod.Dir())
+	for _, c := range []struct {
+		path string
+		mode os.FileMode
+	}{
+		{dir, 0o700},
+		{filepath.Join(dir, layout.StagedDir), 0o700},
+		{filepath.Join(dir, layout.WorkDir), 0o700},
+		{filepath.Join(dir, layout.StagedDir, "secret", "password"), 0o600},
+	} {
+		uid, gid, mode := owner(t, c.path)
+		if uid != alice.UID || gid != alice.GID || mode != c.mode {
+			t.Errorf("%s: %d:%d %04o, want %d:%d %04o", c.path, uid, gid, mode, alice.UID, alice.GID, c.mode)
+		}
+	}
+	// Created again (a retry) for alice: fine. For bob: the directory is
+	// alice's, and stays so.
+	if code, _, body := e.do("PUT", pod+"?user=alice", nil); code != 204 {
+		t.Errorf("create again for alice: %d %s", code, body)
+	}
+	if code, _, body := e.do("PUT", pod+"?user=bob", nil); code != 409 {
+		t.Errorf("create for bob over alice's directory: %d %s, want 409", code, body)
+	}
+	if uid, _, _ := owner(t, dir); uid != alice.UID {
+		t.Errorf("the directory now belongs to %d", uid)
+	}
+}
