@@ -18,30 +18,12 @@ import (
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/fetch/server"
 	"github.com/slurmkube/slurm-vk/slurmclient"
+	"github.com/slurmkube/slurm-vk/test/labenv"
 )
 
-// attack is what a pod of one namespace tries against another's, from
-// inside its job on the compute node (runtime none: the strongest place a
-// pod can be). Each line prints "refused <what>" or "DID <what>".
-const attack = `
-try() { what=$1; shift; if "$@" >/dev/null 2>&1; then echo "DID $what"; else echo "refused $what"; fi; }
-try list-shared-root ls "$SHARED"
-try list-victim ls "$VICTIM"
-try read-secret cat "$VICTIM/$SECRET"
-try read-log cat "$VICTIM/main/0.log"
-try append-log sh -c 'echo forged >>"$VICTIM/main/0.log"'
-try write-marker sh -c 'echo 0 >"$VICTIM/main/0.exit"'
-try rename-victim mv "$VICTIM" "$SHARED/stolen"
-try cancel-victim scancel "$VICTIM_JOB"
-try signal-victim scancel -s KILL "$VICTIM_JOB"
-try hold-victim scontrol hold "$VICTIM_JOB"
-echo forging
-sbatch --parsable --comment="$VICTIM_COMMENT" -o /dev/null --wrap 'sleep 300'
-echo attack-done
-`
-
 // TestLabTenancy: two namespaces mapped to the lab's two job users. A pod
-// of one cannot read, change, rename or cancel anything of the other's,
+// of one (labenv.TenancyAttack, from inside its job on the compute node
+// with runtime none: the strongest place a pod can be) cannot read, change, rename or cancel anything of the other's,
 // its forged job is not adopted after a restart, and both pods' logs and
 // statuses are their own.
 func TestLabTenancy(t *testing.T) {
@@ -109,7 +91,7 @@ func TestLabTenancy(t *testing.T) {
 		t.Fatal("the bank pod's Secret is not staged: nothing to steal, the test would prove nothing")
 	}
 
-	thief := labPod("thief", sh("main", attack))
+	thief := labPod("thief", sh("main", labenv.TenancyAttack))
 	thief.Namespace = "evil"
 	thief.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "SHARED", Value: r.cfg.SharedRoot}, {Name: "VICTIM", Value: victimDir},
 		{Name: "SECRET", Value: secret}, {Name: "VICTIM_JOB", Value: strconv.Itoa(int(st.job))},
@@ -119,29 +101,17 @@ func TestLabTenancy(t *testing.T) {
 	}
 	r.waitFor(t, thief, "succeeded", phase(corev1.PodSucceeded))
 	out := logsOf(t, p, thief, "main", apiOpts())
-	if !strings.Contains(out, "attack-done") {
-		t.Fatalf("the attack did not run to its end:\n%s", out)
+	res := labenv.ParseAttack(out)
+	if !res.Done || res.Forged == 0 {
+		t.Fatalf("the attack did not run to its end, or its own job (sbatch) failed; the test would prove nothing:\n%s", out)
 	}
-	tried := 0
-	var forged slurmclient.JobID
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		switch {
-		case strings.HasPrefix(line, "refused "):
-			tried++
-		case strings.HasPrefix(line, "DID "):
-			t.Errorf("a pod of namespace evil could %s of namespace bank", strings.TrimPrefix(line, "DID "))
-		case line != "forging" && line != "attack-done":
-			if id, err := strconv.Atoi(strings.TrimSpace(line)); err == nil {
-				forged = slurmclient.JobID(id)
-			}
-		}
+	for _, what := range res.Did {
+		t.Errorf("a pod of namespace evil could %s of namespace bank", what)
 	}
-	if tried != 10 {
-		t.Errorf("%d attempts refused, want 10:\n%s", tried, out)
+	if res.Refused != labenv.TenancyAttempts {
+		t.Errorf("%d attempts refused, want %d:\n%s", res.Refused, labenv.TenancyAttempts, out)
 	}
-	if forged == 0 {
-		t.Fatalf("the thief could not submit its own job (sbatch); the forged-comment check would prove nothing:\n%s", out)
-	}
+	forged := slurmclient.JobID(res.Forged)
 	t.Cleanup(func() { admin.Cancel(context.Background(), forged) })
 
 	// The forged job is not the bank pod's after a restart: the restarted

@@ -62,7 +62,8 @@ func newLabRig(t *testing.T) *labRig {
 	}
 	return &labRig{t: t, lab: lab, slurm: slurm, files: files, updates: map[types.UID][]*corev1.Pod{}, look: lookups,
 		cfg: Config{TranslateConfig: TranslateConfig{NodeName: "lab-" + lab.Suite, Partition: lab.Partition,
-			SharedRoot: root, Runtime: RuntimeNone}, StatusInterval: 200 * time.Millisecond}}
+			SharedRoot: root, Runtime: RuntimeNone, Allowed: Allowed{Runtimes: []string{AllowAny}, Partitions: []string{AllowAny}}},
+			StatusInterval: 200 * time.Millisecond}}
 }
 
 // ctx is a context that ends with the test.

@@ -1,6 +1,8 @@
 package provider
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -52,6 +54,8 @@ type TranslateConfig struct {
 	HostPathPrefixes []string
 	// AllowedOptions allow-lists keys of the options annotation.
 	AllowedOptions []string
+	// Allowed allow-lists the other annotations' values.
+	Allowed Allowed
 }
 
 // StagedFile is a file to upload through the fetch endpoint before the job
@@ -128,6 +132,9 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	}
 	runtime := cfg.Runtime
 	if r, ok := pod.Annotations[AnnotationRuntime]; ok {
+		if err := allow(AnnotationRuntime, r, cfg.Runtime, cfg.Allowed.Runtimes); err != nil {
+			return nil, err
+		}
 		runtime = r
 	}
 	switch runtime {
@@ -462,7 +469,7 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 				return nil, invalid("ConfigMapNotFound", "envFrom configMap %q: %v", from.ConfigMapRef.Name, err)
 			}
 			for _, k := range sortedKeys(cm.Data) {
-				if strings.Contains(cm.Data[k], refMark) {
+				if strings.Contains(cm.Data[k], "\x00") {
 					return nil, invalid("InvalidEnvValue", "container %q: configMap %q key %q may not contain a NUL byte in an environment variable", c.Name, from.ConfigMapRef.Name, k)
 				}
 				if envName.MatchString(from.Prefix + k) {
@@ -489,7 +496,7 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 			return nil, invalid("InvalidEnvName", "container %q: environment variable name %q must be a C identifier for Slurm jobs", c.Name, e.Name)
 		}
 		if e.ValueFrom == nil {
-			if strings.Contains(e.Value, refMark) {
+			if strings.Contains(e.Value, "\x00") {
 				return nil, invalid("InvalidEnvValue", "container %q env %s: a value may not contain a NUL byte", c.Name, e.Name)
 			}
 			set(envVar{name: e.Name, value: expand(e.Value, out)})
@@ -499,7 +506,7 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 		switch {
 		case vf.FieldRef != nil:
 			v, err := t.fieldRef(vf.FieldRef.FieldPath)
-			if err == nil && strings.Contains(v, refMark) {
+			if err == nil && strings.Contains(v, "\x00") {
 				err = fmt.Errorf("the value contains a NUL byte")
 			}
 			if err != nil {
@@ -523,7 +530,7 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 			if err == nil {
 				v, ok = cm.Data[ref.Key]
 			}
-			if strings.Contains(v, refMark) {
+			if strings.Contains(v, "\x00") {
 				return nil, invalid("InvalidEnvValue", "container %q env %s: configMap %q key %q may not contain a NUL byte", c.Name, e.Name, ref.Name, ref.Key)
 			}
 			if !ok {
@@ -566,9 +573,17 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // refMark brackets, in an expanded string, a reference to a file-backed
 // (Secret) variable: its value is only read when the job starts, so shq
-// writes the reference as "${NAME}" instead of quoting it. A NUL can never
-// reach exec in an argument or environment value, so none is the user's.
-const refMark = "\x00"
+// writes the reference as "${NAME}" instead of quoting it. No pod string
+// can forge it: it holds 128 random bits drawn when the process starts,
+// between NULs, which every pod string is refused for anyway (a NUL never
+// reaches exec in an argument or environment value).
+var refMark = func() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err) // crypto/rand does not fail on Linux
+	}
+	return "\x00" + hex.EncodeToString(b[:]) + "\x00"
+}()
 
 // expand resolves $(VAR) references to earlier variables, as the kubelet
 // does; $$ escapes a dollar. A reference to a file-backed variable becomes
@@ -825,6 +840,21 @@ func (t *translator) jobSpec() (slurmclient.JobSpec, error) {
 		Partition: t.cfg.Partition,
 	}
 	a := p.Annotations
+	al := t.cfg.Allowed
+	for _, c := range []struct {
+		annotation, own string
+		list            []string
+	}{
+		{AnnotationPartition, t.cfg.Partition, al.Partitions},
+		{AnnotationAccount, "", al.Accounts},
+		{AnnotationQOS, "", al.QOS},
+		{AnnotationReservation, "", al.Reservations},
+		{AnnotationConstraint, "", al.Constraints},
+	} {
+		if err := allow(c.annotation, a[c.annotation], c.own, c.list); err != nil {
+			return spec, err
+		}
+	}
 	if v := a[AnnotationPartition]; v != "" {
 		spec.Partition = v
 	}

@@ -23,6 +23,7 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 var testCfg = TranslateConfig{
 	NodeName: "slurm-debug", Partition: "debug", SharedRoot: "/shared/vk", Runtime: RuntimeNone,
 	HostPathPrefixes: []string{"/scratch"}, AllowedOptions: []string{"nice", "exclusive"},
+	Allowed: Allowed{Runtimes: []string{AllowAny}, Accounts: []string{"physics"}, QOS: []string{"high"}},
 }
 
 var lookups = Lookups{
@@ -279,5 +280,43 @@ func TestSecretReferencesExpandWhenTheJobRuns(t *testing.T) {
 	want := "[--password=" + pw + "]\n[admin:" + pw + "@db]\n[$(DB_PASSWORD)]\n[it's " + pw + pw + "]\n[$(DB_PASSWORD]\n"
 	if string(log) != want {
 		t.Errorf("arguments arrived as\n%q\nwant\n%q", log, want)
+	}
+}
+
+// TestAllowLists: an annotation that changes where or how a job runs may
+// choose only what its node allows; the refusal names the annotation and
+// what is allowed.
+func TestAllowLists(t *testing.T) {
+	cfg := TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimePodman,
+		Allowed: Allowed{Partitions: []string{"long"}, Accounts: []string{AllowAny}, QOS: []string{"normal"}}}
+	for _, tt := range []struct {
+		name        string
+		annotations map[string]string
+		wantErr     string // "" to run
+	}{
+		{"the node's own runtime and partition", map[string]string{AnnotationRuntime: RuntimePodman, AnnotationPartition: "debug"}, ""},
+		{"a listed partition", map[string]string{AnnotationPartition: "long"}, ""},
+		{"any account", map[string]string{AnnotationAccount: "someone-elses-grant"}, ""},
+		{"a listed qos", map[string]string{AnnotationQOS: "normal"}, ""},
+		{"runtime none on a podman node", map[string]string{AnnotationRuntime: RuntimeNone}, `annotation slurm-vk.io/runtime: "none" is not allowed on this node (allowed: podman)`},
+		{"another partition", map[string]string{AnnotationPartition: "admin-only"}, `slurm-vk.io/partition: "admin-only" is not allowed on this node (allowed: debug, long)`},
+		{"an unlisted qos", map[string]string{AnnotationQOS: "urgent"}, `slurm-vk.io/qos: "urgent" is not allowed on this node (allowed: normal)`},
+		{"a reservation, none allowed", map[string]string{AnnotationReservation: "maint"}, `slurm-vk.io/reservation: "maint" is not allowed on this node (allowed: no value`},
+		{"a constraint, none allowed", map[string]string{AnnotationConstraint: "bigmem"}, `slurm-vk.io/constraint: "bigmem" is not allowed`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := basePod("p", corev1.Container{Name: "main", Image: "busybox", Command: []string{"true"}})
+			pod.Annotations = tt.annotations
+			plan, err := Translate(pod, cfg, lookups)
+			var ip *InvalidPodError
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.wantErr == "" && plan.Spec.Partition == "":
+				t.Fatal("no partition")
+			case tt.wantErr != "" && (!errors.As(err, &ip) || ip.Reason != ReasonAnnotationNotAllowed || !strings.Contains(ip.Message, tt.wantErr)):
+				t.Fatalf("err = %v, want %s: %s", err, ReasonAnnotationNotAllowed, tt.wantErr)
+			}
+		})
 	}
 }

@@ -140,7 +140,10 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		}
 		p = provider.New(provider.Config{
 			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
-				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions)},
+				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions),
+				Allowed: provider.Allowed{Runtimes: splitList(o.AllowedRuntimes), Partitions: splitList(o.AllowedPartitions),
+					Accounts: splitList(o.AllowedAccounts), QOS: splitList(o.AllowedQOS),
+					Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)}},
 			StatusInterval: o.StatusInterval.Duration, Events: recorder, Metrics: metrics,
 			Tenancy: o.Tenancy, TenantClient: tenantClient,
 		}, slurm, files, look)

@@ -36,11 +36,19 @@ type options struct {
 	Runtime          string `json:"runtime"`
 	HostPathPrefixes string `json:"hostPathPrefixes"`
 	AllowedOptions   string `json:"allowedOptions"`
-	Listen           string `json:"listen"`
-	NodeIP           string `json:"nodeIP"`
-	TLSCert          string `json:"tlsCert"`
-	TLSKey           string `json:"tlsKey"`
-	ClientCA         string `json:"clientCA"`
+	// What the slurm-vk.io/ annotations may choose besides the node's own
+	// runtime and partition; comma-separated, "*" for anything.
+	AllowedRuntimes     string `json:"allowedRuntimes"`
+	AllowedPartitions   string `json:"allowedPartitions"`
+	AllowedAccounts     string `json:"allowedAccounts"`
+	AllowedQOS          string `json:"allowedQOS"`
+	AllowedReservations string `json:"allowedReservations"`
+	AllowedConstraints  string `json:"allowedConstraints"`
+	Listen              string `json:"listen"`
+	NodeIP              string `json:"nodeIP"`
+	TLSCert             string `json:"tlsCert"`
+	TLSKey              string `json:"tlsKey"`
+	ClientCA            string `json:"clientCA"`
 	// InsecureKubeletAPI serves the kubelet API without authentication.
 	InsecureKubeletAPI bool            `json:"insecureKubeletAPI"`
 	StatusInterval     metav1.Duration `json:"statusInterval"` // "5s" in the file
@@ -77,6 +85,19 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.SharedRoot, "shared-root", "", "the fetch endpoint's root as jobs on compute nodes see it (required)")
 	fs.StringVar(&o.Runtime, "runtime", "apptainer", "container runtime: podman, charliecloud, apptainer, enroot or none")
 	fs.StringVar(&o.HostPathPrefixes, "hostpath-prefixes", "", "comma-separated prefixes hostPath volumes may use")
+	for _, f := range []struct {
+		dst        *string
+		name, what string
+	}{
+		{&o.AllowedRuntimes, "allowed-runtimes", "container runtimes"},
+		{&o.AllowedPartitions, "allowed-partitions", "partitions"},
+		{&o.AllowedAccounts, "allowed-accounts", "accounts"},
+		{&o.AllowedQOS, "allowed-qos", "QOS"},
+		{&o.AllowedReservations, "allowed-reservations", "reservations"},
+		{&o.AllowedConstraints, "allowed-constraints", "constraints"},
+	} {
+		fs.StringVar(f.dst, f.name, "", "comma-separated "+f.what+" the slurm-vk.io/ annotation may choose besides the node's own; * for any (empty: none)")
+	}
 	fs.StringVar(&o.AllowedOptions, "allowed-options", "nice,exclusive,requeue,mail_type,mail_user,licenses", "comma-separated job fields the slurm-vk.io/options annotation may set")
 	fs.StringVar(&o.Listen, "listen", ":10250", "kubelet API (logs) listen address")
 	fs.StringVar(&o.NodeIP, "node-ip", "127.0.0.1", "address the API server uses to reach the kubelet API")

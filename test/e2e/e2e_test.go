@@ -114,7 +114,7 @@ func setup(t *testing.T) *cluster {
 	start(t, c.bin, "slurm-vk", "-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
 		"-partition", c.lab.Partition, "-slurmrestd-url", c.lab.URL, "-slurm-token-file", c.lab.TokenFile, "-slurm-user", c.lab.User,
 		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", c.root, "-runtime", "none",
-		"-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", c.cp["CONTROLPLANE_KUBELET_CERT"],
+		"-allowed-runtimes", "podman,charliecloud", "-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", c.cp["CONTROLPLANE_KUBELET_CERT"],
 		"-tls-key", c.cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", c.cp["CONTROLPLANE_CA"], "-status-interval", "1s")
 	c.waitReady(nodeName)
 	return c
@@ -142,7 +142,9 @@ func setupSlurmSide(t *testing.T) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.Chown(root, lab.UID, lab.UID)
+	// As a site sets it up: root's, 0711 (jobs pass through to their own
+	// pod directories only).
+	os.Chmod(root, 0o711)
 	t.Cleanup(func() { os.RemoveAll(root) })
 	c := &cluster{t: t, top: t, kubeconfig: cp["KUBECONFIG"], cp: cp, lab: lab, root: root,
 		tokenFile: filepath.Join(bin, "fetch-token"), fetchdAddr: freeAddr(t)}
@@ -150,7 +152,8 @@ func setupSlurmSide(t *testing.T) *cluster {
 	uid := fmt.Sprint(lab.UID)
 	c.bin = bin
 	c.fetchdArgs = []string{"-listen", c.fetchdAddr, "-root", root, "-token-file", c.tokenFile,
-		"-uid", uid, "-gid", uid, "-poll-interval", "200ms"}
+		"-uid", uid, "-gid", uid, "-poll-interval", "200ms",
+		"-users", fmt.Sprintf("%s=%d:%d,%s=%d:%d", lab.User, lab.UID, lab.UID, lab.User2, lab.UID2, lab.UID2)}
 	c.fetchd = start(t, bin, "slurm-fetchd", c.fetchdArgs...)
 	return c
 }

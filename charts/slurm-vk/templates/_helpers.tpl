@@ -178,6 +178,11 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if $v.metrics.enabled }}
 {{- $_ := set $cfg "metricsListen" (printf ":%d" (int $v.metrics.port)) }}
 {{- end }}
+{{- $allowed := merge (dict) ($p.allowed | default dict) ($v.allowed | default dict) }}
+{{- range $k := list "runtimes" "partitions" "accounts" "qos" "reservations" "constraints" }}
+{{- $key := get (dict "runtimes" "allowedRuntimes" "partitions" "allowedPartitions" "accounts" "allowedAccounts" "qos" "allowedQOS" "reservations" "allowedReservations" "constraints" "allowedConstraints") $k }}
+{{- $_ := set $cfg $key (join "," (get $allowed $k | default list)) }}
+{{- end }}
 {{- $tenants := dict }}
 {{- range $ns, $t := $v.tenancy.namespaces }}
 {{- $t = $t | default dict }}

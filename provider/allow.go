@@ -1,0 +1,44 @@
+package provider
+
+import (
+	"strings"
+)
+
+// ReasonAnnotationNotAllowed fails a pod whose slurm-vk.io/ annotation
+// asks for something its node does not allow.
+const ReasonAnnotationNotAllowed = "AnnotationNotAllowed"
+
+// AllowAny in an allow-list admits every value.
+const AllowAny = "*"
+
+// Allowed lists what the slurm-vk.io/ annotations may choose on a node,
+// beyond the node's own runtime and partition (always allowed). An empty
+// list allows nothing else; AllowAny allows anything. The options
+// annotation has its own list, TranslateConfig.AllowedOptions.
+type Allowed struct {
+	Runtimes     []string `json:"runtimes,omitempty"`
+	Partitions   []string `json:"partitions,omitempty"`
+	Accounts     []string `json:"accounts,omitempty"`
+	QOS          []string `json:"qos,omitempty"`
+	Reservations []string `json:"reservations,omitempty"`
+	Constraints  []string `json:"constraints,omitempty"`
+}
+
+// allow checks one annotation's value against its list; own is the node's
+// setting ("" if none). The message names the annotation and what is
+// allowed, for the pod's status.
+func allow(annotation, value, own string, list []string) error {
+	if value == "" || value == own || contains(list, AllowAny) || contains(list, value) {
+		return nil
+	}
+	var ok []string
+	if own != "" {
+		ok = append(ok, own)
+	}
+	ok = append(ok, list...)
+	what := "no value: the node's administrators can allow some"
+	if len(ok) > 0 {
+		what = strings.Join(ok, ", ")
+	}
+	return invalid(ReasonAnnotationNotAllowed, "annotation %s: %q is not allowed on this node (allowed: %s)", annotation, value, what)
+}
