@@ -30,6 +30,8 @@ func main() {
 		poll      = flag.Duration("poll-interval", time.Second, "long-poll re-check interval when inotify sees nothing (lower it on NFS/Lustre)")
 		maxWait   = flag.Duration("max-wait", 60*time.Second, "longest long-poll wait a client may ask for")
 		maxUpload = flag.Int64("max-upload", 16<<20, "largest staged file, bytes")
+		maxPolls  = flag.Int("max-long-polls", 4096, "log reads that may wait at once (beyond: 503, retry later)")
+		podPolls  = flag.Int("max-long-polls-per-pod", 32, "log reads that may wait at once on one pod (beyond: 429)")
 		retention = flag.Duration("retention", 0, "keep a deleted pod's directory this long (0: remove at once)")
 		uid       = flag.Int("uid", -1, "owner uid of pod directories whose create names no user (single-user tenancy, when running as root)")
 		gid       = flag.Int("gid", -1, "owner gid for those")
@@ -66,6 +68,7 @@ func main() {
 	s, err := server.New(server.Config{
 		Root: *root, TokenFile: *tokenFile, PollInterval: *poll, MaxWait: *maxWait,
 		MaxUpload: *maxUpload, Retention: *retention, Owner: owner, Users: allowed, Logger: log,
+		MaxLongPolls: *maxPolls, MaxLongPollsPerPod: *podPolls,
 	})
 	if err != nil {
 		log.Error("cannot start", "err", err)

@@ -33,10 +33,15 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 	hs := &http.Server{
 		Handler:           s,
 		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    16 << 10,
-		BaseContext:       func(net.Listener) context.Context { return base },
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12},
+		// An answer, long-polls included, must be written within a minute
+		// of the longest wait; a staged file's body has its own read
+		// deadline (stage). No ReadTimeout: net/http cancels a request's
+		// context when it passes, long-polls included.
+		WriteTimeout:   s.cfg.MaxWait + time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 16 << 10,
+		BaseContext:    func(net.Listener) context.Context { return base },
+		TLSConfig:      &tls.Config{MinVersion: tls.VersionTLS12},
 		// HTTP/2 (h2c on plain HTTP) lets a provider multiplex its follow
 		// streams over a few connections; HTTP/1.1 still works (curl).
 		Protocols: Protocols(),

@@ -24,6 +24,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -47,6 +48,11 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxWait caps a long-poll's wait parameter. Default 60s.
 	MaxWait time.Duration
+	// MaxLongPolls caps the log reads waiting at once (default 4096), and
+	// MaxLongPollsPerPod those of one pod (default 32): a read that would
+	// wait beyond them is answered at once, 503 or 429 with Retry-After, so
+	// no pod can hold every descriptor and thread of the server.
+	MaxLongPolls, MaxLongPollsPerPod int
 	// MaxChunk caps the bytes one log read returns. Default 4 MiB.
 	MaxChunk int64
 	// MaxUpload caps one staged file. Default 16 MiB.
@@ -82,6 +88,7 @@ type Server struct {
 	log   *slog.Logger
 	watch *watcher
 	m     metrics
+	polls polls
 	mux   *http.ServeMux
 }
 
@@ -99,6 +106,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.MaxWait <= 0 {
 		cfg.MaxWait = 60 * time.Second
+	}
+	if cfg.MaxLongPolls <= 0 {
+		cfg.MaxLongPolls = 4096
+	}
+	if cfg.MaxLongPollsPerPod <= 0 {
+		cfg.MaxLongPollsPerPod = 32
 	}
 	if cfg.MaxChunk <= 0 {
 		cfg.MaxChunk = 4 << 20
@@ -129,7 +142,7 @@ func New(cfg Config) (*Server, error) {
 		root.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, root: root, token: tok, log: cfg.Logger, watch: w}
+	s := &Server{cfg: cfg, root: root, token: tok, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}}}
 	reg := cfg.Registerer
 	gather := cfg.Gatherer
 	if reg == nil {
@@ -205,6 +218,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 func (w *statusWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
@@ -263,6 +279,11 @@ func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
 		writeError(w, http.StatusNotFound, what+" does not exist")
 	case errors.Is(err, errOtherOwner):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
+		// Out of descriptors for now: the client backs off and retries.
+		s.log.Warn("out of file descriptors", "what", what, "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, what+": the server is busy; retry later")
 	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), isEscape(err):
 		writeError(w, http.StatusForbidden, what+" is not a plain file inside the pod directory")
 	default:
@@ -468,6 +489,9 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 		}
 		mode = os.FileMode(v)
 	}
+	// The body must arrive within a minute: a trickle cannot hold the
+	// handler (16 MiB a minute is 270 KiB/s).
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(time.Minute))
 	if r.ContentLength > s.cfg.MaxUpload {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("file larger than %d bytes", s.cfg.MaxUpload))
 		return
@@ -699,6 +723,12 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 	}
 	defer pr.Close()
 	if wait > 0 && st.size <= offset && !st.exited {
+		if code, why := s.polls.acquire(pod.Dir(), s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod); code != 0 {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, code, why)
+			return
+		}
+		defer s.polls.release(pod.Dir())
 		if st, err = s.waitForOutput(r.Context(), pod, pr, q, offset, wait); err != nil {
 			if r.Context().Err() != nil {
 				return // the client went away
@@ -885,4 +915,36 @@ func parseInt(s string, def int64) (int64, error) {
 		return def, nil
 	}
 	return strconv.ParseInt(s, 10, 64)
+}
+
+// polls counts the log reads waiting, in all and per pod directory.
+type polls struct {
+	mu     sync.Mutex
+	total  int
+	perPod map[string]int
+}
+
+// acquire takes a place for one more waiting read, or says why there is
+// none: the HTTP status and a reason.
+func (p *polls) acquire(pod string, max, perPod int) (int, string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.perPod[pod] >= perPod:
+		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads already wait on this pod; retry later", perPod)
+	case p.total >= max:
+		return http.StatusServiceUnavailable, fmt.Sprintf("%d log reads already wait on this server; retry later", max)
+	}
+	p.total++
+	p.perPod[pod]++
+	return 0, ""
+}
+
+func (p *polls) release(pod string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.total--
+	if p.perPod[pod]--; p.perPod[pod] <= 0 {
+		delete(p.perPod, pod)
+	}
 }

@@ -1,0 +1,64 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// waiting is how many log reads wait now.
+func (s *Server) waiting() int {
+	s.polls.mu.Lock()
+	defer s.polls.mu.Unlock()
+	return s.polls.total
+}
+
+// TestLongPollCaps: a read that would wait beyond the per-pod cap is
+// answered at once with 429, beyond the server's cap with 503, both with
+// Retry-After; a client that goes away gives its place back.
+func TestLongPollCaps(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxLongPolls, c.MaxLongPollsPerPod = 3, 2 })
+	e.writeLog("main", 0, "x", nil)
+	other := testPod
+	other.UID = "0b7c6e3a-9999-2222-3333-444455556666"
+	if code, _, body := e.do("PUT", podURL(other), nil); code != 204 {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	poll := func(url string) {
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+url+"/containers/main/log?offset=1&wait=60s", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+	until := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); e.srv.waiting() != n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d reads wait, want %d", e.srv.waiting(), n)
+			}
+		}
+	}
+	go poll(podURL(testPod))
+	go poll(podURL(testPod))
+	until(2)
+	code, h, body := e.do("GET", podURL(testPod)+"/containers/main/log?offset=1&wait=60s", nil)
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" {
+		t.Errorf("a third wait on one pod: %d %v %s, want 429 with Retry-After", code, h, body)
+	}
+	// Reads that need not wait are never refused.
+	if code, _, _ := e.do("GET", podURL(testPod)+"/containers/main/log?offset=0&wait=60s", nil); code != 200 {
+		t.Errorf("a read with data to return: %d", code)
+	}
+	go poll(podURL(other))
+	until(3)
+	code, h, body = e.do("GET", podURL(other)+"/containers/main/log?offset=0&wait=60s", nil)
+	if code != http.StatusServiceUnavailable || h.Get("Retry-After") == "" {
+		t.Errorf("a wait beyond the server's cap: %d %v %s, want 503 with Retry-After", code, h, body)
+	}
+	cancel()
+	until(0)
+}
