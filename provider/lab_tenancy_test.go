@@ -143,6 +143,19 @@ func TestLabTenancy(t *testing.T) {
 	if got, want := logsOf(t, p, victim, "main", apiOpts()), "balance 100 as "+lab.User2+"\ndone\n"; got != want {
 		t.Errorf("the bank pod's log is %q, want %q", got, want)
 	}
+	// Its job is over: its Secret goes now, its output stays.
+	staged := filepath.Join(victimDir, layout.StagedDir)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, err := os.Stat(staged); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the bank pod's staged Secret outlived its job")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(victimDir, "main", "0.log")); err != nil {
+		t.Errorf("the bank pod's output went with its Secret: %v", err)
+	}
 	if strings.Contains(out, "balance") {
 		t.Errorf("the thief's log shows the bank pod's output:\n%s", out)
 	}

@@ -35,6 +35,8 @@ type Files interface {
 	// tenancy: the endpoint's configured owner).
 	CreatePod(ctx context.Context, pod layout.Pod, user string) error
 	DeletePod(ctx context.Context, pod layout.Pod) error
+	// Unstage removes the staged files (Secrets...) once the job is over.
+	Unstage(ctx context.Context, pod layout.Pod) error
 	Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error
 	Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (fetchclient.Info, error)
 	Logs(ctx context.Context, pod layout.Pod, container string, opts fetchclient.LogOptions) (io.ReadCloser, error)
@@ -96,10 +98,13 @@ type Provider struct {
 	started bool
 }
 
-// graceCancel is a deleted pod's job to cancel at a time.
+// graceCancel is a deleted pod's job to cancel at a time, and then its
+// directory to remove: the job may write its output until then.
 type graceCancel struct {
 	at        time.Time
 	namespace string // whose tenant cancels it
+	dir       layout.Pod
+	cancelled bool // cancelled; the directory is still to go
 }
 
 // podState is one pod as the provider tracks it.
@@ -240,6 +245,14 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	if plan.Spec.Account == "" {
 		plan.Spec.Account = tenant.Account
 	}
+	// Tracked before anything is written or submitted: a delete, however
+	// this ends, finds the pod and undoes it.
+	p.mu.Lock()
+	if p.pods[pod.UID] == nil {
+		p.pods[pod.UID] = &podState{pod: pod.DeepCopy(), done: make(chan struct{})}
+		p.byName[key(pod.Namespace, pod.Name)] = pod.UID
+	}
+	p.mu.Unlock()
 	if err := p.files.CreatePod(ctx, ref, tenant.User); err != nil {
 		return fmt.Errorf("create pod directory: %v", err)
 	}
@@ -267,6 +280,9 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		}
 		logger.Warn(msg)
 		p.fail(pod, ReasonRejected, msg)
+		if err := p.files.Unstage(ctx, ref); err != nil {
+			logger.WithError(err).Warn("remove the staged files of a job Slurm refused; they go when the pod is deleted")
+		}
 		return nil
 	default:
 		p.mu.Lock()
@@ -284,7 +300,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 // a cancel at the end of the grace period (the pod's deletion time, where
 // the API server set it), which the sync loop carries out; a pending job,
 // or one whose grace period is over, is cancelled now.
-func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclient.JobID, state slurmclient.JobState) error {
+func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclient.JobID, state slurmclient.JobState) (graced bool, err error) {
 	now := p.cfg.Now()
 	grace := int64(30)
 	if pod.DeletionGracePeriodSeconds != nil {
@@ -300,27 +316,27 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 		j, err := p.slurmAs(ctx, pod.Namespace).Job(ctx, id)
 		switch {
 		case errors.Is(err, slurmclient.ErrNotFound):
-			return nil
+			return false, nil
 		case err != nil:
-			return fmt.Errorf("look up job %d: %w", id, err)
+			return false, fmt.Errorf("look up job %d: %w", id, err)
 		case j.State.Terminal():
-			return nil
+			return false, nil
 		}
 		state = j.State
 	}
 	if state == slurmclient.StatePending || !deadline.After(now) {
 		if err := p.slurmAs(ctx, pod.Namespace).Cancel(ctx, id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
-			return fmt.Errorf("cancel job %d: %w", id, err)
+			return false, fmt.Errorf("cancel job %d: %w", id, err)
 		}
-		return nil
+		return false, nil
 	}
 	if err := p.slurmAs(ctx, pod.Namespace).Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
-		return fmt.Errorf("signal job %d: %w", id, err)
+		return false, fmt.Errorf("signal job %d: %w", id, err)
 	}
 	p.mu.Lock()
-	p.cancels[id] = graceCancel{at: deadline, namespace: pod.Namespace}
+	p.cancels[id] = graceCancel{at: deadline, namespace: pod.Namespace, dir: PodRef(pod)}
 	p.mu.Unlock()
-	return nil
+	return true, nil
 }
 
 // cancelDue cancels the jobs whose grace period is over; a cancel that
@@ -328,20 +344,33 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 func (p *Provider) cancelDue(ctx context.Context) {
 	now := p.cfg.Now()
 	p.mu.Lock()
-	due := map[slurmclient.JobID]string{}
+	due := map[slurmclient.JobID]graceCancel{}
 	for id, c := range p.cancels {
 		if !c.at.After(now) {
-			due[id] = c.namespace
+			due[id] = c
 		}
 	}
 	p.mu.Unlock()
-	for id, ns := range due {
-		err := p.slurmAs(ctx, ns).Cancel(ctx, id)
-		if err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
-			log.G(ctx).WithError(err).WithField("job", id).Warn("cancel after the grace period; trying again next cycle")
-			continue
+	for id, c := range due {
+		logger := log.G(ctx).WithField("job", id)
+		if !c.cancelled {
+			err := p.slurmAs(ctx, c.namespace).Cancel(ctx, id)
+			if err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+				logger.WithError(err).Warn("cancel after the grace period; trying again next cycle")
+				continue
+			}
+			logger.Info("job cancelled: the deleted pod's grace period is over")
+			c.cancelled = true
+			p.mu.Lock()
+			p.cancels[id] = c
+			p.mu.Unlock()
 		}
-		log.G(ctx).WithField("job", id).Info("job cancelled: the deleted pod's grace period is over")
+		if c.dir.UID != "" {
+			if err := p.files.DeletePod(ctx, c.dir); err != nil {
+				logger.WithError(err).Warn("remove the deleted pod's directory; trying again next cycle")
+				continue
+			}
+		}
 		p.mu.Lock()
 		delete(p.cancels, id)
 		p.mu.Unlock()
@@ -478,8 +507,14 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	cb := p.notify
 	p.mu.Unlock()
 	if !ok && isAdopted {
-		if err := p.terminate(ctx, pod, adopted, ""); err != nil {
+		graced, err := p.terminate(ctx, pod, adopted, "")
+		if err != nil {
 			return err
+		}
+		if !graced {
+			if err := p.files.DeletePod(ctx, PodRef(pod)); err != nil {
+				return fmt.Errorf("remove the pod directory: %w", err)
+			}
 		}
 		p.mu.Lock()
 		delete(p.adopt, string(pod.UID))
@@ -489,23 +524,49 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	if !ok {
 		return errdefs.NotFoundf("pod %s is not known to the Slurm provider", key(pod.Namespace, pod.Name))
 	}
-	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", st.job)
-	if st.job != 0 && !st.final {
-		if err := p.terminate(ctx, pod, st.job, st.state); err != nil {
+	job := st.job
+	p.mu.Lock()
+	uncertain := p.uncertain[pod.UID]
+	p.mu.Unlock()
+	if job == 0 && !st.final && uncertain {
+		// A submit whose answer was lost may have made a job after all.
+		id, found, err := p.findJob(ctx, JobComment(p.cfg.NodeName, pod))
+		if err != nil {
+			return err
+		}
+		if found {
+			job = id
+		}
+	}
+	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", job)
+	graced := false
+	if job != 0 && !st.final {
+		var err error
+		if graced, err = p.terminate(ctx, pod, job, st.state); err != nil {
 			return err
 		}
 		logger.Info("job cancelled for the deleted pod")
 	}
-	if err := p.files.DeletePod(ctx, PodRef(pod)); err != nil {
-		logger.WithError(err).Warn("remove the pod directory")
+	// A job still in its grace period keeps its directory until it is
+	// cancelled (cancelDue); otherwise the directory goes now, or the
+	// delete fails and is retried: staged Secrets must not stay behind.
+	if !graced {
+		if err := p.files.DeletePod(ctx, PodRef(pod)); err != nil {
+			return fmt.Errorf("remove the pod directory: %w", err)
+		}
 	}
 	p.mu.Lock()
 	final := st.pod.DeepCopy()
 	if !st.final {
 		now := p.cfg.Now()
-		final.Status = failedStatus(final, ReasonDeleted, fmt.Sprintf("the pod was deleted; Slurm job %d cancelled", st.job), now)
+		msg := fmt.Sprintf("the pod was deleted; Slurm job %d cancelled", job)
+		if job == 0 {
+			msg = "the pod was deleted before a Slurm job was submitted for it"
+		}
+		final.Status = failedStatus(final, ReasonDeleted, msg, now)
 		final.Status.Phase = corev1.PodFailed
 	}
+	delete(p.uncertain, pod.UID)
 	delete(p.pods, pod.UID)
 	if p.byName[key(pod.Namespace, pod.Name)] == pod.UID {
 		delete(p.byName, key(pod.Namespace, pod.Name))
@@ -733,7 +794,8 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	}
 	st.checked = now
 	st.flags = flags
-	if final && !st.final {
+	ended := final && !st.final
+	if ended {
 		st.final = true
 		close(st.done)
 	}
@@ -742,6 +804,12 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	p.mu.Unlock()
 	if cb != nil {
 		cb(out)
+	}
+	if ended {
+		// The job is over: its Secrets need not wait for the pod's delete.
+		if err := p.files.Unstage(ctx, PodRef(out)); err != nil {
+			log.G(ctx).WithError(err).WithField("pod", key(out.Namespace, out.Name)).Warn("remove the staged files of an ended job; they go when the pod is deleted")
+		}
 	}
 	return nil
 }

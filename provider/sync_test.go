@@ -151,6 +151,7 @@ type noFiles struct{}
 
 func (noFiles) CreatePod(context.Context, layout.Pod, string) error { return nil }
 func (noFiles) DeletePod(context.Context, layout.Pod) error         { return nil }
+func (noFiles) Unstage(context.Context, layout.Pod) error           { return nil }
 func (noFiles) Stage(context.Context, layout.Pod, string, []byte, os.FileMode) error {
 	return nil
 }

@@ -24,7 +24,8 @@ func main() {
 	var (
 		addr      = flag.String("listen", "127.0.0.1:8090", "address to listen on")
 		root      = flag.String("root", "", "shared directory holding the pod directories (required)")
-		tokenFile = flag.String("token-file", "", "file holding the bearer token clients must send (required)")
+		tokenFile = flag.String("token-file", "", "file holding a bearer token that reaches every pod (required unless -clients)")
+		clients   = flag.String("clients", "", "file of clients that reach only their users' pods, a line each: name token-file user,user...")
 		cert      = flag.String("tls-cert", "", "TLS certificate file (with -tls-key: serve HTTPS)")
 		key       = flag.String("tls-key", "", "TLS private key file")
 		poll      = flag.Duration("poll-interval", time.Second, "long-poll re-check interval when inotify sees nothing (lower it on NFS/Lustre)")
@@ -44,8 +45,8 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	if *root == "" || *tokenFile == "" {
-		fmt.Fprintln(os.Stderr, "slurm-fetchd: -root and -token-file are required")
+	if *root == "" || (*tokenFile == "" && *clients == "") {
+		fmt.Fprintln(os.Stderr, "slurm-fetchd: -root and -token-file (or -clients) are required")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -65,9 +66,16 @@ func main() {
 		fmt.Fprintln(os.Stderr, "slurm-fetchd: -users:", err)
 		os.Exit(2)
 	}
+	var cls []server.Client
+	if *clients != "" {
+		if cls, err = readClients(*clients); err != nil {
+			fmt.Fprintln(os.Stderr, "slurm-fetchd: -clients:", err)
+			os.Exit(2)
+		}
+	}
 	s, err := server.New(server.Config{
 		Root: *root, TokenFile: *tokenFile, PollInterval: *poll, MaxWait: *maxWait,
-		MaxUpload: *maxUpload, Retention: *retention, Owner: owner, Users: allowed, Logger: log,
+		MaxUpload: *maxUpload, Retention: *retention, Owner: owner, Users: allowed, Clients: cls, Logger: log,
 		MaxLongPolls: *maxPolls, MaxLongPollsPerPod: *podPolls,
 	})
 	if err != nil {
@@ -115,6 +123,28 @@ func parseUsers(list string) (map[string]server.Owner, error) {
 			return nil, fmt.Errorf("%s: root may not own pod directories", name)
 		}
 		out[name] = o
+	}
+	return out, nil
+}
+
+// readClients reads the -clients file: "name token-file user,user..." a
+// line; blank lines and # comments are skipped.
+func readClients(path string) ([]server.Client, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []server.Client
+	for i, line := range strings.Split(string(b), "\n") {
+		line, _, _ = strings.Cut(line, "#")
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+			continue
+		case len(f) != 3:
+			return nil, fmt.Errorf("%s:%d: want: name token-file user,user...", path, i+1)
+		}
+		out = append(out, server.Client{Name: f[0], TokenFile: f[1], Users: strings.Split(f[2], ",")})
 	}
 	return out, nil
 }

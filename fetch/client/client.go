@@ -287,6 +287,15 @@ func (c *Client) DeletePod(ctx context.Context, pod layout.Pod) error {
 	return err
 }
 
+// Unstage removes the pod's staged files (idempotent); its output stays.
+func (c *Client) Unstage(ctx context.Context, pod layout.Pod) error {
+	if err := pod.Validate(); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, http.MethodDelete, podPath(pod)+"/files", nil, nil)
+	return err
+}
+
 // Stage writes data to the pod's staging directory at rel with mode,
 // atomically (readers never see a partial file).
 func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error {

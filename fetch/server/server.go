@@ -40,8 +40,13 @@ import (
 type Config struct {
 	// Root is the shared directory holding pod directories.
 	Root string
-	// TokenFile holds the bearer token clients must send; re-read on change.
+	// TokenFile holds a bearer token that reaches every pod; re-read on
+	// change. Optional when Clients are given.
 	TokenFile string
+	// Clients are callers with tokens of their own, each reaching only the
+	// pods of its users: one per virtual node, or per set of nodes that
+	// serve the same tenants.
+	Clients []Client
 	// PollInterval is how often a long-poll re-checks a file when no
 	// file-system event arrives: the latency floor on file systems where
 	// inotify cannot see writes from other hosts (NFS, Lustre). Default 1s.
@@ -80,12 +85,30 @@ type Config struct {
 // Owner is a numeric uid and gid.
 type Owner struct{ UID, GID int }
 
+// Client is a caller that may reach the pods of Users only (names from
+// Config.Users): create them for those users, and read, stage into and
+// delete only directories those users own.
+type Client struct {
+	Name      string
+	TokenFile string
+	Users     []string
+}
+
+// caller is an authenticated client; all reaches every pod.
+type caller struct {
+	name  string
+	token *tokenfile.File
+	all   bool
+	users map[string]bool
+	uids  map[int]bool
+}
+
 // Server serves the fetch protocol.
 type Server struct {
 	cfg   Config
 	root  *os.Root
-	token *tokenfile.File
-	log   *slog.Logger
+	callers []*caller
+	log     *slog.Logger
 	watch *watcher
 	m     metrics
 	polls polls
@@ -132,17 +155,38 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger.Warn("the root is writable by group or others: any job user can rename or remove other pods' directories; make it 0711 and owned by the server's user",
 			"root", cfg.Root, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
 	}
-	tok := tokenfile.New(cfg.TokenFile)
-	if _, err := tok.Get(true); err != nil {
+	var callers []*caller
+	if cfg.TokenFile != "" {
+		callers = append(callers, &caller{name: "default", token: tokenfile.New(cfg.TokenFile), all: true})
+	}
+	for _, c := range cfg.Clients {
+		cl := &caller{name: c.Name, token: tokenfile.New(c.TokenFile), users: map[string]bool{}, uids: map[int]bool{}}
+		for _, u := range c.Users {
+			o, ok := cfg.Users[u]
+			if !ok {
+				root.Close()
+				return nil, fmt.Errorf("client %s: user %q is not one of the users pods may be created for", c.Name, u)
+			}
+			cl.users[u], cl.uids[o.UID] = true, true
+		}
+		callers = append(callers, cl)
+	}
+	if len(callers) == 0 {
 		root.Close()
-		return nil, err
+		return nil, errors.New("no token file: give a token file or clients")
+	}
+	for _, c := range callers {
+		if _, err := c.token.Get(true); err != nil {
+			root.Close()
+			return nil, fmt.Errorf("client %s: %w", c.name, err)
+		}
 	}
 	w, err := newWatcher(cfg.Logger)
 	if err != nil {
 		root.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, root: root, token: tok, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}}}
+	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}}}
 	reg := cfg.Registerer
 	gather := cfg.Gatherer
 	if reg == nil {
@@ -172,6 +216,7 @@ func New(cfg Config) (*Server, error) {
 	s.handle(mux, "PUT "+pod, "pod_create", s.createPod)
 	s.handle(mux, "DELETE "+pod, "pod_delete", s.deletePod)
 	s.handle(mux, "PUT "+pod+"/files/{path...}", "stage", s.stage)
+	s.handle(mux, "DELETE "+pod+"/files", "unstage", s.unstage)
 	s.handle(mux, "GET "+pod+"/containers/{container}/log", "log", s.readLog)
 	s.handle(mux, "GET "+pod+"/containers/{container}/info", "info", s.info)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -232,7 +277,8 @@ func (s *Server) handle(mux *http.ServeMux, pattern, name string, h func(http.Re
 	mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() { s.m.requests.WithLabelValues(name, strconv.Itoa(sw.code)).Inc() }()
-		if !s.authorized(r) {
+		c := s.caller(r)
+		if c == nil {
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="slurm-fetchd"`)
 			writeError(sw, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
@@ -242,21 +288,52 @@ func (s *Server) handle(mux *http.ServeMux, pattern, name string, h func(http.Re
 			writeError(sw, http.StatusBadRequest, err.Error())
 			return
 		}
+		if why := s.reaches(c, r, pod, name == "pod_create"); why != "" {
+			writeError(sw, http.StatusForbidden, why)
+			return
+		}
 		h(sw, r, pod)
 	})
 }
 
-func (s *Server) authorized(r *http.Request) bool {
+// caller is who sent the request's bearer token; nil: nobody known.
+func (s *Server) caller(r *http.Request) *caller {
 	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok || got == "" {
-		return false
+		return nil
 	}
-	want, err := s.token.Get(false)
+	var found *caller
+	for _, c := range s.callers { // every one compared: the time says nothing
+		want, err := c.token.Get(false)
+		if err != nil {
+			s.log.Error("cannot read a client's token file; refusing it", "client", c.name, "err", err)
+			continue
+		}
+		if subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1 && found == nil {
+			found = c
+		}
+	}
+	return found
+}
+
+// reaches says why c may not touch pod, or "" if it may: a create must
+// name one of c's users, and the pod's directory, if there is one, must
+// belong to one of them (if there is none, the handler answers 404).
+func (s *Server) reaches(c *caller, r *http.Request, pod layout.Pod, create bool) string {
+	if c.all {
+		return ""
+	}
+	if u := r.URL.Query().Get("user"); create && !c.users[u] {
+		return fmt.Sprintf("client %s may not create pod directories for user %q", c.name, u)
+	}
+	fi, err := s.root.Lstat(pod.Dir())
 	if err != nil {
-		s.log.Error("cannot read the token file; refusing every request", "err", err)
-		return false
+		return ""
 	}
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && !c.uids[int(st.Uid)] {
+		return fmt.Sprintf("client %s may not reach this pod: it belongs to another client's users", c.name)
+	}
+	return ""
 }
 
 // errorBody is every 4xx/5xx answer's body.
@@ -383,8 +460,31 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Po
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// deletePod removes the pod directory now, or marks it for the janitor
-// when a retention is configured. Idempotent.
+// unstage removes what was staged for a pod (Secrets, ConfigMaps, image
+// pull credentials) once its job has ended; logs stay. Idempotent.
+func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	pr, err := s.podRoot(pod)
+	if errors.Is(err, fs.ErrNotExist) {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+	if err := pr.RemoveAll(layout.StagedDir); err != nil {
+		s.fsError(w, layout.StagedDir, err)
+		return
+	}
+	s.log.Info("staged files removed", "pod", pod.String())
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// deletePod removes the pod directory now, or, when a retention is
+// configured, removes its staged files and scratch space (Secrets and
+// emptyDir data go with the pod, as on a kubelet) and marks the rest, the
+// output, for the janitor. Idempotent.
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	if s.cfg.Retention <= 0 {
 		if err := s.root.RemoveAll(pod.Dir()); err != nil {
@@ -405,6 +505,12 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		return
 	}
 	defer pr.Close()
+	for _, d := range []string{layout.StagedDir, layout.WorkDir} {
+		if err := pr.RemoveAll(d); err != nil {
+			s.fsError(w, d, err)
+			return
+		}
+	}
 	// O_NONBLOCK: a FIFO planted as the marker fails the open (ENXIO)
 	// instead of holding the request until a reader comes.
 	f, err := pr.OpenFile(layout.DeletedMarker, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)

@@ -412,15 +412,25 @@ func TestDeleteAndRetention(t *testing.T) {
 		t.Fatalf("second delete: %d", code)
 	}
 
+	// With a retention the output stays, the Secrets and scratch go.
 	r := newEnv(t, func(c *Config) { c.Retention = time.Hour })
 	r.do("PUT", podURL(testPod), nil)
+	if code, _, body := r.do("PUT", podURL(testPod)+"/files/secret/password?mode=0600", []byte("hunter2")); code != 204 {
+		t.Fatalf("stage: %d %s", code, body)
+	}
+	r.writeLog("main", 0, "output\n", intp(0))
 	if code, _, _ := r.do("DELETE", podURL(testPod), nil); code != 204 {
 		t.Fatal(code)
 	}
 	dir := filepath.Join(r.root, testPod.Dir())
 	r.srv.sweep(time.Now())
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("removed before its retention: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, "main", "0.log")); err != nil {
+		t.Fatalf("output removed before its retention: %v", err)
+	}
+	for _, d := range []string{layout.StagedDir, layout.WorkDir} {
+		if _, err := os.Stat(filepath.Join(dir, d)); !os.IsNotExist(err) {
+			t.Errorf("%s kept after the pod's delete: %v", d, err)
+		}
 	}
 	r.srv.sweep(time.Now().Add(2 * time.Hour))
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
@@ -492,4 +502,30 @@ func FuzzRequest(f *testing.F) {
 			return nil
 		})
 	})
+}
+
+// TestUnstage: the staged files go, the output stays; idempotent, also for
+// a pod directory that is gone.
+func TestUnstage(t *testing.T) {
+	e := newEnv(t)
+	e.do("PUT", podURL(testPod), nil)
+	e.do("PUT", podURL(testPod)+"/files/secret/password?mode=0600", []byte("hunter2"))
+	e.writeLog("main", 0, "output\n", intp(0))
+	for i := 0; i < 2; i++ {
+		if code, _, body := e.do("DELETE", podURL(testPod)+"/files", nil); code != 204 {
+			t.Fatalf("unstage: %d %s", code, body)
+		}
+	}
+	dir := filepath.Join(e.root, testPod.Dir())
+	if _, err := os.Stat(filepath.Join(dir, layout.StagedDir)); !os.IsNotExist(err) {
+		t.Errorf("staged files kept: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "main", "0.log")); err != nil || string(b) != "output\n" {
+		t.Errorf("output: %q %v", b, err)
+	}
+	gone := testPod
+	gone.UID = "0b7c6e3a-0000-2222-3333-444455556666"
+	if code, _, body := e.do("DELETE", podURL(gone)+"/files", nil); code != 204 {
+		t.Errorf("unstage of a pod that is gone: %d %s", code, body)
+	}
 }

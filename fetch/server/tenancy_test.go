@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -69,5 +70,65 @@ func TestPodDirectoriesBelongToTheirUser(t *testing.T) {
 	}
 	if uid, _, _ := owner(t, dir); uid != alice.UID {
 		t.Errorf("the directory now belongs to %d", uid)
+	}
+}
+
+// TestClientsReachOnlyTheirUsers: a client with its own token creates,
+// reads, stages into and deletes only the pods of its own users.
+func TestClientsReachOnlyTheirUsers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to hand directories to users")
+	}
+	alice, bob := Owner{UID: 2001, GID: 2001}, Owner{UID: 2002, GID: 2002}
+	nodeB := filepath.Join(t.TempDir(), "node-b")
+	os.WriteFile(nodeB, []byte("node-b-token"), 0o600)
+	e := newEnv(t, func(c *Config) {
+		c.Users = map[string]Owner{"alice": alice, "bob": bob}
+		c.Clients = []Client{{Name: "node-b", TokenFile: nodeB, Users: []string{"bob"}}}
+	})
+	asB := func(method, path string) int {
+		t.Helper()
+		req, _ := http.NewRequest(method, e.http.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer node-b-token")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	alicePod := podURL(testPod)
+	if code, _, body := e.do("PUT", alicePod+"?user=alice", nil); code != 204 {
+		t.Fatalf("the default client creates alice's pod: %d %s", code, body)
+	}
+	e.writeLog("main", 0, "alice's output\n", intp(0))
+	for _, r := range []struct{ method, path string }{
+		{"GET", alicePod + "/containers/main/log"},
+		{"GET", alicePod + "/containers/main/info"},
+		{"PUT", alicePod + "/files/x"},
+		{"DELETE", alicePod + "/files"},
+		{"DELETE", alicePod},
+		{"PUT", alicePod + "?user=bob"},
+		{"PUT", podURL(layout.Pod{Namespace: "b", Name: "p", UID: "u1"}) + "?user=alice"},
+	} {
+		if code := asB(r.method, r.path); code != 403 {
+			t.Errorf("node-b: %s %s = %d, want 403", r.method, r.path, code)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.root, testPod.Dir(), "main", "0.log")); err != nil {
+		t.Errorf("alice's output after node-b's tries: %v", err)
+	}
+	bobPod := podURL(layout.Pod{Namespace: "b", Name: "p", UID: "u2"})
+	for _, r := range []struct{ method, path string }{
+		{"PUT", bobPod + "?user=bob"},
+		{"PUT", bobPod + "/files/x"},
+		{"DELETE", bobPod},
+	} {
+		if code := asB(r.method, r.path); code != 204 {
+			t.Errorf("node-b on its own user's pod: %s %s = %d, want 204", r.method, r.path, code)
+		}
+	}
+	if code := asB("GET", "/v1/pods/b/p/u3/containers/main/info"); code != 404 {
+		t.Errorf("node-b on a pod that does not exist: %d, want 404", code)
 	}
 }
