@@ -105,14 +105,14 @@ type caller struct {
 
 // Server serves the fetch protocol.
 type Server struct {
-	cfg   Config
-	root  *os.Root
+	cfg     Config
+	root    *os.Root
 	callers []*caller
 	log     *slog.Logger
-	watch *watcher
-	m     metrics
-	polls polls
-	mux   *http.ServeMux
+	watch   *watcher
+	m       metrics
+	polls   polls
+	mux     *http.ServeMux
 }
 
 type metrics struct {
