@@ -42,3 +42,16 @@ func allow(annotation, value, own string, list []string) error {
 	}
 	return invalid(ReasonAnnotationNotAllowed, "annotation %s: %q is not allowed on this node (allowed: %s)", annotation, value, what)
 }
+
+// ReservedOptions are job fields slurm-vk sets itself, or that decide who
+// and where a job runs: the options annotation may never set them, even
+// where -allowed-options lists them (cmd/slurm-vk refuses such a list).
+var ReservedOptions = []string{
+	"account", "argv", "comment", "constraints", "container", "container_id", "cpus_per_task", "current_working_directory",
+	"environment", "group_id", "memory_per_cpu", "memory_per_node", "name", "partition", "qos", "reservation", "script",
+	"standard_error", "standard_input", "standard_output", "time_limit", "tres_per_job", "tres_per_node", "tres_per_task",
+	"user_id", "gres", "clusters", "cluster_constraint", "prefer", "burst_buffer", "chdir",
+}
+
+// reservedOption tells whether the options annotation may never set key.
+func reservedOption(key string) bool { return contains(ReservedOptions, key) }

@@ -161,3 +161,36 @@ func TestDirectoryOutlivesTheGracePeriod(t *testing.T) {
 		t.Error("the output of a job that ended went before its pod was deleted")
 	}
 }
+
+// TestGonePodsLoseTheirDirectories: the directory of a pod that is gone
+// goes too, whether its delete happened while the provider was away
+// (Recover) or never came (a pod of the same name replaced it).
+func TestGonePodsLoseTheirDirectories(t *testing.T) {
+	ctx := context.Background()
+	cfg := Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}}
+	f := newFakeSlurm()
+	files := &recFiles{}
+	gone := secretPod("gone", "u-gone")
+	first := New(cfg, f, files, lookups)
+	if err := first.CreatePod(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	restarted := New(cfg, f, files, lookups)
+	if err := restarted.Recover(ctx, func(string) bool { return false }); err != nil {
+		t.Fatal(err)
+	}
+	if !files.has(&files.deleted, gone) {
+		t.Error("Recover cancelled a gone pod's job but left its directory")
+	}
+
+	old, renewed := secretPod("same", "u-old"), secretPod("same", "u-new")
+	if err := restarted.CreatePod(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.CreatePod(ctx, renewed); err != nil {
+		t.Fatal(err)
+	}
+	if !files.has(&files.deleted, old) || files.has(&files.deleted, renewed) {
+		t.Errorf("removed %v: want the replaced pod's directory, not its successor's", files.deleted)
+	}
+}

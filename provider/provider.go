@@ -79,8 +79,9 @@ type Provider struct {
 	mu     sync.Mutex
 	pods   map[types.UID]*podState
 	byName map[string]types.UID // namespace/name -> UID
-	// adopt holds jobs found in Slurm at start-up, by pod UID, until their
-	// pods are created again (recovery after a restart).
+	// adopt holds jobs found in Slurm at start-up, by their comment (node,
+	// namespace, name and UID: a job that names another pod's UID under
+	// its own namespace is no match), until their pods are created again.
 	adopt map[string]slurmclient.JobID
 	// uncertain marks pods whose submit outcome is unknown: look the job
 	// up before submitting again.
@@ -164,14 +165,21 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 		ns, name, uid, _ := ParseJobComment(p.cfg.NodeName, j.Comment)
 		if alive(uid) {
 			p.mu.Lock()
-			p.adopt[uid] = j.ID
+			p.adopt[j.Comment] = j.ID
 			p.mu.Unlock()
 			continue
 		}
 		if !j.State.Terminal() {
 			log.G(ctx).WithField("job", j.ID).WithField("pod", ns+"/"+name).Info("cancelling the job of a pod that is gone")
-			if err := p.slurmAs(ctx, ns).Cancel(ctx, j.ID); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			if err := p.cancelAs(ctx, ns, j.ID); err != nil {
 				log.G(ctx).WithError(err).WithField("job", j.ID).Warn("cancel orphaned job")
+			}
+		}
+		// The pod is gone, so is its directory (its Secrets): a delete the
+		// provider did not live to finish, or one it never saw.
+		if ref := (layout.Pod{Namespace: ns, Name: name, UID: uid}); ref.Validate() == nil {
+			if err := p.files.DeletePod(ctx, ref); err != nil {
+				log.G(ctx).WithError(err).WithField("pod", ns+"/"+name).Warn("remove the directory of a pod that is gone")
 			}
 		}
 	}
@@ -190,15 +198,21 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.mu.Unlock()
 		return nil
 	}
-	if orphan := p.displace(pod); orphan != 0 {
+	if old := p.displace(pod); old != nil {
 		p.mu.Unlock()
-		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", orphan).Info("cancelling the job of an earlier pod of the same name")
-		if err := p.slurmAs(ctx, pod.Namespace).Cancel(ctx, orphan); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
-			return fmt.Errorf("cancel job %d of the earlier pod %s: %w", orphan, key(pod.Namespace, pod.Name), err)
+		if old.job != 0 && !old.final {
+			log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", old.job).Info("cancelling the job of an earlier pod of the same name")
+			if err := p.cancelAs(ctx, pod.Namespace, old.job); err != nil {
+				return fmt.Errorf("cancel job %d of the earlier pod %s: %w", old.job, key(pod.Namespace, pod.Name), err)
+			}
+		}
+		// Its directory (its Secrets) goes with it.
+		if err := p.files.DeletePod(ctx, PodRef(old.pod)); err != nil {
+			return fmt.Errorf("remove the directory of the earlier pod %s: %w", key(pod.Namespace, pod.Name), err)
 		}
 		p.mu.Lock()
 	}
-	adopted, isAdopted := p.adopt[string(pod.UID)]
+	adopted, isAdopted := p.adopt[JobComment(p.cfg.NodeName, pod)]
 	// A pod this node reported on before (it has a start time) may have a
 	// job already: one Slurm still knows, or one it has forgotten.
 	seenBefore := pod.Status.StartTime != nil
@@ -225,7 +239,10 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.fail(pod, bad.Reason, bad.Message)
 		return nil
 	}
-	slurm := p.slurmAs(ctx, pod.Namespace)
+	slurm, err := p.slurmAs(pod.Namespace)
+	if err != nil {
+		return err // the tenant's client cannot be made; nothing is written yet
+	}
 	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
 	if errors.As(err, &bad) && missingReference[bad.Reason] {
 		// Like the kubelet: the object may just not have arrived yet (or be
@@ -253,12 +270,18 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.byName[key(pod.Namespace, pod.Name)] = pod.UID
 	}
 	p.mu.Unlock()
+	// The fetch endpoint down or its file system full is transient: the
+	// pod waits, with the reason, and virtual-kubelet retries.
 	if err := p.files.CreatePod(ctx, ref, tenant.User); err != nil {
-		return fmt.Errorf("create pod directory: %v", err)
+		msg := fmt.Sprintf("cannot create the pod's directory through the fetch endpoint: %v", err)
+		p.waiting(pod, ReasonFetchUnavailable, msg)
+		return errors.New(msg)
 	}
 	for _, f := range plan.Staged {
 		if err := p.files.Stage(ctx, ref, f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
-			return fmt.Errorf("stage %s: %v", f.Path, err)
+			msg := fmt.Sprintf("cannot stage %s through the fetch endpoint: %v", f.Path, err)
+			p.waiting(pod, ReasonStagingFailed, msg)
+			return errors.New(msg)
 		}
 	}
 	if uncertain {
@@ -313,7 +336,11 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 		deadline = pod.DeletionTimestamp.Time
 	}
 	if state == "" { // not seen yet, or re-found after a restart
-		j, err := p.slurmAs(ctx, pod.Namespace).Job(ctx, id)
+		slurm, err := p.slurmAs(pod.Namespace)
+		if err != nil {
+			return false, err
+		}
+		j, err := slurm.Job(ctx, id)
 		switch {
 		case errors.Is(err, slurmclient.ErrNotFound):
 			return false, nil
@@ -325,12 +352,16 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 		state = j.State
 	}
 	if state == slurmclient.StatePending || !deadline.After(now) {
-		if err := p.slurmAs(ctx, pod.Namespace).Cancel(ctx, id); err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+		if err := p.cancelAs(ctx, pod.Namespace, id); err != nil {
 			return false, fmt.Errorf("cancel job %d: %w", id, err)
 		}
 		return false, nil
 	}
-	if err := p.slurmAs(ctx, pod.Namespace).Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
+	slurm, err := p.slurmAs(pod.Namespace)
+	if err != nil {
+		return false, err
+	}
+	if err := slurm.Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
 		return false, fmt.Errorf("signal job %d: %w", id, err)
 	}
 	p.mu.Lock()
@@ -354,8 +385,7 @@ func (p *Provider) cancelDue(ctx context.Context) {
 	for id, c := range due {
 		logger := log.G(ctx).WithField("job", id)
 		if !c.cancelled {
-			err := p.slurmAs(ctx, c.namespace).Cancel(ctx, id)
-			if err != nil && !errors.Is(err, slurmclient.ErrNotFound) {
+			if err := p.cancelAs(ctx, c.namespace, id); err != nil {
 				logger.WithError(err).Warn("cancel after the grace period; trying again next cycle")
 				continue
 			}
@@ -380,21 +410,21 @@ func (p *Provider) cancelDue(ctx context.Context) {
 // displace forgets an earlier pod of pod's namespace/name with another
 // UID: names are unique, so that pod is gone from the API server, though
 // virtual-kubelet may never have called DeletePod for it (it force-deletes
-// pods that never ran). Its job, if it may still run, is returned for the
-// caller to cancel. Called with p.mu held.
-func (p *Provider) displace(pod *corev1.Pod) slurmclient.JobID {
+// pods that never ran). Its state is returned for the caller to cancel its
+// job (if it may still run) and remove its directory. Called with p.mu
+// held.
+func (p *Provider) displace(pod *corev1.Pod) *podState {
 	old, ok := p.byName[key(pod.Namespace, pod.Name)]
 	if !ok || old == pod.UID {
-		return 0
+		return nil
 	}
 	st := p.pods[old]
 	delete(p.pods, old)
 	delete(p.byName, key(pod.Namespace, pod.Name))
-	if st == nil || st.final {
-		return 0
+	if st != nil && !st.final {
+		close(st.done)
 	}
-	close(st.done)
-	return st.job
+	return st
 }
 
 func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.JobID, bool, error) {
@@ -420,7 +450,7 @@ func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
 	p.pods[pod.UID] = st
 	p.byName[key(pod.Namespace, pod.Name)] = pod.UID
 	delete(p.uncertain, pod.UID)
-	delete(p.adopt, string(pod.UID))
+	delete(p.adopt, JobComment(p.cfg.NodeName, pod))
 	cb := p.notify
 	p.mu.Unlock()
 	if cb != nil {
@@ -503,7 +533,7 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
 	st, ok := p.pods[pod.UID]
-	adopted, isAdopted := p.adopt[string(pod.UID)]
+	adopted, isAdopted := p.adopt[JobComment(p.cfg.NodeName, pod)]
 	cb := p.notify
 	p.mu.Unlock()
 	if !ok && isAdopted {
@@ -517,7 +547,7 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 			}
 		}
 		p.mu.Lock()
-		delete(p.adopt, string(pod.UID))
+		delete(p.adopt, JobComment(p.cfg.NodeName, pod))
 		p.mu.Unlock()
 		return nil
 	}
@@ -579,6 +609,22 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 		cb(final)
 	}
 	return nil
+}
+
+// endedBefore is a pod of this node that had ended before this process
+// started: virtual-kubelet does not hand such pods to CreatePod, but their
+// output is still there, and a kubelet serves it until the pod is deleted.
+func (p *Provider) endedBefore(namespace, name string) *podState {
+	if p.look.Pod == nil {
+		return nil
+	}
+	pod, err := p.look.Pod(namespace, name)
+	if err != nil || pod.Spec.NodeName != p.cfg.NodeName || (pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed) {
+		return nil
+	}
+	done := make(chan struct{})
+	close(done)
+	return &podState{pod: pod, final: true, ran: true, done: done}
 }
 
 func (p *Provider) get(namespace, name string) (*podState, error) {
@@ -820,7 +866,9 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, containerName string, opts api.ContainerLogOpts) (io.ReadCloser, error) {
 	st, err := p.get(namespace, podName)
 	if err != nil {
-		return nil, err
+		if st = p.endedBefore(namespace, podName); st == nil {
+			return nil, err
+		}
 	}
 	p.mu.Lock()
 	pod := st.pod.DeepCopy()

@@ -17,6 +17,10 @@ const (
 	ReasonLost      = "SlurmJobLost"      // the job vanished without a final state
 	ReasonRejected  = "SlurmRejected"     // slurmctld refused the job
 	ReasonDeleted   = "Deleted"           // the pod was deleted: the job is cancelled
+	// The pod waits: the fetch endpoint cannot be reached, or cannot store
+	// the pod's files (its file system full); retried.
+	ReasonFetchUnavailable = "FetchEndpointUnavailable"
+	ReasonStagingFailed    = "StagingFailed"
 )
 
 // jobReasons names how a job ended, as a pod/container reason.

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 	"sort"
@@ -150,10 +151,10 @@ func (te Tenant) owns(j slurmclient.Job) bool {
 // can copy a comment, but only after the provider's own job showed it,
 // so a copy always has the higher job ID. The rest are logged as forged.
 func ownJobs(ctx context.Context, node string, t Tenancy, jobs []slurmclient.Job) []slurmclient.Job {
-	first := map[string]int{} // pod UID -> index in out
+	first := map[string]int{} // comment -> index in out
 	var out []slurmclient.Job
 	for _, j := range jobs {
-		ns, name, uid, ok := ParseJobComment(node, j.Comment)
+		ns, name, _, ok := ParseJobComment(node, j.Comment)
 		if !ok {
 			continue
 		}
@@ -167,10 +168,10 @@ func ownJobs(ctx context.Context, node string, t Tenancy, jobs []slurmclient.Job
 			logger.WithField("tenant", te.User).Warn("ignoring a forged job: it names a pod of this node but runs as another user")
 			continue
 		}
-		i, seen := first[uid]
+		i, seen := first[j.Comment]
 		switch {
 		case !seen:
-			first[uid] = len(out)
+			first[j.Comment] = len(out)
 			out = append(out, j)
 		case j.ID < out[i].ID:
 			logger.WithField("job", out[i].ID).Warn("ignoring a forged job: a later job copied this pod's comment")
@@ -183,23 +184,37 @@ func ownJobs(ctx context.Context, node string, t Tenancy, jobs []slurmclient.Job
 }
 
 // slurmAs is the client that acts for a namespace's tenant: the node's own
-// in single mode, or when the tenant's cannot be made (logged: the node's
-// token may still be allowed to act).
-func (p *Provider) slurmAs(ctx context.Context, namespace string) slurmclient.Interface {
+// in single mode, and for what is left of a namespace no longer mapped
+// (CreatePod refuses those before any submit). If a tenant's client cannot
+// be made, that is an error, never the node's client instead: the node's
+// token may act as anyone.
+func (p *Provider) slurmAs(namespace string) (slurmclient.Interface, error) {
 	te, err := p.cfg.Tenancy.For(namespace)
 	if err != nil || te.User == "" || p.cfg.TenantClient == nil {
-		return p.slurm
+		return p.slurm, nil
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if c, ok := p.clients[te.User]; ok {
-		return c
+		return c, nil
 	}
 	c, err := p.cfg.TenantClient(te)
 	if err != nil {
-		log.G(ctx).WithError(err).WithField("user", te.User).Error("cannot make the tenant's Slurm client; using the node's")
-		return p.slurm
+		return nil, fmt.Errorf("the Slurm client for user %s: %w", te.User, err)
 	}
 	p.clients[te.User] = c
-	return c
+	return c, nil
+}
+
+// cancelAs cancels a job as the namespace's tenant; a job Slurm no longer
+// knows is no error.
+func (p *Provider) cancelAs(ctx context.Context, namespace string, id slurmclient.JobID) error {
+	slurm, err := p.slurmAs(namespace)
+	if err == nil {
+		err = slurm.Cancel(ctx, id)
+	}
+	if errors.Is(err, slurmclient.ErrNotFound) {
+		return nil
+	}
+	return err
 }

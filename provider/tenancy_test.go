@@ -219,3 +219,35 @@ func TestRecoverIgnoresForgedJobs(t *testing.T) {
 		t.Errorf("delete cancelled %v, want the real job %d only", f.cancelled, real)
 	}
 }
+
+// TestForgedCommentOfAnotherNamespace: a tenant names another tenant's
+// pod UID under its own namespace (its own user, so the user check
+// passes). Once the real job is forgotten by Slurm, a restarted provider
+// still does not take that job for the other tenant's pod.
+func TestForgedCommentOfAnotherNamespace(t *testing.T) {
+	f := newFakeSlurm()
+	cfg := Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone},
+		Tenancy:      Tenancy{Mode: TenancyMapped, Namespaces: map[string]Tenant{"bank": {User: "banker"}, "evil": {User: "mallory"}}},
+		TenantClient: func(te Tenant) (slurmclient.Interface, error) { return userSlurm{f, te.User}, nil }}
+	ctx := context.Background()
+	bank := tenantPod("bank", "u-bank")
+	first := New(cfg, f, noFiles{}, lookups)
+	if err := first.CreatePod(ctx, bank); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := first.get("bank", "p")
+	forged, _ := userSlurm{f, "mallory"}.Submit(ctx, slurmclient.JobSpec{Comment: "slurm-vk:n:evil/x:u-bank"})
+	f.mu.Lock()
+	delete(f.jobs, st.job) // MinJobAge passed while the provider was away
+	f.mu.Unlock()
+
+	restarted := New(cfg, f, noFiles{}, lookups)
+	if err := restarted.Recover(ctx, func(uid string) bool { return uid == "u-bank" }); err != nil {
+		t.Fatal(err)
+	}
+	bank.Status.StartTime = &metav1.Time{}
+	restarted.CreatePod(ctx, bank)
+	if got, _ := restarted.get("bank", "p"); got != nil && got.job == forged {
+		t.Fatalf("the bank pod was attached to evil's job %d", forged)
+	}
+}

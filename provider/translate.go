@@ -90,6 +90,8 @@ func invalid(reason, format string, args ...any) error {
 type Lookups struct {
 	ConfigMap func(namespace, name string) (*corev1.ConfigMap, error)
 	Secret    func(namespace, name string) (*corev1.Secret, error)
+	// Pod finds a pod (logs of pods that ended before a restart); optional.
+	Pod func(namespace, name string) (*corev1.Pod, error)
 }
 
 // JobComment is the comment that ties a job to its pod: node, namespace,
@@ -881,6 +883,9 @@ func (t *translator) jobSpec() (slurmclient.JobSpec, error) {
 			return spec, invalid("InvalidOptions", "annotation %s must be a JSON object: %v", AnnotationOptions, err)
 		}
 		for k := range opts {
+			if reservedOption(k) {
+				return spec, invalid("OptionNotAllowed", "annotation %s: option %q is set by slurm-vk itself or by a node setting; use the slurm-vk.io/ annotation for it where there is one", AnnotationOptions, k)
+			}
 			if !contains(t.cfg.AllowedOptions, k) {
 				return spec, invalid("OptionNotAllowed", "annotation %s: option %q is not allowed on this node (allowed: %s)", AnnotationOptions, k, strings.Join(t.cfg.AllowedOptions, ", "))
 			}

@@ -320,3 +320,20 @@ func TestAllowLists(t *testing.T) {
 		})
 	}
 }
+
+// TestReservedOptions: the options annotation never sets a field slurm-vk
+// sets itself or one an allow-listed annotation decides, even where the
+// node's -allowed-options were to list it.
+func TestReservedOptions(t *testing.T) {
+	cfg := testCfg
+	cfg.AllowedOptions = append([]string{"nice"}, ReservedOptions...)
+	for _, k := range []string{"account", "partition", "qos", "comment", "script", "environment", "user_id", "current_working_directory", "standard_output"} {
+		pod := basePod("p", corev1.Container{Name: "main", Command: []string{"true"}})
+		pod.Annotations = map[string]string{AnnotationOptions: fmt.Sprintf(`{%q: "x"}`, k)}
+		_, err := Translate(pod, cfg, lookups)
+		var ip *InvalidPodError
+		if !errors.As(err, &ip) || ip.Reason != "OptionNotAllowed" {
+			t.Errorf("options %s: err = %v, want OptionNotAllowed", k, err)
+		}
+	}
+}

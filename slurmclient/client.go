@@ -98,6 +98,10 @@ type Config struct {
 	// User goes in X-SLURM-USER-NAME; empty leaves it out (the token's own
 	// user is used).
 	User string
+	// JobUser is who the jobs run as when User is empty and the token is
+	// that user's own: a submit whose outcome is unknown is looked for
+	// among that user's jobs only (with User set, User's).
+	JobUser string
 	// TokenFile holds the JWT; it is re-read when it changes.
 	TokenFile string
 	// APIVersion forces a version (e.g. "v0.0.42"); "" or "auto" picks the
@@ -414,8 +418,12 @@ func (c *Client) Submit(ctx context.Context, spec JobSpec) (JobID, error) {
 		// The first job with the comment, as this client's user: a copy
 		// (by anyone who saw the comment) comes later, or runs as another.
 		id = 0
+		owner := c.cfg.User
+		if owner == "" {
+			owner = c.cfg.JobUser
+		}
 		for _, j := range jobs {
-			if j.Comment == spec.Comment && (c.cfg.User == "" || j.UserName == c.cfg.User) && (id == 0 || j.ID < id) {
+			if j.Comment == spec.Comment && (owner == "" || j.UserName == owner) && (id == 0 || j.ID < id) {
 				id = j.ID
 			}
 		}

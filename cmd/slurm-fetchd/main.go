@@ -59,6 +59,10 @@ func main() {
 
 	var owner *server.Owner
 	if *uid >= 0 || *gid >= 0 {
+		if *uid <= 0 || *gid <= 0 {
+			fmt.Fprintln(os.Stderr, "slurm-fetchd: -uid and -gid go together and name an ordinary user, not root")
+			os.Exit(2)
+		}
 		owner = &server.Owner{UID: *uid, GID: *gid}
 	}
 	allowed, err := parseUsers(*users)
@@ -119,8 +123,8 @@ func parseUsers(list string) (map[string]server.Owner, error) {
 			o.UID, _ = strconv.Atoi(u.Uid)
 			o.GID, _ = strconv.Atoi(u.Gid)
 		}
-		if o.UID == 0 || o.GID == 0 {
-			return nil, fmt.Errorf("%s: root may not own pod directories", name)
+		if o.UID <= 0 || o.GID <= 0 {
+			return nil, fmt.Errorf("%s: uid %d gid %d: pod directories belong to an ordinary user, not root", name, o.UID, o.GID)
 		}
 		out[name] = o
 	}

@@ -106,7 +106,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		cfg := slurmConfig
 		cfg.User = t.User
 		if t.TokenFile != "" {
-			cfg.TokenFile, cfg.User = t.TokenFile, ""
+			cfg.TokenFile, cfg.User, cfg.JobUser = t.TokenFile, "", t.User
 		}
 		c, err := slurmclient.New(cfg)
 		if err != nil {
@@ -137,6 +137,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		look := provider.Lookups{
 			ConfigMap: func(ns, name string) (*corev1.ConfigMap, error) { return pc.ConfigMaps.ConfigMaps(ns).Get(name) },
 			Secret:    func(ns, name string) (*corev1.Secret, error) { return pc.Secrets.Secrets(ns).Get(name) },
+			Pod:       func(ns, name string) (*corev1.Pod, error) { return pc.Pods.Pods(ns).Get(name) },
 		}
 		p = provider.New(provider.Config{
 			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,

@@ -227,6 +227,7 @@ func TestNodeLabelsAndTaints(t *testing.T) {
 	for _, bad := range [][]string{
 		{"-node-labels", "novalue"}, {"-node-labels", "bad key=1"}, {"-node-labels", "a=" + strings.Repeat("x", 64)},
 		{"-node-taints", "gpu=yes"}, {"-node-taints", "gpu:Sometimes"}, {"-node-taints", "-x:NoSchedule"}, {"-queue-factor", "0.5"},
+		{"-allowed-options", "nice,account"}, {"-allowed-options", "script"},
 	} {
 		if _, err := parseOptions(append(base, bad...)); err == nil || !strings.Contains(err.Error(), bad[0]) {
 			t.Errorf("%v: %v", bad, err)

@@ -145,6 +145,11 @@ func parseOptions(args []string) (*options, error) {
 	if o.ClientCA == "" && !o.InsecureKubeletAPI {
 		return nil, fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
 	}
+	for _, k := range splitList(o.AllowedOptions) {
+		if contains(provider.ReservedOptions, k) {
+			return nil, fmt.Errorf("-allowed-options %q: slurm-vk sets that job field itself, or a slurm-vk.io/ annotation under its allow-list does; the options annotation may not", k)
+		}
+	}
 	if err := o.Tenancy.Validate(); err != nil {
 		return nil, err
 	}
@@ -217,4 +222,13 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

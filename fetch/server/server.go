@@ -151,9 +151,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if fi, err := root.Stat("."); err == nil && fi.Mode().Perm()&0o022 != 0 {
 		// Write access to the root lets a job rename or remove other pods'
-		// directories, whatever their own modes.
-		cfg.Logger.Warn("the root is writable by group or others: any job user can rename or remove other pods' directories; make it 0711 and owned by the server's user",
-			"root", cfg.Root, "mode", fmt.Sprintf("%04o", fi.Mode().Perm()))
+		// directories, or put a link where one will be made.
+		root.Close()
+		return nil, fmt.Errorf("root %s is writable by group or others (%04o): any job user could rename or replace other pods' directories; make it 0711 and the server's own", cfg.Root, fi.Mode().Perm())
 	}
 	var callers []*caller
 	if cfg.TokenFile != "" {
@@ -186,7 +186,7 @@ func New(cfg Config) (*Server, error) {
 		root.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}}}
+	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}}}
 	reg := cfg.Registerer
 	gather := cfg.Gatherer
 	if reg == nil {
@@ -288,11 +288,11 @@ func (s *Server) handle(mux *http.ServeMux, pattern, name string, h func(http.Re
 			writeError(sw, http.StatusBadRequest, err.Error())
 			return
 		}
-		if why := s.reaches(c, r, pod, name == "pod_create"); why != "" {
+		if why := s.reaches(c, r, name == "pod_create"); why != "" {
 			writeError(sw, http.StatusForbidden, why)
 			return
 		}
-		h(sw, r, pod)
+		h(sw, r.WithContext(context.WithValue(r.Context(), callerKey{}, c)), pod)
 	})
 }
 
@@ -316,25 +316,21 @@ func (s *Server) caller(r *http.Request) *caller {
 	return found
 }
 
-// reaches says why c may not touch pod, or "" if it may: a create must
-// name one of c's users, and the pod's directory, if there is one, must
-// belong to one of them (if there is none, the handler answers 404).
-func (s *Server) reaches(c *caller, r *http.Request, pod layout.Pod, create bool) string {
-	if c.all {
-		return ""
-	}
-	if u := r.URL.Query().Get("user"); create && !c.users[u] {
+// reaches says why c may not make the request, or "" if it may: a create
+// must name one of c's users. Every other request is checked on the pod
+// directory it opens (openPod), so nothing can change between the check
+// and the use.
+func (s *Server) reaches(c *caller, r *http.Request, create bool) string {
+	if u := r.URL.Query().Get("user"); create && !c.all && !c.users[u] {
 		return fmt.Sprintf("client %s may not create pod directories for user %q", c.name, u)
-	}
-	fi, err := s.root.Lstat(pod.Dir())
-	if err != nil {
-		return ""
-	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && !c.uids[int(st.Uid)] {
-		return fmt.Sprintf("client %s may not reach this pod: it belongs to another client's users", c.name)
 	}
 	return ""
 }
+
+type callerKey struct{}
+
+// errNotYours refuses a pod directory of users the caller may not reach.
+var errNotYours = errors.New("the pod belongs to users this client may not reach")
 
 // errorBody is every 4xx/5xx answer's body.
 type errorBody struct {
@@ -356,6 +352,11 @@ func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
 		writeError(w, http.StatusNotFound, what+" does not exist")
 	case errors.Is(err, errOtherOwner):
 		writeError(w, http.StatusConflict, err.Error())
+	case errors.Is(err, errNotYours):
+		writeError(w, http.StatusForbidden, err.Error())
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		s.log.Error("the shared file system is full", "what", what, "err", err)
+		writeError(w, http.StatusInsufficientStorage, what+": no space left on the shared file system (or the quota is used up)")
 	case errors.Is(err, syscall.EMFILE), errors.Is(err, syscall.ENFILE):
 		// Out of descriptors for now: the client backs off and retries.
 		s.log.Warn("out of file descriptors", "what", what, "err", err)
@@ -374,9 +375,21 @@ func isEscape(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
 }
 
-// podRoot opens the pod directory as its own root.
-func (s *Server) podRoot(pod layout.Pod) (*os.Root, error) {
-	return s.root.OpenRoot(pod.Dir())
+// openPod opens the pod directory as its own root, for the request's
+// caller: a client limited to some users gets errNotYours for a directory
+// none of them owns, as the opened directory itself says.
+func (s *Server) openPod(r *http.Request, pod layout.Pod) (*os.Root, error) {
+	pr, err := s.root.OpenRoot(pod.Dir())
+	if err != nil {
+		return nil, err
+	}
+	if c, _ := r.Context().Value(callerKey{}).(*caller); c != nil && !c.all {
+		if o, err := podOwner(pr); err != nil || o == nil || !c.uids[o.UID] {
+			pr.Close()
+			return nil, errors.Join(err, errNotYours)
+		}
+	}
+	return pr, nil
 }
 
 func chown(r *os.Root, name string, o *Owner) error {
@@ -400,6 +413,37 @@ func podOwner(pr *os.Root) (*Owner, error) {
 	return &Owner{UID: int(st.Uid), GID: int(st.Gid)}, nil
 }
 
+// newPodDir makes the pod directory with _staged and _work, 0700 and
+// owner's, under a temporary name, and renames it into place; fs.ErrExist
+// if the pod directory is there already.
+func (s *Server) newPodDir(pod layout.Pod, owner *Owner) error {
+	tmp := fmt.Sprintf(".new-%d-%s", time.Now().UnixNano(), pod.Dir())
+	if err := s.root.Mkdir(tmp, 0o700); err != nil {
+		return err
+	}
+	err := func() error {
+		for _, d := range []string{layout.StagedDir, layout.WorkDir} {
+			if err := s.root.Mkdir(tmp+"/"+d, 0o700); err != nil {
+				return err
+			}
+			if err := chown(s.root, tmp+"/"+d, owner); err != nil {
+				return err
+			}
+		}
+		if err := chown(s.root, tmp, owner); err != nil {
+			return err
+		}
+		return s.root.Rename(tmp, pod.Dir())
+	}()
+	if err != nil {
+		s.root.RemoveAll(tmp)
+		if errors.Is(err, syscall.ENOTEMPTY) || errors.Is(err, syscall.EEXIST) {
+			return fs.ErrExist
+		}
+	}
+	return err
+}
+
 // errOtherOwner refuses a pod directory that belongs to someone else.
 var errOtherOwner = errors.New("the pod directory exists and belongs to another user")
 
@@ -417,40 +461,31 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		}
 		owner = &o
 	}
-	if err := s.root.Mkdir(pod.Dir(), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+	// Built under a temporary name and renamed into place: the directory
+	// appears already closed and already its user's, and two creates
+	// cannot race to own it.
+	if err := s.newPodDir(pod, owner); err != nil && !errors.Is(err, fs.ErrExist) {
 		s.fsError(w, "pod directory", err)
 		return
 	}
-	pr, err := s.podRoot(pod)
+	pr, err := s.openPod(r, pod)
 	if err != nil {
 		s.fsError(w, "pod directory", err)
 		return
 	}
 	defer pr.Close()
+	want := os.Geteuid()
 	if owner != nil {
-		if had, err := podOwner(pr); err != nil {
-			s.fsError(w, "pod directory", err)
-			return
-		} else if had != nil && had.UID != owner.UID && had.UID != os.Geteuid() {
-			s.fsError(w, "pod directory", errOtherOwner)
-			return
-		}
+		want = owner.UID
 	}
-	for _, d := range []string{layout.StagedDir, layout.WorkDir} {
-		if err := pr.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			s.fsError(w, d, err)
-			return
-		}
-		if err := chown(pr, d, owner); err != nil {
-			s.fsError(w, d, err)
-			return
-		}
-	}
-	if err := chown(s.root, pod.Dir(), owner); err != nil {
+	if had, err := podOwner(pr); err != nil {
 		s.fsError(w, "pod directory", err)
 		return
+	} else if had != nil && had.UID != want {
+		s.fsError(w, "pod directory", errOtherOwner)
+		return
 	}
-	if err := s.root.Chmod(pod.Dir(), 0o700); err != nil { // a directory made by an older server was 0755
+	if err := pr.Chmod(".", 0o700); err != nil { // a directory made by an older server was 0755
 		s.fsError(w, "pod directory", err)
 		return
 	}
@@ -463,7 +498,7 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Po
 // unstage removes what was staged for a pod (Secrets, ConfigMaps, image
 // pull credentials) once its job has ended; logs stay. Idempotent.
 func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
-	pr, err := s.podRoot(pod)
+	pr, err := s.openPod(r, pod)
 	if errors.Is(err, fs.ErrNotExist) {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -487,6 +522,16 @@ func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 // output, for the janitor. Idempotent.
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	if s.cfg.Retention <= 0 {
+		pr, err := s.openPod(r, pod)
+		if errors.Is(err, fs.ErrNotExist) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if err != nil {
+			s.fsError(w, "pod directory", err)
+			return
+		}
+		pr.Close()
 		if err := s.root.RemoveAll(pod.Dir()); err != nil {
 			s.fsError(w, "pod directory", err)
 			return
@@ -495,7 +540,7 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	pr, err := s.podRoot(pod)
+	pr, err := s.openPod(r, pod)
 	if errors.Is(err, fs.ErrNotExist) {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -511,7 +556,16 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 			return
 		}
 	}
-	// O_NONBLOCK: a FIFO planted as the marker fails the open (ENXIO)
+	// The job owns the directory, so whatever it left where the marker
+	// belongs (a symbolic link, a FIFO, a directory) is removed and the
+	// marker made anew: a pod can never make itself undeletable.
+	if fi, err := pr.Lstat(layout.DeletedMarker); err == nil && !fi.Mode().IsRegular() {
+		if err := pr.RemoveAll(layout.DeletedMarker); err != nil {
+			s.fsError(w, "deletion marker", err)
+			return
+		}
+	}
+	// O_NONBLOCK: should a FIFO appear meanwhile, the open fails (ENXIO)
 	// instead of holding the request until a reader comes.
 	f, err := pr.OpenFile(layout.DeletedMarker, os.O_CREATE|os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o644)
 	if err == nil {
@@ -602,7 +656,7 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("file larger than %d bytes", s.cfg.MaxUpload))
 		return
 	}
-	pr, err := s.podRoot(pod)
+	pr, err := s.openPod(r, pod)
 	if err != nil {
 		s.fsError(w, "pod directory", err)
 		return
@@ -629,14 +683,16 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	if err == nil {
 		err = f.Sync()
 	}
+	// On the open file, not by name: the job may play with names in its
+	// own directory, never with what this descriptor is.
+	if err == nil {
+		err = f.Chmod(mode) // the umask may have narrowed it
+	}
+	if err == nil && owner != nil {
+		err = f.Chown(owner.UID, owner.GID)
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil {
-		err = pr.Chmod(tmp, mode) // the umask may have narrowed it
-	}
-	if err == nil {
-		err = chown(pr, tmp, owner)
 	}
 	if err == nil {
 		err = pr.Rename(tmp, target)
@@ -721,8 +777,8 @@ func openPlain(pr *os.Root, name string) (*os.File, error) {
 
 // openStream opens the pod's directory and looks at one container's
 // output. On failure it has written the answer and reports false.
-func (s *Server) openStream(w http.ResponseWriter, pod layout.Pod, q streamQuery) (*os.Root, streamState, bool) {
-	pr, err := s.podRoot(pod)
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request, pod layout.Pod, q streamQuery) (*os.Root, streamState, bool) {
+	pr, err := s.openPod(r, pod)
 	if err != nil {
 		s.fsError(w, "pod directory", err)
 		return nil, streamState{}, false
@@ -823,18 +879,18 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 			wait = s.cfg.MaxWait
 		}
 	}
-	pr, st, ok := s.openStream(w, pod, q)
+	pr, st, ok := s.openStream(w, r, pod, q)
 	if !ok {
 		return
 	}
 	defer pr.Close()
 	if wait > 0 && st.size <= offset && !st.exited {
-		if code, why := s.polls.acquire(pod.Dir(), s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod); code != 0 {
+		if code, why := s.polls.acquire(callerOf(r), pod.Dir(), s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod, s.clientCap()); code != 0 {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, code, why)
 			return
 		}
-		defer s.polls.release(pod.Dir())
+		defer s.polls.release(callerOf(r), pod.Dir())
 		if st, err = s.waitForOutput(r.Context(), pod, pr, q, offset, wait); err != nil {
 			if r.Context().Err() != nil {
 				return // the client went away
@@ -927,7 +983,7 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 			return
 		}
 	}
-	pr, st, ok := s.openStream(w, pod, q)
+	pr, st, ok := s.openStream(w, r, pod, q)
 	if !ok {
 		return
 	}
@@ -1023,16 +1079,33 @@ func parseInt(s string, def int64) (int64, error) {
 	return strconv.ParseInt(s, 10, 64)
 }
 
-// polls counts the log reads waiting, in all and per pod directory.
+// callerOf is the request's authenticated caller.
+func callerOf(r *http.Request) *caller {
+	c, _ := r.Context().Value(callerKey{}).(*caller)
+	return c
+}
+
+// clientCap is how many waiting reads one client may hold when there are
+// several: an equal share of the server's, so that no node starves the
+// others' kubectl logs -f.
+func (s *Server) clientCap() int {
+	if len(s.callers) < 2 {
+		return s.cfg.MaxLongPolls
+	}
+	return max(s.cfg.MaxLongPolls/len(s.callers), s.cfg.MaxLongPollsPerPod)
+}
+
+// polls counts the log reads waiting: in all, per client and per pod.
 type polls struct {
-	mu     sync.Mutex
-	total  int
-	perPod map[string]int
+	mu        sync.Mutex
+	total     int
+	perClient map[*caller]int
+	perPod    map[string]int
 }
 
 // acquire takes a place for one more waiting read, or says why there is
 // none: the HTTP status and a reason.
-func (p *polls) acquire(pod string, max, perPod int) (int, string) {
+func (p *polls) acquire(c *caller, pod string, max, perPod, perClient int) (int, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -1040,16 +1113,22 @@ func (p *polls) acquire(pod string, max, perPod int) (int, string) {
 		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads already wait on this pod; retry later", perPod)
 	case p.total >= max:
 		return http.StatusServiceUnavailable, fmt.Sprintf("%d log reads already wait on this server; retry later", max)
+	case p.perClient[c] >= perClient:
+		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads of this client already wait; retry later", perClient)
 	}
 	p.total++
+	p.perClient[c]++
 	p.perPod[pod]++
 	return 0, ""
 }
 
-func (p *polls) release(pod string) {
+func (p *polls) release(c *caller, pod string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.total--
+	if p.perClient[c]--; p.perClient[c] <= 0 {
+		delete(p.perClient, c)
+	}
 	if p.perPod[pod]--; p.perPod[pod] <= 0 {
 		delete(p.perPod, pod)
 	}

@@ -16,7 +16,8 @@ import (
 
 // TestSpecialFilesNeverStall: a job may put a FIFO, a socket or a device
 // node where its log, exit marker or deletion marker belongs. Every
-// request about it is answered (403: not a plain file), none waits on it.
+// request about it is answered at once: 403 (not a plain file) for output,
+// and a delete replaces the marker; none waits on it.
 func TestSpecialFilesNeverStall(t *testing.T) {
 	kinds := map[string]func(path string) error{
 		"fifo": func(p string) error { return syscall.Mkfifo(p, 0o644) },
@@ -41,12 +42,15 @@ func TestSpecialFilesNeverStall(t *testing.T) {
 	for kind, make := range kinds {
 		for _, tt := range []struct {
 			name, file, method, path string
+			want                     int
 		}{
-			{"exit marker, info", layout.ExitFile("main", 0), "GET", "/containers/main/info"},
-			{"exit marker, log", layout.ExitFile("main", 0), "GET", "/containers/main/log?offset=0"},
-			{"log, read", layout.LogFile("main", 0), "GET", "/containers/main/log?offset=0"},
-			{"log, tail", layout.LogFile("main", 0), "GET", "/containers/main/info?tail_lines=1"},
-			{"deletion marker, delete", layout.DeletedMarker, "DELETE", ""},
+			{"exit marker, info", layout.ExitFile("main", 0), "GET", "/containers/main/info", 403},
+			{"exit marker, log", layout.ExitFile("main", 0), "GET", "/containers/main/log?offset=0", 403},
+			{"log, read", layout.LogFile("main", 0), "GET", "/containers/main/log?offset=0", 403},
+			{"log, tail", layout.LogFile("main", 0), "GET", "/containers/main/info?tail_lines=1", 403},
+			// The job's own directory: what it put there goes, the delete
+			// happens, and the marker is a plain file.
+			{"deletion marker, delete", layout.DeletedMarker, "DELETE", "", 204},
 		} {
 			t.Run(kind+"/"+tt.name, func(t *testing.T) {
 				e := newEnv(t, func(c *Config) { c.Retention = time.Hour })
@@ -63,8 +67,11 @@ func TestSpecialFilesNeverStall(t *testing.T) {
 					t.Fatalf("%s %s with a %s as %s: %v", tt.method, tt.path, kind, tt.file, err)
 				}
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusForbidden {
-					t.Errorf("%s %s with a %s as %s: %d, want 403", tt.method, tt.path, kind, tt.file, resp.StatusCode)
+				if resp.StatusCode != tt.want {
+					t.Errorf("%s %s with a %s as %s: %d, want %d", tt.method, tt.path, kind, tt.file, resp.StatusCode, tt.want)
+				}
+				if fi, err := os.Lstat(p); tt.want == 204 && (err != nil || !fi.Mode().IsRegular()) {
+					t.Errorf("after the delete, %s is %v (%v), want a plain file", tt.file, fi, err)
 				}
 			})
 		}

@@ -1,0 +1,227 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+const faultNode = "slurm-e2e-faults"
+
+// faultPod is one pod of a fault scenario and what must become of it.
+type faultPod struct {
+	name    string
+	exit    int  // the exit code its job ends with
+	deleted bool // deleted during the scenario
+	uid     string
+}
+
+func (f faultPod) script() string {
+	return fmt.Sprintf("echo start-%[1]s; sleep %[2]d; echo end-%[1]s; exit %[3]d", f.name, 1+len(f.name)%3, f.exit)
+}
+
+// faultRig is a fault node whose provider the test kills and restarts.
+type faultRig struct {
+	c    *cluster
+	args []string
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+}
+
+func (r *faultRig) start() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cmd = start(r.c.top, r.c.bin, "slurm-vk", r.args...)
+}
+
+// kill stops the provider with SIGKILL: nothing of it gets to clean up.
+func (r *faultRig) kill() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cmd.Process.Kill()
+	r.cmd.Wait()
+}
+
+// restartLab restarts lab daemons (by their recorded PIDs) and waits until
+// the cluster answers again.
+func (r *faultRig) restartLab(t *testing.T, daemons ...string) {
+	cmd := exec.Command("../../hack/lab/lab-restart.sh", daemons...)
+	cmd.Env = append(os.Environ(), "LAB_SUITE="+r.c.lab.Suite)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restart %v: %v\n%s", daemons, err, out)
+	}
+}
+
+// TestE2EFaults: 100 pods in flight while the provider is killed with
+// SIGKILL and restarted three times, slurmctld and slurmrestd are
+// restarted, and a tenth of the pods are deleted (some while pending,
+// some running, some while the provider is down). At the end the same
+// invariants as every fault scenario: each pod in its final phase with its
+// exit code and its whole output in kubectl logs, one Slurm job per pod
+// (counted through slurmrestd, every call's status checked), and no job
+// left running for a deleted pod.
+func TestE2EFaults(t *testing.T) {
+	c := setupSlurmSide(t)
+	c.clearNode(faultNode)
+	lab := c.lab
+	r := &faultRig{c: c, args: []string{"-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", faultNode,
+		"-partition", lab.Partition, "-slurmrestd-url", lab.URL, "-slurm-token-file", lab.TokenFile, "-slurm-user", lab.User,
+		"-fetch-url", "http://" + c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", c.root, "-runtime", "none",
+		"-max-pods", "500", "-queue-factor", "100",
+		"-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", c.cp["CONTROLPLANE_KUBELET_CERT"],
+		"-tls-key", c.cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", c.cp["CONTROLPLANE_CA"], "-status-interval", "1s"}}
+	r.start()
+	c.waitReady(faultNode)
+	admin, err := slurmclient.New(slurmclient.Config{URL: lab.URL, TokenFile: lab.AdminTokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	run := time.Now().UnixNano() % 100000
+	var pods []*faultPod
+	var manifest strings.Builder
+	for i := range 100 {
+		p := &faultPod{name: fmt.Sprintf("fault-%d-%d", run, i), deleted: i%10 == 5}
+		if i%4 == 0 {
+			p.exit = 3
+		}
+		pods = append(pods, p)
+		manifest.WriteString(strings.Replace(podOn(faultNode, p.name, p.script()), "terminationGracePeriodSeconds: 2", "terminationGracePeriodSeconds: 1", 1) + "---\n")
+	}
+	t.Cleanup(func() {
+		for _, p := range pods {
+			c.kubectl("delete", "pod", p.name, "--wait=false", "--ignore-not-found")
+		}
+	})
+	del := func(from, to int) {
+		for _, p := range pods[from:to] {
+			if p.deleted {
+				c.kubectl("delete", "pod", p.name, "--wait=false")
+			}
+		}
+	}
+	c.apply(manifest.String())
+	for _, p := range pods {
+		p.uid = c.must("get", "pod", p.name, "-o", "jsonpath={.metadata.uid}")
+	}
+	del(0, 30) // while pending
+	time.Sleep(4 * time.Second)
+	r.kill()
+	del(30, 60) // while the provider is down
+	time.Sleep(2 * time.Second)
+	r.start()
+	time.Sleep(5 * time.Second)
+	r.restartLab(t, "slurmctld")
+	r.kill()
+	r.start()
+	time.Sleep(3 * time.Second)
+	r.restartLab(t, "slurmrestd")
+	del(60, 100) // running or about to
+	time.Sleep(2 * time.Second)
+	r.kill()
+	time.Sleep(1 * time.Second)
+	r.start()
+	lastFault := time.Now()
+
+	c.waitFor("every pod to end", 8*time.Minute, func() bool {
+		for _, p := range pods {
+			if ph := c.phaseOrGone(p.name); !p.deleted && ph != "Succeeded" && ph != "Failed" {
+				return false
+			}
+		}
+		return true
+	})
+	recovered := time.Since(lastFault)
+	dups, orphans := c.checkFaultInvariants(t, admin, pods)
+	t.Logf("| provider SIGKILL x3, slurmctld and slurmrestd restarts, 10 deletes | %d pods | %d duplicates | %d orphans | all ended %s after the last fault |",
+		len(pods), dups, orphans, recovered.Round(time.Second))
+}
+
+// phaseOrGone is the pod's phase, or "" if it is gone.
+func (c *cluster) phaseOrGone(name string) string {
+	out, _ := c.kubectl("get", "pod", name, "--ignore-not-found", "-o", "jsonpath={.status.phase}")
+	return out
+}
+
+// checkFaultInvariants checks what must hold after any fault: every pod
+// not deleted ended in the phase and with the exit code its script asked
+// for, its whole output reaches kubectl logs, and it had exactly one job;
+// no pod had two, and no deleted pod's job still runs (given a minute for
+// the grace periods). It returns the duplicates and orphans found.
+func (c *cluster) checkFaultInvariants(t *testing.T, admin *slurmclient.Client, pods []*faultPod) (dups, orphans int) {
+	t.Helper()
+	jobs := map[string][]slurmclient.Job{} // pod UID -> its jobs
+	list := func() {
+		t.Helper()
+		all, err := admin.Jobs(context.Background(), slurmclient.JobFilter{})
+		if err != nil {
+			t.Fatalf("list Slurm's jobs: %v", err)
+		}
+		clear(jobs)
+		for _, j := range all {
+			if i := strings.LastIndexByte(j.Comment, ':'); strings.HasPrefix(j.Comment, "slurm-vk:"+faultNode+":") && i > 0 {
+				jobs[j.Comment[i+1:]] = append(jobs[j.Comment[i+1:]], j)
+			}
+		}
+	}
+	list()
+	for _, p := range pods {
+		if n := len(jobs[p.uid]); n > 1 {
+			dups += n - 1
+			t.Errorf("pod %s ran %d times: jobs %v", p.name, n, jobIDs(jobs[p.uid]))
+		}
+		if p.deleted {
+			continue
+		}
+		want := map[int]string{0: "Succeeded", 3: "Failed"}[p.exit]
+		if ph := c.phaseOrGone(p.name); ph != want {
+			t.Errorf("pod %s: %s, want %s", p.name, ph, want)
+			continue
+		}
+		if code := c.must("get", "pod", p.name, "-o", "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}"); code != fmt.Sprint(p.exit) {
+			t.Errorf("pod %s: exit code %s, want %d", p.name, code, p.exit)
+		}
+		if len(jobs[p.uid]) != 1 {
+			t.Errorf("pod %s: %d Slurm jobs, want 1", p.name, len(jobs[p.uid]))
+		}
+		if out, err := c.kubectl("logs", p.name); err != nil || out != "start-"+p.name+"\nend-"+p.name {
+			t.Errorf("kubectl logs %s: %q, %v", p.name, out, err)
+		}
+	}
+	running := func() []string {
+		var left []string
+		for _, p := range pods {
+			for _, j := range jobs[p.uid] {
+				if p.deleted && !j.State.Terminal() {
+					left = append(left, fmt.Sprintf("%s: job %d %s", p.name, j.ID, j.State))
+				}
+			}
+		}
+		return left
+	}
+	deadline := time.Now().Add(time.Minute)
+	for len(running()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Second)
+		list()
+	}
+	if left := running(); len(left) > 0 {
+		orphans = len(left)
+		t.Errorf("jobs of deleted pods still running a minute on: %v", left)
+	}
+	return dups, orphans
+}
+
+func jobIDs(js []slurmclient.Job) []slurmclient.JobID {
+	var ids []slurmclient.JobID
+	for _, j := range js {
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
