@@ -77,11 +77,24 @@ func apiOpts() api.ContainerLogOpts { return api.ContainerLogOpts{} }
 
 // start runs a provider until the test ends.
 func (r *labRig) start() *Provider {
-	p := New(r.cfg, r.slurm, r.files, r.look)
+	p, _ := r.startStoppable()
+	return p
+}
+
+// startStoppable runs a provider until stop is called or the test ends.
+func (r *labRig) startStoppable() (p *Provider, stop func()) {
+	p = New(r.cfg, r.slurm, r.files, r.look)
 	ctx, cancel := context.WithCancel(context.Background())
 	r.t.Cleanup(cancel)
 	p.NotifyPods(ctx, r.record)
-	return p
+	return p, cancel
+}
+
+// forget drops the status updates recorded for pod so far.
+func (r *labRig) forget(pod *corev1.Pod) {
+	r.mu.Lock()
+	delete(r.updates, pod.UID)
+	r.mu.Unlock()
 }
 
 // record keeps a status update a provider sent.
@@ -355,7 +368,7 @@ func TestLabProvider(t *testing.T) {
 // re-attaches to the running job instead of submitting a second one.
 func TestLabProviderRestart(t *testing.T) {
 	r := newLabRig(t)
-	first := r.start()
+	first, stopFirst := r.startStoppable()
 	ctx := context.Background()
 	pod := labPod("survivor", sh("main", "echo before; sleep 2; echo after"))
 	if err := first.CreatePod(ctx, pod); err != nil {
@@ -365,7 +378,10 @@ func TestLabProviderRestart(t *testing.T) {
 	st, _ := first.get(pod.Namespace, pod.Name)
 	job := st.job
 
-	// The process dies; a new one starts and recovers from Slurm.
+	// The process dies; a new one starts and recovers from Slurm. Only the
+	// new one's updates count from here.
+	stopFirst()
+	r.forget(pod)
 	second := r.start()
 	if err := second.Recover(ctx, func(uid string) bool { return uid == string(pod.UID) }); err != nil {
 		t.Fatal(err)
@@ -409,8 +425,15 @@ func TestLabProviderRestart(t *testing.T) {
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		j, err := r.slurm.Job(ctx, ost.job)
-		if err != nil || j.State.Terminal() {
-			break
+		switch {
+		case errors.Is(err, slurmclient.ErrNotFound):
+			t.Fatalf("orphaned job %d: Slurm forgot it before the test saw it end", ost.job)
+		case err != nil:
+			t.Fatalf("read orphaned job %d: %v", ost.job, err)
+		case j.State == slurmclient.StateCancelled:
+			return
+		case j.State.Terminal():
+			t.Fatalf("orphaned job %d ended %s, not cancelled", ost.job, j.State)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("orphaned job %d still %s", ost.job, j.State)

@@ -681,3 +681,22 @@ func TestExpandPattern(t *testing.T) {
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+func TestJobStatesInChunks(t *testing.T) {
+	r := newReplay(t, "v0.0.42", map[string]string{"GET /jobs/state/": "jobs-state"})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	c := newTestClient(t, srv.URL, func(c *Config) { c.MaxIDsPerRequest = 2 })
+	if _, err := c.JobStates(context.Background(), []JobID{1, 2, 3, 4, 5}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, req := range r.reqs {
+		if strings.Contains(req.URL.Path, "jobs/state") {
+			got = append(got, strings.Join(req.URL.Query()["job_id"], ","))
+		}
+	}
+	if strings.Join(got, " ") != "1,2 3,4 5" {
+		t.Errorf("requests asked for %q, want 1,2 then 3,4 then 5", got)
+	}
+}

@@ -106,7 +106,13 @@ func TestChart(t *testing.T) {
 		name := c.unique(t, "charted-sleep")
 		c.apply(podOn(chartNode, name, "sleep 600"))
 		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(name) == "Running" })
+		uid := c.must("get", "pod", name, "-o", "jsonpath={.metadata.uid}")
 		c.must("delete", "pod", name, "--wait=true", "--timeout=90s")
+		// A job of `sleep 600` that has ended within the minute ended
+		// because of the delete: SIGTERM (FAILED, 143) or the cancel.
+		c.waitFor("the job to end in Slurm", time.Minute, func() bool {
+			return c.slurmJob(uid).State.Terminal()
+		})
 	})
 	t.Run("queueFactor 2: a second whole-partition pod waits in Slurm's queue, not Kubernetes'", func(t *testing.T) {
 		c.t = t

@@ -13,16 +13,17 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/slurmkube/slurm-vk/slurmclient"
 	"github.com/slurmkube/slurm-vk/test/labenv"
 )
 
@@ -40,6 +41,8 @@ type cluster struct {
 	root       string
 	bin        string
 	fetchdArgs []string
+
+	adminClient *slurmclient.Client
 }
 
 func readEnv(path string) (map[string]string, error) {
@@ -371,12 +374,17 @@ func TestE2E(t *testing.T) {
 		c.apply(pod(victim, "echo running; sleep 600"))
 		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(victim) == "Running" })
 		uid := c.must("get", "pod", victim, "-o", "jsonpath={.metadata.uid}")
+		job := c.slurmJob(uid)
+		if job.State != slurmclient.StateRunning {
+			t.Fatalf("the running pod's job %d is %s", job.ID, job.State)
+		}
 		c.must("delete", "pod", victim, "--wait=true", "--timeout=90s")
-		// The job is gone from Slurm's running set (checked through slurmrestd).
-		tok, _ := c.lab.Token()
+		// The job itself ends in Slurm (read through slurmrestd, every
+		// call's status checked): not merely gone from a list.
+		// A job of `sleep 600` that has ended within the minute ended
+		// because of the delete: SIGTERM (FAILED, 143) or the cancel.
 		c.waitFor("the job to end in Slurm", time.Minute, func() bool {
-			state, found := slurmJobState(t, c.lab, tok, uid)
-			return !found || (state != "RUNNING" && state != "PENDING")
+			return c.slurmJob(uid).State.Terminal()
 		})
 	})
 }
@@ -453,10 +461,14 @@ spec:
 		c.waitFor("the hog Running", 2*time.Minute, func() bool { return c.phase(hog) == "Running" })
 		big := c.unique(t, "big")
 		c.apply(strings.Replace(pod(big, "true"), "    command:", fmt.Sprintf("    resources:\n      requests:\n        cpu: %d\n    command:", c.lab.CPUs), 1))
-		c.waitFor("describe to show the reason", 2*time.Minute, func() bool {
-			out, _ := c.kubectl("describe", "pod", big)
-			return strings.Contains(out, "Resources") && strings.Contains(out, "Waiting")
+		c.waitFor("the container to wait for Slurm's reason", 2*time.Minute, func() bool {
+			out, _ := c.kubectl("get", "pod", big, "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}")
+			return out == "Resources"
 		})
+		// As describe shows it: the container's state, then Slurm's reason.
+		if out := c.must("describe", "pod", big); !regexp.MustCompile(`State:\s+Waiting\s+Reason:\s+Resources`).MatchString(out) {
+			t.Errorf("describe does not show the container waiting for Resources:\n%s", out)
+		}
 	})
 
 	t.Run("logs -f through a restart of the fetch endpoint", func(t *testing.T) {
@@ -530,36 +542,37 @@ stringData:
 	})
 }
 
-// slurmJobState finds the job whose comment carries the pod UID.
-func slurmJobState(t *testing.T, lab *labenv.Lab, token, uid string) (string, bool) {
-	req, err := http.NewRequest(http.MethodGet, lab.URL+"/slurm/v0.0.42/jobs/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("X-SLURM-USER-NAME", lab.User)
-	req.Header.Set("X-SLURM-USER-TOKEN", token)
-	r, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Body.Close()
-	out, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var resp struct {
-		Jobs []struct {
-			Comment  string   `json:"comment"`
-			JobState []string `json:"job_state"`
-		} `json:"jobs"`
-	}
-	if err := json.Unmarshal(out, &resp); err != nil {
-		t.Fatal(err)
-	}
-	for _, j := range resp.Jobs {
-		if strings.HasSuffix(j.Comment, ":"+uid) && len(j.JobState) > 0 {
-			return j.JobState[0], true
+// admin is a slurmrestd client with SlurmUser's token, one per cluster:
+// a client a call would leave its idle connections open, and slurmrestd
+// stops answering new ones once a few dozen are held (seen on 24.11).
+func (c *cluster) admin() *slurmclient.Client {
+	c.t.Helper()
+	if c.adminClient == nil {
+		var err error
+		if c.adminClient, err = slurmclient.New(slurmclient.Config{URL: c.lab.URL, TokenFile: c.lab.AdminTokenFile}); err != nil {
+			c.t.Fatal(err)
 		}
 	}
-	return "", false
+	return c.adminClient
+}
+
+// slurmJob is the one Slurm job whose comment carries the pod UID, read
+// through slurmrestd with SlurmUser's token; no job, or more than one, or
+// a failed call fails the test.
+func (c *cluster) slurmJob(uid string) slurmclient.Job {
+	c.t.Helper()
+	jobs, err := c.admin().Jobs(context.Background(), slurmclient.JobFilter{})
+	if err != nil {
+		c.t.Fatalf("list Slurm's jobs: %v", err)
+	}
+	var found []slurmclient.Job
+	for _, j := range jobs {
+		if strings.HasSuffix(j.Comment, ":"+uid) {
+			found = append(found, j)
+		}
+	}
+	if len(found) != 1 {
+		c.t.Fatalf("pod %s has %d Slurm jobs, want 1: %v", uid, len(found), jobIDs(found))
+	}
+	return found[0]
 }
