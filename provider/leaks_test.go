@@ -83,8 +83,9 @@ func TestNothingLeaksAfterTransientErrors(t *testing.T) {
 	files := &recFiles{failStage: true}
 	p := New(cfg, newFakeSlurm(), files, lookups)
 	pod := secretPod("staging-fails", "u-1")
-	if err := p.CreatePod(ctx, pod); err == nil {
-		t.Fatal("staging failed, yet CreatePod succeeded")
+	p.CreatePod(ctx, pod)
+	if st, _ := p.get("ns", "staging-fails"); st == nil || st.pod.Status.Reason != ReasonStagingFailed {
+		t.Fatalf("staging failed; the pod: %+v, want it waiting with %s", st, ReasonStagingFailed)
 	}
 	if err := p.DeletePod(ctx, pod); err != nil {
 		t.Fatalf("delete after a failed create: %v", err)
@@ -97,8 +98,9 @@ func TestNothingLeaksAfterTransientErrors(t *testing.T) {
 	files = &recFiles{}
 	p = New(cfg, lostAnswer{f}, files, lookups)
 	pod = secretPod("answer-lost", "u-2")
-	if err := p.CreatePod(ctx, pod); err == nil {
-		t.Fatal("the submit's answer was lost, yet CreatePod succeeded")
+	p.CreatePod(ctx, pod)
+	if st, _ := p.get("ns", "answer-lost"); st == nil || st.job != 0 || st.pod.Status.Reason != ReasonSlurmUnavailable {
+		t.Fatalf("the submit's answer was lost; the pod: %+v, want it waiting with %s", st, ReasonSlurmUnavailable)
 	}
 	if err := p.DeletePod(ctx, pod); err != nil {
 		t.Fatalf("delete after a lost submit answer: %v", err)

@@ -95,6 +95,11 @@ type Provider struct {
 	cancels map[slurmclient.JobID]graceCancel
 	// clients acts for mapped tenants, by user, made on first use.
 	clients map[string]slurmclient.Interface
+	// gone holds the UIDs of pods deleted, with when: a create still under
+	// way for one of them must not bring it back.
+	gone map[types.UID]bool
+	// creating holds the pods a create is under way for.
+	creating map[types.UID]bool
 	notify  func(*corev1.Pod)
 	started bool
 }
@@ -119,6 +124,11 @@ type podState struct {
 	final   bool                 // terminal status recorded
 	ran     bool                 // ran under a job Slurm has forgotten (no job ID)
 	done    chan struct{}        // closed when the pod's containers have ended
+	// A pod not created yet: the pod as CreatePod got it, when to try
+	// again, and the back-off.
+	orig    *corev1.Pod
+	retryAt time.Time
+	backoff time.Duration
 }
 
 var (
@@ -144,7 +154,7 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
 		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]graceCancel{},
-		clients: map[string]slurmclient.Interface{}}
+		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]bool{}, creating: map[types.UID]bool{}}
 	if cfg.Metrics != nil {
 		cfg.Metrics.provider.Store(p)
 	}
@@ -191,9 +201,39 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 
 // CreatePod implements node.PodLifecycleHandler: translate, stage the
 // files, submit. A pod that cannot run fails with a reason; nothing is
-// submitted for it. Errors returned are transient (the controller retries).
+// submitted for it. A pod that cannot be created yet (a ConfigMap not
+// there, the fetch endpoint or slurmrestd down) waits with a reason, and
+// the sync loop tries again with back-off: CreatePod returns no error for
+// it, as virtual-kubelet fails a pod whose create failed (restartPolicy
+// Never) and does not call CreatePod again for a pod the provider knows.
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
+	if p.gone[pod.UID] {
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Unlock()
+	if err := p.create(ctx, pod); err != nil {
+		p.retryLater(ctx, pod, err)
+	}
+	return nil
+}
+
+// create is one attempt at CreatePod; an error is transient. One create
+// at a time per pod: a retry of the sync loop and virtual-kubelet's call
+// could otherwise both submit.
+func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
+	p.mu.Lock()
+	if p.creating[pod.UID] {
+		p.mu.Unlock()
+		return nil
+	}
+	p.creating[pod.UID] = true
+	defer func() {
+		p.mu.Lock()
+		delete(p.creating, pod.UID)
+		p.mu.Unlock()
+	}()
 	if st, ok := p.pods[pod.UID]; ok && (st.job != 0 || st.final) {
 		p.mu.Unlock()
 		return nil
@@ -311,7 +351,7 @@ func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 		p.mu.Lock()
 		p.uncertain[pod.UID] = true
 		p.mu.Unlock()
-		return fmt.Errorf("submit job: %v", err)
+		return fmt.Errorf("submit job: %w", err)
 	}
 	logger.WithField("job", id).Info("submitted")
 	p.event(pod, corev1.EventTypeNormal, ReasonSubmitted, fmt.Sprintf("Slurm job %d submitted to partition %s", id, plan.Spec.Partition))
@@ -430,7 +470,7 @@ func (p *Provider) displace(pod *corev1.Pod) *podState {
 func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.JobID, bool, error) {
 	jobs, err := p.slurm.Jobs(ctx, slurmclient.JobFilter{})
 	if err != nil {
-		return 0, false, fmt.Errorf("look for an earlier submit: %v", err)
+		return 0, false, fmt.Errorf("look for an earlier submit: %w", err)
 	}
 	for _, j := range ownJobs(ctx, p.cfg.NodeName, p.cfg.Tenancy, jobs) {
 		if j.Comment == comment {
@@ -441,7 +481,21 @@ func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.Job
 }
 
 // track starts following a pod's job; its first status is "submitted".
+// A pod deleted while its create was under way is not tracked: its job is
+// cancelled and its directory removed instead.
 func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
+	p.mu.Lock()
+	gone := p.gone[pod.UID]
+	p.mu.Unlock()
+	if gone {
+		ctx := context.Background()
+		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", id).Info("the pod was deleted while its job was submitted: cancelling it")
+		if err := p.cancelAs(ctx, pod.Namespace, id); err != nil {
+			log.G(ctx).WithError(err).WithField("job", id).Warn("cancel the job of a deleted pod")
+		}
+		p.files.DeletePod(ctx, PodRef(pod))
+		return
+	}
 	pod = pod.DeepCopy()
 	now := p.cfg.Now()
 	pod.Status = podStatus(pod, observation{job: &slurmclient.Job{ID: id, State: slurmclient.StatePending, SubmitTime: now}}, now)
@@ -532,6 +586,7 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // again from the pod's deletion time.
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
+	p.gone[pod.UID] = true
 	st, ok := p.pods[pod.UID]
 	adopted, isAdopted := p.adopt[JobComment(p.cfg.NodeName, pod)]
 	cb := p.notify
@@ -701,6 +756,7 @@ func (p *Provider) Run(ctx context.Context) {
 // slurmrestd cannot answer, nothing changes: no pod is failed for it.
 func (p *Provider) Sync(ctx context.Context) error {
 	p.cancelDue(ctx)
+	p.retryDue(ctx)
 	p.mu.Lock()
 	var ids []slurmclient.JobID
 	tracked := map[slurmclient.JobID]*podState{}

@@ -285,12 +285,15 @@ func TestMissingConfigMapWaits(t *testing.T) {
 		},
 		Secret: lookups.Secret,
 	}
-	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}}, f, noFiles{}, look)
+	now := time.Now()
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone},
+		Now: func() time.Time { return now }}, f, noFiles{}, look)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u-1"},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "K",
 			ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k"}}}}}}}}
-	if err := p.CreatePod(ctx, pod); err == nil {
-		t.Fatal("CreatePod succeeded without its ConfigMap; want an error so that it is retried")
+	// No error: virtual-kubelet would fail the pod; the provider retries.
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
 	}
 	got, err := p.GetPod(ctx, "ns", "p")
 	if err != nil || got.Status.Phase != corev1.PodPending || got.Status.ContainerStatuses[0].State.Waiting.Reason != "CreateContainerConfigError" {
@@ -300,10 +303,12 @@ func TestMissingConfigMapWaits(t *testing.T) {
 		t.Fatal("submitted without the ConfigMap")
 	}
 	present = true
-	if err := p.CreatePod(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
+	now = now.Add(time.Minute) // past the back-off
+	p.Sync(ctx)
 	if f.reset()["submit"] != 1 {
 		t.Fatal("not submitted once the ConfigMap exists")
+	}
+	if st, _ := p.get("ns", "p"); st == nil || st.job == 0 {
+		t.Fatalf("after the retry the pod follows %+v", st)
 	}
 }

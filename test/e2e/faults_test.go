@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -142,6 +144,72 @@ func TestE2EFaults(t *testing.T) {
 	dups, orphans := c.checkFaultInvariants(t, admin, pods)
 	t.Logf("| provider SIGKILL x3, slurmctld and slurmrestd restarts, 10 deletes | %d pods | %d duplicates | %d orphans | all ended %s after the last fault |",
 		len(pods), dups, orphans, recovered.Round(time.Second))
+
+	t.Run("slurm-fetchd down while pods are created, slurmrestd hung", func(t *testing.T) {
+		c.t = t
+		c.fetchd.Process.Kill()
+		c.fetchd.Wait()
+		var more []*faultPod
+		var m strings.Builder
+		for i := range 10 {
+			p := &faultPod{name: fmt.Sprintf("fetchless-%d-%d", run, i)}
+			more = append(more, p)
+			m.WriteString(podOn(faultNode, p.name, p.script()) + "---\n")
+		}
+		t.Cleanup(func() {
+			for _, p := range more {
+				c.kubectl("delete", "pod", p.name, "--wait=false", "--ignore-not-found")
+			}
+		})
+		c.apply(m.String())
+		for _, p := range more {
+			p.uid = c.must("get", "pod", p.name, "-o", "jsonpath={.metadata.uid}")
+		}
+		// They wait, and say why.
+		c.waitFor("the pods to wait for the fetch endpoint", 2*time.Minute, func() bool {
+			for _, p := range more {
+				if r, _ := c.kubectl("get", "pod", p.name, "-o", "jsonpath={.status.reason}"); r != "FetchEndpointUnavailable" {
+					return false
+				}
+			}
+			return true
+		})
+		// slurmrestd stops answering (SIGSTOP) for 20 s while the fetch
+		// endpoint comes back: every request in flight hangs until then.
+		pid, err := os.ReadFile(filepath.Join(filepath.Dir(lab.TokenFile), "slurmrestd.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest, err := os.FindProcess(atoi(t, strings.TrimSpace(string(pid))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest.Signal(syscall.SIGSTOP)
+		c.fetchd = start(c.top, c.bin, "slurm-fetchd", c.fetchdArgs...)
+		time.Sleep(20 * time.Second)
+		rest.Signal(syscall.SIGCONT)
+		lastFault := time.Now()
+		c.waitFor("every pod to end", 5*time.Minute, func() bool {
+			for _, p := range more {
+				if ph := c.phaseOrGone(p.name); ph != "Succeeded" && ph != "Failed" {
+					return false
+				}
+			}
+			return true
+		})
+		recovered := time.Since(lastFault)
+		dups, orphans := c.checkFaultInvariants(t, admin, more)
+		t.Logf("| slurm-fetchd down during creates, then slurmrestd stopped 20 s | %d pods | %d duplicates | %d orphans | all ended %s after the last fault |",
+			len(more), dups, orphans, recovered.Round(time.Second))
+	})
+}
+
+func atoi(t *testing.T, s string) int {
+	var n int
+	if _, err := fmt.Sscan(s, &n); err != nil {
+		t.Fatalf("%q: %v", s, err)
+	}
+	return n
 }
 
 // phaseOrGone is the pod's phase, or "" if it is gone.
