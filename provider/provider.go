@@ -98,10 +98,13 @@ type Provider struct {
 	// gone holds the UIDs of pods deleted, with when: a create still under
 	// way for one of them must not bring it back.
 	gone map[types.UID]bool
-	// creating holds the pods a create is under way for.
-	creating map[types.UID]bool
-	notify  func(*corev1.Pod)
-	started bool
+	// creating holds the pods a create is under way for; retrying counts
+	// the creates the sync loop started again, at most cap(retrySlots).
+	creating   map[types.UID]bool
+	retrying   sync.WaitGroup
+	retrySlots chan struct{}
+	notify     func(*corev1.Pod)
+	started    bool
 }
 
 // graceCancel is a deleted pod's job to cancel at a time, and then its
@@ -154,7 +157,8 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
 		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]graceCancel{},
-		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]bool{}, creating: map[types.UID]bool{}}
+		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]bool{}, creating: map[types.UID]bool{},
+		retrySlots: make(chan struct{}, 4)}
 	if cfg.Metrics != nil {
 		cfg.Metrics.provider.Store(p)
 	}
@@ -312,13 +316,17 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Unlock()
 	// The fetch endpoint down or its file system full is transient: the
 	// pod waits, with the reason, and virtual-kubelet retries.
-	if err := p.files.CreatePod(ctx, ref, tenant.User); err != nil {
+	// Each step is bounded: the sync loop tries again with back-off, so a
+	// fetch endpoint that is down holds a create for seconds, not minutes.
+	fctx, cancel := context.WithTimeout(ctx, createStepTimeout)
+	defer cancel()
+	if err := p.files.CreatePod(fctx, ref, tenant.User); err != nil {
 		msg := fmt.Sprintf("cannot create the pod's directory through the fetch endpoint: %v", err)
 		p.waiting(pod, ReasonFetchUnavailable, msg)
 		return errors.New(msg)
 	}
 	for _, f := range plan.Staged {
-		if err := p.files.Stage(ctx, ref, f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
+		if err := p.files.Stage(fctx, ref, f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
 			msg := fmt.Sprintf("cannot stage %s through the fetch endpoint: %v", f.Path, err)
 			p.waiting(pod, ReasonStagingFailed, msg)
 			return errors.New(msg)
@@ -739,6 +747,7 @@ func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
 func (p *Provider) Run(ctx context.Context) {
 	t := time.NewTicker(p.cfg.StatusInterval)
 	defer t.Stop()
+	defer p.retrying.Wait()
 	for {
 		if err := p.Sync(ctx); err != nil && ctx.Err() == nil {
 			log.G(ctx).WithError(err).Warn("status sync: keeping the last known pod statuses")

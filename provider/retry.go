@@ -24,6 +24,10 @@ const maxCreateBackoff = time.Minute
 // retriesPerCycle bounds the creates one sync cycle tries again.
 const retriesPerCycle = 20
 
+// createStepTimeout bounds the fetch endpoint's part of one create (the
+// directory and every staged file).
+const createStepTimeout = 10 * time.Second
+
 // retryLater records that pod could not be created yet: it waits, with
 // the reason (the one create gave, else one for err), and the sync loop
 // tries again after a back-off that doubles up to maxCreateBackoff.
@@ -55,7 +59,9 @@ func (p *Provider) retryLater(ctx context.Context, pod *corev1.Pod, err error) {
 	}
 }
 
-// retryDue tries again the creates whose back-off is over, a few a cycle.
+// retryDue starts again the creates whose back-off is over, a few at a
+// time and in the background: a create waits on the fetch endpoint and
+// slurmrestd, the status cycle must not. Run waits for them on its way out.
 func (p *Provider) retryDue(ctx context.Context) {
 	now := p.cfg.Now()
 	var due []*corev1.Pod
@@ -63,12 +69,27 @@ func (p *Provider) retryDue(ctx context.Context) {
 	for uid, st := range p.pods {
 		if st.orig != nil && st.job == 0 && !st.final && !st.ran && !p.gone[uid] && !st.retryAt.After(now) && len(due) < retriesPerCycle {
 			due = append(due, st.orig)
+			st.retryAt = now.Add(maxCreateBackoff) // until this attempt says otherwise
 		}
 	}
 	p.mu.Unlock()
 	for _, pod := range due {
-		if err := p.create(ctx, pod); err != nil {
-			p.retryLater(ctx, pod, err)
+		select {
+		case p.retrySlots <- struct{}{}:
+		default:
+			p.mu.Lock()
+			if st := p.pods[pod.UID]; st != nil && st.job == 0 {
+				st.retryAt = now // no slot now: next cycle
+			}
+			p.mu.Unlock()
+			continue
 		}
+		p.retrying.Add(1)
+		go func() {
+			defer func() { <-p.retrySlots; p.retrying.Done() }()
+			if err := p.create(ctx, pod); err != nil && ctx.Err() == nil {
+				p.retryLater(ctx, pod, err)
+			}
+		}()
 	}
 }

@@ -44,6 +44,7 @@ func TestCreateRetriedBySyncLoop(t *testing.T) {
 	}
 	f.reset()
 	p.Sync(ctx) // the back-off is not over: no attempt yet
+	p.retrying.Wait()
 	if n := f.reset()["submit"]; n != 0 {
 		t.Fatalf("%d submits before the back-off was over", n)
 	}
@@ -53,7 +54,9 @@ func TestCreateRetriedBySyncLoop(t *testing.T) {
 	go func() { defer wg.Done(); p.Sync(ctx) }()
 	go func() { defer wg.Done(); p.CreatePod(ctx, pod) }()
 	wg.Wait()
+	p.retrying.Wait()
 	p.Sync(ctx)
+	p.retrying.Wait()
 	if n := f.reset()["submit"]; n != 1 {
 		t.Fatalf("%d submits once slurmrestd was back, want exactly 1 (and none for the deleted pod)", n)
 	}

@@ -305,6 +305,7 @@ func TestMissingConfigMapWaits(t *testing.T) {
 	present = true
 	now = now.Add(time.Minute) // past the back-off
 	p.Sync(ctx)
+	p.retrying.Wait()
 	if f.reset()["submit"] != 1 {
 		t.Fatal("not submitted once the ConfigMap exists")
 	}

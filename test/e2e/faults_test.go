@@ -166,7 +166,7 @@ func TestE2EFaults(t *testing.T) {
 			p.uid = c.must("get", "pod", p.name, "-o", "jsonpath={.metadata.uid}")
 		}
 		// They wait, and say why.
-		c.waitFor("the pods to wait for the fetch endpoint", 2*time.Minute, func() bool {
+		c.waitFor("the pods to wait for the fetch endpoint", 3*time.Minute, func() bool {
 			for _, p := range more {
 				if r, _ := c.kubectl("get", "pod", p.name, "-o", "jsonpath={.status.reason}"); r != "FetchEndpointUnavailable" {
 					return false
