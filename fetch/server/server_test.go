@@ -529,3 +529,41 @@ func TestUnstage(t *testing.T) {
 		t.Errorf("unstage of a pod that is gone: %d %s", code, body)
 	}
 }
+
+// TestJanitorLoop: the janitor removes a deleted pod's directory once its
+// retention is over, leaves the others, and returns when its context ends.
+func TestJanitorLoop(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.Retention = time.Hour })
+	old, live := testPod, testPod
+	old.UID, live.UID = "0b7c6e3a-aaaa-2222-3333-444455556666", "0b7c6e3a-bbbb-2222-3333-444455556666"
+	for _, p := range []layout.Pod{old, live} {
+		if code, _, body := e.do("PUT", podURL(p), nil); code != 204 {
+			t.Fatalf("create: %d %s", code, body)
+		}
+	}
+	if code, _, _ := e.do("DELETE", podURL(old), nil); code != 204 {
+		t.Fatal(code)
+	}
+	past := time.Now().Add(-2 * time.Hour)
+	os.Chtimes(filepath.Join(e.root, old.Dir(), layout.DeletedMarker), past, past)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.srv.Janitor(ctx, 10*time.Millisecond); close(done) }()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(filepath.Join(e.root, old.Dir())); os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the janitor never removed the expired directory")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.root, live.Dir())); err != nil {
+		t.Errorf("the live pod's directory: %v", err)
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the janitor did not return when its context ended")
+	}
+}
