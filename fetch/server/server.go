@@ -495,16 +495,27 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Po
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// unstage removes what was staged for a pod (Secrets, ConfigMaps, image
-// pull credentials) once its job has ended; logs stay. Idempotent.
-func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+// openToRemove opens the pod directory for a removal; if it is gone
+// already, or cannot be opened, it has answered (204: removals are
+// idempotent) and reports false.
+func (s *Server) openToRemove(w http.ResponseWriter, r *http.Request, pod layout.Pod) (*os.Root, bool) {
 	pr, err := s.openPod(r, pod)
 	if errors.Is(err, fs.ErrNotExist) {
 		w.WriteHeader(http.StatusNoContent)
-		return
+		return nil, false
 	}
 	if err != nil {
 		s.fsError(w, "pod directory", err)
+		return nil, false
+	}
+	return pr, true
+}
+
+// unstage removes what was staged for a pod (Secrets, ConfigMaps, image
+// pull credentials) once its job has ended; logs stay. Idempotent.
+func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	pr, ok := s.openToRemove(w, r, pod)
+	if !ok {
 		return
 	}
 	defer pr.Close()
@@ -522,13 +533,8 @@ func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 // output, for the janitor. Idempotent.
 func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	if s.cfg.Retention <= 0 {
-		pr, err := s.openPod(r, pod)
-		if errors.Is(err, fs.ErrNotExist) {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		if err != nil {
-			s.fsError(w, "pod directory", err)
+		pr, ok := s.openToRemove(w, r, pod) // the caller may reach it
+		if !ok {
 			return
 		}
 		pr.Close()
@@ -540,13 +546,8 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
-	pr, err := s.openPod(r, pod)
-	if errors.Is(err, fs.ErrNotExist) {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, ok := s.openToRemove(w, r, pod)
+	if !ok {
 		return
 	}
 	defer pr.Close()
