@@ -96,8 +96,8 @@ type Provider struct {
 	// clients acts for mapped tenants, by user, made on first use.
 	clients map[string]slurmclient.Interface
 	// gone holds the UIDs of pods deleted, with when: a create still under
-	// way for one of them must not bring it back.
-	gone map[types.UID]bool
+	// way for one of them must not bring it back. Forgotten after goneFor.
+	gone map[types.UID]time.Time
 	// creating holds the pods a create is under way for; retrying counts
 	// the creates the sync loop started again, at most cap(retrySlots).
 	creating   map[types.UID]bool
@@ -157,7 +157,7 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
 		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]graceCancel{},
-		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]bool{}, creating: map[types.UID]bool{},
+		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]time.Time{}, creating: map[types.UID]bool{},
 		retrySlots: make(chan struct{}, 4)}
 	if cfg.Metrics != nil {
 		cfg.Metrics.provider.Store(p)
@@ -212,7 +212,7 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 // Never) and does not call CreatePod again for a pod the provider knows.
 func (p *Provider) CreatePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
-	if p.gone[pod.UID] {
+	if p.isGone(pod.UID) {
 		p.mu.Unlock()
 		return nil
 	}
@@ -493,7 +493,7 @@ func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.Job
 // cancelled and its directory removed instead.
 func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
 	p.mu.Lock()
-	gone := p.gone[pod.UID]
+	gone := p.isGone(pod.UID)
 	p.mu.Unlock()
 	if gone {
 		ctx := context.Background()
@@ -594,7 +594,7 @@ func (p *Provider) UpdatePod(ctx context.Context, pod *corev1.Pod) error {
 // again from the pod's deletion time.
 func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Lock()
-	p.gone[pod.UID] = true
+	p.gone[pod.UID] = p.cfg.Now()
 	st, ok := p.pods[pod.UID]
 	adopted, isAdopted := p.adopt[JobComment(p.cfg.NodeName, pod)]
 	cb := p.notify

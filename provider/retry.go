@@ -7,6 +7,7 @@ import (
 
 	"github.com/virtual-kubelet/virtual-kubelet/log"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/slurmkube/slurm-vk/slurmclient"
 )
@@ -24,6 +25,16 @@ const maxCreateBackoff = time.Minute
 // retriesPerCycle bounds the creates one sync cycle tries again.
 const retriesPerCycle = 20
 
+// goneFor is how long a deleted pod's UID is remembered: longer than any
+// create (or virtual-kubelet's late call) still under way for it.
+const goneFor = 10 * time.Minute
+
+// isGone tells whether the pod was deleted. Called with p.mu held.
+func (p *Provider) isGone(uid types.UID) bool {
+	_, ok := p.gone[uid]
+	return ok
+}
+
 // createStepTimeout bounds the fetch endpoint's part of one create (the
 // directory and every staged file).
 const createStepTimeout = 10 * time.Second
@@ -34,7 +45,7 @@ const createStepTimeout = 10 * time.Second
 func (p *Provider) retryLater(ctx context.Context, pod *corev1.Pod, err error) {
 	p.mu.Lock()
 	st := p.pods[pod.UID]
-	if p.gone[pod.UID] || (st != nil && (st.job != 0 || st.final)) {
+	if p.isGone(pod.UID) || (st != nil && (st.job != 0 || st.final)) {
 		p.mu.Unlock()
 		return
 	}
@@ -66,8 +77,13 @@ func (p *Provider) retryDue(ctx context.Context) {
 	now := p.cfg.Now()
 	var due []*corev1.Pod
 	p.mu.Lock()
+	for uid, at := range p.gone {
+		if now.Sub(at) > goneFor {
+			delete(p.gone, uid)
+		}
+	}
 	for uid, st := range p.pods {
-		if st.orig != nil && st.job == 0 && !st.final && !st.ran && !p.gone[uid] && !st.retryAt.After(now) && len(due) < retriesPerCycle {
+		if st.orig != nil && st.job == 0 && !st.final && !st.ran && !p.isGone(uid) && !st.retryAt.After(now) && len(due) < retriesPerCycle {
 			due = append(due, st.orig)
 			st.retryAt = now.Add(maxCreateBackoff) // until this attempt says otherwise
 		}
