@@ -10,11 +10,23 @@ const (
 	HeaderSize     = "X-Fetch-Size"      // the file's size when read
 	HeaderComplete = "X-Fetch-Complete"  // "true": exit marker present and every byte delivered
 	HeaderExitCode = "X-Fetch-Exit-Code" // the container's exit code, once known
+	// HeaderTimes, on a read asked with times=1, times the body's bytes:
+	// comma-separated "end:unixnano" records (fetch/logtime), each saying
+	// the bytes before end were written by then, in order, the last
+	// reaching X-Fetch-Next.
+	HeaderTimes = "X-Fetch-Times"
 )
+
+// MaxTimes bounds the records in one X-Fetch-Times header; an answer whose
+// bytes need more is cut short at the last record that fits.
+const MaxTimes = 512
 
 // Info is the answer to an info request: a container attempt's output and
 // exit state.
 type Info struct {
+	// Attempt is the container attempt described (the latest, when asked
+	// for attempt=latest).
+	Attempt  int   `json:"attempt"`
 	Exists   bool  `json:"exists"`
 	Size     int64 `json:"size"`
 	Exited   bool  `json:"exited"`
@@ -26,6 +38,19 @@ type Info struct {
 	// the job says so (ErrImagePull and the runtime's message).
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
+	// StartedAt is when the attempt started (its start marker's mtime),
+	// where the job recorded it.
+	StartedAt *time.Time `json:"startedAt,omitempty"`
 	// TailOffset is where the last tail_lines lines start, when asked.
 	TailOffset *int64 `json:"tailOffset,omitempty"`
+	// SinceOffset is where the first line written at or after since
+	// starts, when asked.
+	SinceOffset *int64 `json:"sinceOffset,omitempty"`
+}
+
+// Container is a container's latest attempt and the one before, as the
+// containers request reports them.
+type Container struct {
+	Current  Info  `json:"current"`
+	Previous *Info `json:"previous,omitempty"`
 }

@@ -323,11 +323,35 @@ type Info = fetch.Info
 // Info reports a container attempt's output size and exit state; with
 // tailLines >= 0 also where its last tailLines lines start.
 func (c *Client) Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (Info, error) {
-	q := url.Values{"attempt": {strconv.Itoa(attempt)}}
-	if tailLines >= 0 {
-		q.Set("tail_lines", strconv.FormatInt(tailLines, 10))
+	return c.Look(ctx, pod, container, Query{Attempt: attempt, TailLines: tailLines})
+}
+
+// Query names a container attempt and the offsets to find in its output.
+type Query struct {
+	// Attempt is the attempt; Latest asks for the latest one instead.
+	Attempt int
+	Latest  bool
+	// TailLines >= 0 asks where the last TailLines lines start.
+	TailLines int64
+	// Since, when set, asks where the first line written at or after it
+	// starts.
+	Since time.Time
+}
+
+// Look reports a container attempt's output size, exit state and the
+// offsets q asks for.
+func (c *Client) Look(ctx context.Context, pod layout.Pod, container string, q Query) (Info, error) {
+	v := url.Values{"attempt": {strconv.Itoa(q.Attempt)}}
+	if q.Latest {
+		v.Set("attempt", "latest")
 	}
-	body, err := c.call(ctx, http.MethodGet, podPath(pod)+"/containers/"+url.PathEscape(container)+"/info", q, nil)
+	if q.TailLines >= 0 {
+		v.Set("tail_lines", strconv.FormatInt(q.TailLines, 10))
+	}
+	if !q.Since.IsZero() {
+		v.Set("since", q.Since.UTC().Format(time.RFC3339Nano))
+	}
+	body, err := c.call(ctx, http.MethodGet, podPath(pod)+"/containers/"+url.PathEscape(container)+"/info", v, nil)
 	if err != nil {
 		return Info{}, err
 	}
@@ -336,6 +360,23 @@ func (c *Client) Info(ctx context.Context, pod layout.Pod, container string, att
 		return Info{}, fmt.Errorf("fetch endpoint: decode info: %w", err)
 	}
 	return info, nil
+}
+
+// Container is a container's latest attempt and the one before.
+type Container = fetch.Container
+
+// Containers reports the latest attempt (and the one before) of each named
+// container of a pod, in one request.
+func (c *Client) Containers(ctx context.Context, pod layout.Pod, names []string) (map[string]Container, error) {
+	body, err := c.call(ctx, http.MethodGet, podPath(pod)+"/containers", url.Values{"name": names}, nil)
+	if err != nil {
+		return nil, err
+	}
+	var out map[string]Container
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("fetch endpoint: decode containers: %w", err)
+	}
+	return out, nil
 }
 
 // CloseIdleConnections releases idle keep-alive connections.

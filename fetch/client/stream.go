@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 
 	"github.com/slurmkube/slurm-vk/fetch"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/fetch/logtime"
 )
 
 // LogOptions are kubectl logs' options, as the provider receives them.
@@ -29,6 +32,13 @@ type LogOptions struct {
 	// Follow keeps the stream open for new output until the container's
 	// output is complete.
 	Follow bool
+	// Timestamps prefixes each line with the time it was written (RFC 3339
+	// with nanoseconds, then a space), as the kubelet does; LimitBytes then
+	// counts the prefixes too.
+	Timestamps bool
+	// Since, when set, starts at the first line written at or after it
+	// (after TailLines, when both are set).
+	Since time.Time
 	// Terminated, when closed, says the container has ended even if it
 	// never wrote its exit marker (a cancelled or killed job): the stream
 	// then ends once a final read finds nothing new.
@@ -47,7 +57,7 @@ func (c *Client) Logs(ctx context.Context, pod layout.Pod, container string, opt
 	if err := layout.ValidateContainer(container); err != nil {
 		return nil, err
 	}
-	info, err := c.Info(ctx, pod, container, opts.Attempt, opts.TailLines)
+	info, err := c.Look(ctx, pod, container, Query{Attempt: opts.Attempt, TailLines: opts.TailLines, Since: opts.Since})
 	if err != nil {
 		return nil, err
 	}
@@ -67,8 +77,17 @@ func (c *Client) Logs(ctx context.Context, pod layout.Pod, container string, opt
 	if info.TailOffset != nil {
 		s.offset = *info.TailOffset
 	}
+	if info.SinceOffset != nil && *info.SinceOffset > s.offset {
+		s.offset = *info.SinceOffset
+	}
 	if opts.LimitBytes > 0 {
 		s.left = opts.LimitBytes
+	}
+	if opts.Timestamps {
+		// The limit counts what the caller gets, prefixes included; every
+		// start offset (0, a tail's, a since's) is a line start.
+		s.stamped = &stamped{left: s.left, lineStart: true, buf: make([]byte, 32<<10)}
+		s.left = -1
 	}
 	return s, nil
 }
@@ -94,13 +113,103 @@ type stream struct {
 	caughtUp bool          // the current answer reaches the file's size
 	final    bool          // Terminated was seen: reads no longer wait
 
+	// times are the current answer's records, when timestamps are asked.
+	times   []logtime.Record
+	stamped *stamped
+
 	mu     sync.Mutex // guards closed against Close from another goroutine
 	closed bool
 	err    error // sticky terminal error (io.EOF at the end)
 }
 
+// stamped is a timestamped stream's state: raw bytes read but not yet
+// delivered (the only buffer a stream holds, and only with timestamps), a
+// prefix partly delivered, and whether the next byte starts a line.
+type stamped struct {
+	buf       []byte
+	pend      []byte // undelivered raw bytes, in buf
+	pendAt    int64  // offset of pend[0]
+	times     []logtime.Record
+	ti        int
+	prefix    []byte // undelivered prefix bytes
+	lineStart bool
+	left      int64 // LimitBytes left, prefixes included; -1: none
+}
+
+// timeFormat is the kubelet's (RFC 3339, nanoseconds, fixed width).
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
 // Read implements io.Reader.
 func (s *stream) Read(p []byte) (int, error) {
+	if s.stamped == nil {
+		return s.readRaw(p)
+	}
+	t := s.stamped
+	if t.left >= 0 && int64(len(p)) > t.left {
+		p = p[:t.left]
+	}
+	if len(p) == 0 {
+		if t.left == 0 {
+			return 0, io.EOF
+		}
+		return 0, nil
+	}
+	n := 0
+	for n < len(p) {
+		switch {
+		case len(t.prefix) > 0:
+			c := copy(p[n:], t.prefix)
+			t.prefix, n = t.prefix[c:], n+c
+		case len(t.pend) > 0 && t.lineStart:
+			var at time.Time
+			at, t.ti = logtime.Lookup(t.times, t.ti, t.pendAt)
+			t.prefix = at.UTC().AppendFormat(t.prefix[:0], timeFormat)
+			t.prefix = append(t.prefix, ' ')
+			t.lineStart = false
+		case len(t.pend) > 0:
+			// Up to the end of the line, so the next line gets its prefix.
+			line := t.pend
+			if i := bytes.IndexByte(line, '\n'); i >= 0 {
+				line = line[:i+1]
+			}
+			c := copy(p[n:], line)
+			t.lineStart = c == len(line) && line[c-1] == '\n'
+			t.pend, t.pendAt, n = t.pend[c:], t.pendAt+int64(c), n+c
+		case n > 0:
+			// Deliver what there is rather than wait for more.
+			return s.stampedDone(n)
+		default:
+			m, err := s.readRaw(t.buf)
+			if m == 0 {
+				return 0, err
+			}
+			// The bytes came from the current answer: its records time them.
+			t.pend, t.pendAt = t.buf[:m], s.offset-int64(m)
+			if !sameRecords(t.times, s.times) {
+				t.times, t.ti = s.times, 0
+			}
+		}
+	}
+	return s.stampedDone(n)
+}
+
+func (s *stream) stampedDone(n int) (int, error) {
+	t := s.stamped
+	if t.left > 0 {
+		t.left -= int64(n)
+		if t.left == 0 {
+			s.finish(io.EOF)
+		}
+	}
+	return n, nil
+}
+
+func sameRecords(a, b []logtime.Record) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}
+
+// readRaw reads the log's own bytes.
+func (s *stream) readRaw(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -176,6 +285,9 @@ func (s *stream) fetch() error {
 			"offset":  {strconv.FormatInt(s.offset, 10)},
 			"max":     {strconv.FormatInt(s.c.cfg.Chunk, 10)},
 		}
+		if s.stamped != nil {
+			q.Set("times", "1")
+		}
 		waiting := s.opts.Follow && !s.final
 		if waiting {
 			q.Set("wait", s.c.cfg.Wait.String())
@@ -203,6 +315,13 @@ func (s *stream) fetch() error {
 			s.release()
 			return fmt.Errorf("fetch endpoint: bad answer headers (next %q, size %q)", h.Get(fetch.HeaderNext), h.Get(fetch.HeaderSize))
 		}
+		if s.stamped != nil && next > s.offset {
+			if s.times, err = parseTimes(h.Get(fetch.HeaderTimes), s.offset, next); err != nil {
+				resp.Body.Close()
+				s.release()
+				return err
+			}
+		}
 		s.next = next
 		s.complete = h.Get(fetch.HeaderComplete) == "true"
 		s.caughtUp = next >= size
@@ -224,6 +343,31 @@ func (s *stream) fetch() error {
 }
 
 var errTerminated = errors.New("container terminated")
+
+// parseTimes reads an X-Fetch-Times header: records in order, the last
+// reaching next.
+func parseTimes(v string, offset, next int64) ([]logtime.Record, error) {
+	bad := func() error {
+		return fmt.Errorf("fetch endpoint: bad %s header for bytes %d-%d (an endpoint older than timestamps?)", fetch.HeaderTimes, offset, next)
+	}
+	if v == "" {
+		return nil, bad()
+	}
+	recs := make([]logtime.Record, 0, strings.Count(v, ",")+1)
+	for _, f := range strings.Split(v, ",") {
+		e, t, ok := strings.Cut(f, ":")
+		end, err1 := strconv.ParseInt(e, 10, 64)
+		ns, err2 := strconv.ParseInt(t, 10, 64)
+		if !ok || err1 != nil || err2 != nil || (len(recs) > 0 && end <= recs[len(recs)-1].End) {
+			return nil, bad()
+		}
+		recs = append(recs, logtime.Record{End: end, Time: ns})
+	}
+	if recs[len(recs)-1].End < next {
+		return nil, bad()
+	}
+	return recs, nil
+}
 
 // request sends one read and returns the answer with its body unread. A
 // waiting read is cut short when Terminated closes, so the final read

@@ -4,6 +4,8 @@
 //
 //	<root>/<namespace>_<pod>_<uid>/               the pod directory
 //	    <container>/<attempt>.log                 stdout+stderr, raw bytes
+//	    <container>/<attempt>.start               empty; its mtime is when the attempt started
+//	    <container>/<attempt>.times               when the log's bytes were written (fetch/logtime)
 //	    <container>/<attempt>.exit                exit code, written when it ends
 //	    _staged/<path>                            files the provider uploads
 //	    _work/                                    scratch (emptyDir volumes)
@@ -127,6 +129,39 @@ func LogFile(container string, attempt int) string {
 // directory.
 func ExitFile(container string, attempt int) string {
 	return path.Join(container, strconv.Itoa(attempt)+".exit")
+}
+
+// StartFile is a container attempt's start marker, relative to the pod
+// directory: the job creates it as the attempt starts.
+func StartFile(container string, attempt int) string {
+	return path.Join(container, strconv.Itoa(attempt)+".start")
+}
+
+// TimesFile is a container attempt's time index (fetch/logtime), relative
+// to the pod directory.
+func TimesFile(container string, attempt int) string {
+	return path.Join(container, strconv.Itoa(attempt)+".times")
+}
+
+// ParseAttemptFile splits a file name of a container directory into its
+// attempt and kind ("log", "exit", "start", "times"); ok is false for
+// anything else.
+func ParseAttemptFile(name string) (attempt int, kind string, ok bool) {
+	num, kind, found := strings.Cut(name, ".")
+	switch kind {
+	case "log", "exit", "start", "times":
+	default:
+		return 0, "", false
+	}
+	if !found || num == "" || len(num) > 7 || (len(num) > 1 && num[0] == '0') ||
+		strings.ContainsFunc(num, func(r rune) bool { return r < '0' || r > '9' }) {
+		return 0, "", false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || ValidateAttempt(n) != nil {
+		return 0, "", false
+	}
+	return n, kind, true
 }
 
 // Staged is a staged file's path relative to the pod directory.

@@ -11,6 +11,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -33,6 +34,7 @@ import (
 
 	"github.com/slurmkube/slurm-vk/fetch"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/fetch/logtime"
 	"github.com/slurmkube/slurm-vk/internal/tokenfile"
 )
 
@@ -219,6 +221,7 @@ func New(cfg Config) (*Server, error) {
 	s.handle(mux, "DELETE "+pod+"/files", "unstage", s.unstage)
 	s.handle(mux, "GET "+pod+"/containers/{container}/log", "log", s.readLog)
 	s.handle(mux, "GET "+pod+"/containers/{container}/info", "info", s.info)
+	s.handle(mux, "GET "+pod+"/containers", "containers", s.containers)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -717,6 +720,7 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 type streamQuery struct {
 	container string
 	attempt   int
+	latest    bool // attempt=latest: the highest attempt the job has started
 }
 
 func parseStream(r *http.Request) (streamQuery, error) {
@@ -724,7 +728,9 @@ func parseStream(r *http.Request) (streamQuery, error) {
 	if err := layout.ValidateContainer(q.container); err != nil {
 		return q, err
 	}
-	if a := r.URL.Query().Get("attempt"); a != "" {
+	if a := r.URL.Query().Get("attempt"); a == "latest" {
+		q.latest = true
+	} else if a != "" {
 		n, err := strconv.Atoi(a)
 		if err != nil {
 			return q, fmt.Errorf("attempt %q is not a number", a)
@@ -736,11 +742,13 @@ func parseStream(r *http.Request) (streamQuery, error) {
 
 // streamState is a container attempt's output as of one look.
 type streamState struct {
-	exists   bool  // the log file exists
-	size     int64 // its size
-	exited   bool  // the exit marker exists
-	exitCode int
-	exitedAt time.Time // the marker's mtime: when the container ended, by the compute node's clock
+	exists    bool  // the log file exists
+	size      int64 // its size
+	exited    bool  // the exit marker exists
+	exitCode  int
+	exitedAt  time.Time // the marker's mtime: when the container ended, by the compute node's clock
+	mtime     time.Time // the log's mtime: when its last byte was written
+	startedAt time.Time // the start marker's mtime, if there is one
 	// reason and message, when the job script gave them (a pull failure).
 	reason, message string
 }
@@ -778,13 +786,20 @@ func openPlain(pr *os.Root, name string) (*os.File, error) {
 
 // openStream opens the pod's directory and looks at one container's
 // output. On failure it has written the answer and reports false.
-func (s *Server) openStream(w http.ResponseWriter, r *http.Request, pod layout.Pod, q streamQuery) (*os.Root, streamState, bool) {
+func (s *Server) openStream(w http.ResponseWriter, r *http.Request, pod layout.Pod, q *streamQuery) (*os.Root, streamState, bool) {
 	pr, err := s.openPod(r, pod)
 	if err != nil {
 		s.fsError(w, "pod directory", err)
 		return nil, streamState{}, false
 	}
-	st, err := look(pr, q)
+	if q.latest {
+		if q.attempt, err = latestAttempt(pr, q.container); err != nil {
+			pr.Close()
+			s.fsError(w, "container directory", err)
+			return nil, streamState{}, false
+		}
+	}
+	st, err := look(pr, *q)
 	if err != nil {
 		pr.Close()
 		s.fsError(w, "log", err)
@@ -817,11 +832,49 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 		if !fi.Mode().IsRegular() {
 			return st, fmt.Errorf("log: %w", syscall.ELOOP)
 		}
-		st.exists, st.size = true, fi.Size()
+		st.exists, st.size, st.mtime = true, fi.Size(), fi.ModTime()
 	case !errors.Is(err, fs.ErrNotExist):
 		return st, err
 	}
+	if fi, err := pr.Lstat(layout.StartFile(q.container, q.attempt)); err == nil && fi.Mode().IsRegular() {
+		st.startedAt = fi.ModTime()
+	}
 	return st, nil
+}
+
+// maxAttemptScan bounds the entries of a container directory read to find
+// its latest attempt (the job keeps two attempts' files; anything else in
+// there is the job's own doing).
+const maxAttemptScan = 4096
+
+// latestAttempt is the highest attempt with a file in the container's
+// directory; 0 when it has none yet.
+func latestAttempt(pr *os.Root, container string) (int, error) {
+	d, err := pr.Open(container)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer d.Close()
+	latest, seen := 0, 0
+	for seen < maxAttemptScan {
+		names, err := d.Readdirnames(256)
+		for _, name := range names {
+			if n, _, ok := layout.ParseAttemptFile(name); ok && n > latest {
+				latest = n
+			}
+		}
+		seen += len(names)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return 0, err
+		}
+	}
+	return latest, nil
 }
 
 // parseMarker reads an exit marker: the exit code on the first line, then
@@ -880,7 +933,8 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 			wait = s.cfg.MaxWait
 		}
 	}
-	pr, st, ok := s.openStream(w, r, pod, q)
+	wantTimes := params.Get("times") == "1"
+	pr, st, ok := s.openStream(w, r, pod, &q)
 	if !ok {
 		return
 	}
@@ -911,6 +965,17 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 	}
 	next := offset + n
 	h := w.Header()
+	if wantTimes && n > 0 {
+		recs, err := s.times(pr, q, st, offset, next)
+		if err != nil {
+			s.fsError(w, "time index", err)
+			return
+		}
+		if last := recs[len(recs)-1].End; last < next {
+			next, n = last, last-offset // more records than a header holds
+		}
+		h.Set(fetch.HeaderTimes, formatTimes(recs))
+	}
 	st.setHeaders(h)
 	h.Set(fetch.HeaderOffset, strconv.FormatInt(offset, 10))
 	h.Set(fetch.HeaderNext, strconv.FormatInt(next, 10))
@@ -934,6 +999,132 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 	// which the client sees as a broken answer and retries from what it got.
 	copied, _ := io.Copy(w, io.NewSectionReader(f, offset, n))
 	s.m.bytes.Add(float64(copied))
+}
+
+// times returns the records that time the bytes [from, to) of a log: the
+// job's time index, then, past its end, the log's own size and mtime.
+// The last record reaches to, unless there were more than a header
+// holds.
+func (s *Server) times(pr *os.Root, q streamQuery, st streamState, from, to int64) ([]logtime.Record, error) {
+	var recs []logtime.Record
+	f, err := openPlain(pr, layout.TimesFile(q.container, q.attempt))
+	switch {
+	case err == nil:
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		if recs, err = logtime.NewIndex(f, fi.Size()).Range(from, to, fetch.MaxTimes-1); err != nil {
+			return nil, err
+		}
+		if len(recs) == fetch.MaxTimes-1 && recs[len(recs)-1].End < to {
+			return recs, nil
+		}
+	case !errors.Is(err, fs.ErrNotExist):
+		return nil, err
+	}
+	if len(recs) == 0 || recs[len(recs)-1].End < to {
+		recs = append(recs, logtime.Tail(st.size, st.mtime, recs))
+	}
+	return recs, nil
+}
+
+func formatTimes(recs []logtime.Record) string {
+	b := make([]byte, 0, len(recs)*32)
+	for i, r := range recs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, r.End, 10)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, r.Time, 10)
+	}
+	return string(b)
+}
+
+// sinceOffset is where the first line written at or after t starts: by
+// the time index, and past its end by the log's mtime (without an index,
+// the whole log has that one time).
+func (s *Server) sinceOffset(ctx context.Context, pr *os.Root, q streamQuery, st streamState, t time.Time) (int64, error) {
+	if !st.exists {
+		return 0, nil
+	}
+	off, end := st.size, int64(0)
+	f, err := openPlain(pr, layout.TimesFile(q.container, q.attempt))
+	switch {
+	case err == nil:
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return 0, err
+		}
+		x := logtime.NewIndex(f, fi.Size())
+		o, ok, err := x.Since(t)
+		if err == nil && !ok {
+			end, err = x.End()
+		}
+		f.Close()
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			off = o
+			break
+		}
+		if !st.mtime.Before(t) {
+			off = min(end, st.size)
+		}
+	case errors.Is(err, fs.ErrNotExist):
+		if !st.mtime.Before(t) {
+			off = 0
+		}
+	default:
+		return 0, err
+	}
+	if off >= st.size || off == 0 {
+		return off, nil
+	}
+	lf, err := openPlain(pr, layout.LogFile(q.container, q.attempt))
+	if err != nil {
+		return 0, err
+	}
+	defer lf.Close()
+	return LineStart(ctx, lf, off, st.size)
+}
+
+// LineStart returns the start of the first line that starts at or after
+// off in the first size bytes of r: off itself after a newline, else just
+// past the next newline (size when there is none), looking at most
+// MaxTailScan bytes ahead.
+func LineStart(ctx context.Context, r io.ReaderAt, off, size int64) (int64, error) {
+	if off <= 0 || off >= size {
+		return off, nil
+	}
+	var one [1]byte
+	if _, err := r.ReadAt(one[:], off-1); err != nil {
+		return 0, err
+	}
+	if one[0] == '\n' {
+		return off, nil
+	}
+	buf := make([]byte, 64<<10)
+	for at := off; at < size; at += int64(len(buf)) {
+		if at-off >= MaxTailScan {
+			return at, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		chunk := buf[:min(int64(len(buf)), size-at)]
+		if _, err := r.ReadAt(chunk, at); err != nil && err != io.EOF {
+			return 0, err
+		}
+		if i := bytes.IndexByte(chunk, '\n'); i >= 0 {
+			return at + int64(i) + 1, nil
+		}
+	}
+	return size, nil
 }
 
 // waitForOutput blocks until the log grows past offset, the exit marker
@@ -984,18 +1175,26 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 			return
 		}
 	}
-	pr, st, ok := s.openStream(w, r, pod, q)
+	var since time.Time
+	if v := r.URL.Query().Get("since"); v != "" {
+		if since, err = time.Parse(time.RFC3339Nano, v); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("since %q must be an RFC 3339 time", v))
+			return
+		}
+	}
+	pr, st, ok := s.openStream(w, r, pod, &q)
 	if !ok {
 		return
 	}
 	defer pr.Close()
-	body := fetch.Info{Exists: st.exists, Size: st.size, Exited: st.exited}
-	if st.exited {
-		body.ExitCode = &st.exitCode
-		body.Reason, body.Message = st.reason, st.message
-		if !st.exitedAt.IsZero() {
-			body.ExitedAt = &st.exitedAt
+	body := st.info(q.attempt)
+	if !since.IsZero() {
+		off, err := s.sinceOffset(r.Context(), pr, q, st, since)
+		if err != nil {
+			s.fsError(w, "log", err)
+			return
 		}
+		body.SinceOffset = &off
 	}
 	if tail >= 0 {
 		off := st.size
@@ -1017,6 +1216,76 @@ func (s *Server) info(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	json.NewEncoder(w).Encode(body)
+}
+
+// info is the protocol's view of a stream state.
+func (st streamState) info(attempt int) fetch.Info {
+	body := fetch.Info{Attempt: attempt, Exists: st.exists, Size: st.size, Exited: st.exited}
+	if st.exited {
+		body.ExitCode = &st.exitCode
+		body.Reason, body.Message = st.reason, st.message
+		if !st.exitedAt.IsZero() {
+			body.ExitedAt = &st.exitedAt
+		}
+	}
+	if !st.startedAt.IsZero() {
+		body.StartedAt = &st.startedAt
+	}
+	return body
+}
+
+// maxContainers bounds the containers one containers request names.
+const maxContainers = 128
+
+// containers reports, for each container named (?name=, repeated), its
+// latest attempt and the one before: what a pod's status is made of, in
+// one request.
+func (s *Server) containers(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	names := r.URL.Query()["name"]
+	if len(names) == 0 || len(names) > maxContainers {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("name 1 to %d containers", maxContainers))
+		return
+	}
+	for _, n := range names {
+		if err := layout.ValidateContainer(n); err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	pr, err := s.openPod(r, pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return
+	}
+	defer pr.Close()
+	out := map[string]fetch.Container{}
+	for _, n := range names {
+		latest, err := latestAttempt(pr, n)
+		if err != nil {
+			s.fsError(w, "container directory", err)
+			return
+		}
+		q := streamQuery{container: n, attempt: latest}
+		st, err := look(pr, q)
+		if err != nil {
+			s.fsError(w, "log", err)
+			return
+		}
+		c := fetch.Container{Current: st.info(latest)}
+		if latest > 0 {
+			q.attempt--
+			if st, err = look(pr, q); err != nil {
+				s.fsError(w, "log", err)
+				return
+			}
+			prev := st.info(q.attempt)
+			c.Previous = &prev
+		}
+		out[n] = c
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(out)
 }
 
 // MaxTailScan bounds how far back TailOffset looks for line starts: output
