@@ -68,7 +68,7 @@ func BenchmarkLabSync5000(b *testing.B) {
 	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "bench", SharedRoot: "/tmp"}}, c, nil, lookups)
 	for i, id := range ids {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "bench", Name: fmt.Sprintf("p%d", i), UID: types.UID(fmt.Sprintf("uid-%d", i))},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}}}
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main"}}}}
 		p.track(pod, id)
 	}
 	// The first cycle reads every job once (all are new).

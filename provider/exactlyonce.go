@@ -22,18 +22,18 @@ import (
 func (p *Provider) ranBefore(ctx context.Context, pod *corev1.Pod) (done bool, err error) {
 	infos := map[string]fetchclient.Info{}
 	ran := false
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		info, err := p.files.Info(ctx, PodRef(pod), c.Name, 0, -1)
-		switch {
-		case err == nil:
-		case errors.Is(err, fetchclient.ErrNotFound):
-			continue
-		default:
-			// Not knowing is not "it did not run": wait and retry.
-			return false, fmt.Errorf("look for an earlier run of the pod: %w", err)
-		}
-		infos[c.Name] = info
-		ran = ran || info.Exists || info.Exited
+	containers, err := p.files.Containers(ctx, PodRef(pod), containerNames(pod))
+	switch {
+	case err == nil:
+	case errors.Is(err, fetchclient.ErrNotFound):
+		return false, nil // no pod directory: it never ran
+	default:
+		// Not knowing is not "it did not run": wait and retry.
+		return false, fmt.Errorf("look for an earlier run of the pod: %w", err)
+	}
+	for name, c := range containers {
+		infos[name] = c.Current // the latest attempt
+		ran = ran || c.Current.Exists || c.Current.Exited || c.Current.Attempt > 0
 	}
 	if !ran {
 		return false, nil

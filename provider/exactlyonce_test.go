@@ -25,6 +25,16 @@ func (m markerFiles) Info(_ context.Context, _ layout.Pod, c string, _ int, _ in
 	return m.infos[c], nil
 }
 
+func (m markerFiles) Containers(_ context.Context, _ layout.Pod, names []string) (map[string]fetchclient.Container, error) {
+	out := map[string]fetchclient.Container{}
+	for _, n := range names {
+		if info, ok := m.infos[n]; ok {
+			out[n] = fetchclient.Container{Current: info}
+		}
+	}
+	return out, nil
+}
+
 // TestNeverRunTwice: a pod that ran while the provider was away, whose job
 // Slurm has forgotten, is never submitted again; its markers say how it
 // ended. A pod not seen before, or whose directory shows no run, is.
@@ -59,7 +69,7 @@ func TestNeverRunTwice(t *testing.T) {
 			var last *corev1.Pod
 			p.notify = func(pod *corev1.Pod) { last = pod }
 			pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+				Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
 			if tt.seenBefore {
 				pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, StartTime: ptrTime(metav1.NewTime(at.Add(-time.Hour)))}
 			}
@@ -116,7 +126,7 @@ func TestRecreatedPodCancelsTheEarlierJob(t *testing.T) {
 		f, noFiles{}, lookups)
 	mk := func(uid string) *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "same", UID: types.UID(uid)},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
 	}
 	if err := p.CreatePod(context.Background(), mk("u-1")); err != nil {
 		t.Fatal(err)
@@ -153,7 +163,7 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 	mk := func(name, uid string) *corev1.Pod {
 		grace := int64(30)
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(uid)},
-			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"}}}}}
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"}}}}}
 	}
 	cancelled := func(id slurmclient.JobID) bool {
 		f.mu.Lock()

@@ -108,7 +108,7 @@ func TestLabSyncThousands(t *testing.T) {
 	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "scale", SharedRoot: "/tmp"}, PendingRefresh: 1 << 62}, counted, noFiles{}, lookups)
 	for i, id := range ids {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "scale", Name: fmt.Sprintf("p%d", i), UID: types.UID(fmt.Sprintf("uid-%d", i))},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main"}}}}
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main"}}}}
 		p.track(pod, id)
 	}
 	if err := p.Sync(ctx); err != nil { // every job is new: read once

@@ -111,7 +111,7 @@ func labPod(name string, containers ...corev1.Container) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name,
 			UID: types.UID(fmt.Sprintf("%08x-0000-4000-8000-%012d", time.Now().UnixNano()&0xffffffff, podSeq))},
-		Spec: corev1.PodSpec{Containers: containers},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: containers},
 	}
 }
 

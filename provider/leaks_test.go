@@ -68,7 +68,7 @@ func (l lostAnswer) Submit(ctx context.Context, s slurmclient.JobSpec) (slurmcli
 func secretPod(name, uid string) *corev1.Pod {
 	grace := int64(30)
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, UID: types.UID(uid)},
-		Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"},
 			Env: []corev1.EnvVar{{Name: "DB_PASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 				LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "password"}}}}}}}}
 }

@@ -39,6 +39,9 @@ type Files interface {
 	Unstage(ctx context.Context, pod layout.Pod) error
 	Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error
 	Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (fetchclient.Info, error)
+	// Containers reports each named container's latest attempt and the one
+	// before (restarts are counted by the job, in the layout's attempts).
+	Containers(ctx context.Context, pod layout.Pod, names []string) (map[string]fetchclient.Container, error)
 	Logs(ctx context.Context, pod layout.Pod, container string, opts fetchclient.LogOptions) (io.ReadCloser, error)
 }
 
@@ -123,6 +126,10 @@ type podState struct {
 	state   slurmclient.JobState // last state seen; "" before the first
 	flags   int                  // len(flags) last seen, to notice COMPLETING and the like
 	reason  string               // pending reason last seen
+	// record is the job's full record last read, and seen its containers'
+	// attempts then, to tell when a running pod's containers change.
+	record *slurmclient.Job
+	seen   string
 	checked time.Time            // when the full record was last read
 	final   bool                 // terminal status recorded
 	ran     bool                 // ran under a job Slurm has forgotten (no job ID)
@@ -784,7 +791,8 @@ func (p *Provider) Sync(ctx context.Context) error {
 		return err
 	}
 	seen := map[slurmclient.JobID]bool{}
-	var stale []*podState // pending, unchanged: candidates for a reason refresh
+	var stale []*podState   // pending, unchanged: candidates for a reason refresh
+	var running []*podState // running, unchanged: their containers may have changed
 	for _, s := range states {
 		seen[s.ID] = true
 		st := tracked[s.ID]
@@ -801,6 +809,8 @@ func (p *Provider) Sync(ctx context.Context) error {
 			}
 		case s.State == slurmclient.StatePending:
 			stale = append(stale, st)
+		case s.State == slurmclient.StateRunning:
+			running = append(running, st)
 		}
 	}
 	for id, st := range tracked {
@@ -812,6 +822,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 			}
 		}
 	}
+	p.refreshRunning(ctx, running)
 	return p.refreshPending(ctx, stale)
 }
 
@@ -860,6 +871,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	job, err := p.slurm.Job(ctx, st.job)
 	var status corev1.PodStatus
 	final := false
+	seen := ""
 	switch {
 	case errors.Is(err, slurmclient.ErrNotFound):
 		status = failedStatus(pod, ReasonLost, fmt.Sprintf("Slurm job %d disappeared before its final state was seen", st.job), now)
@@ -867,28 +879,16 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	case err != nil:
 		return err
 	default:
-		exits, exitedAt, reasons := map[string]int{}, map[string]time.Time{}, map[string]exitReason{}
+		var containers map[string]fetchclient.Container
 		if job.State != slurmclient.StatePending {
-			for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-				info, err := p.files.Info(ctx, PodRef(pod), c.Name, 0, -1)
-				if err != nil {
-					if job.State.Terminal() {
-						log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Warn("read exit markers; using the job's exit code")
-					}
-					break
-				}
-				if info.Exited && info.ExitCode != nil {
-					exits[c.Name] = *info.ExitCode
-					if info.ExitedAt != nil {
-						exitedAt[c.Name] = *info.ExitedAt
-					}
-					if info.Reason != "" {
-						reasons[c.Name] = exitReason{info.Reason, info.Message}
-					}
-				}
+			containers, err = p.files.Containers(ctx, PodRef(pod), containerNames(pod))
+			if err != nil && job.State.Terminal() {
+				log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Warn("read exit markers; using the job's exit code")
 			}
 		}
-		status = podStatus(pod, observation{job: job, exits: exits, exitedAt: exitedAt, reasons: reasons}, now)
+		o := observe(job, containers)
+		seen = fingerprint(containers)
+		status = podStatus(pod, o, now)
 		final = job.State.Terminal()
 	}
 	p.mu.Lock()
@@ -902,6 +902,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	st.pod.Status = status
 	if job != nil {
 		st.state, st.reason = job.State, job.StateReason
+		st.record, st.seen = job, seen
 	}
 	st.checked = now
 	st.flags = flags
@@ -945,18 +946,32 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 	if !found {
 		return nil, errdefs.NotFoundf("container %q is not in pod %s", containerName, key(namespace, podName))
 	}
-	if opts.Previous {
-		return nil, errdefs.InvalidInput("previous container logs: Slurm jobs are not restarted, there is no previous container")
-	}
 	if st.job == 0 && !st.ran {
 		return nil, errdefs.InvalidInput(fmt.Sprintf("pod %s never ran: %s", key(namespace, podName), pod.Status.Message))
 	}
+	attempt, err := p.logAttempt(ctx, pod, containerName, opts.Previous)
+	if errors.Is(err, fetchclient.ErrNotFound) {
+		return nil, errdefs.NotFoundf("no output for container %q of pod %s yet", containerName, key(namespace, podName))
+	}
+	if err != nil {
+		return nil, err
+	}
 	tail := int64(-1)
-	if opts.Tail > 0 { // virtual-kubelet cannot tell tail=0 from unset
+	if opts.Tail > 0 || TailZero(ctx) { // virtual-kubelet's Tail cannot tell 0 from unset
 		tail = int64(opts.Tail)
 	}
+	since := opts.SinceTime
+	if opts.SinceSeconds > 0 {
+		since = p.cfg.Now().Add(-time.Duration(opts.SinceSeconds) * time.Second)
+	}
+	// A previous attempt is over: following it ends at its end.
+	terminated := st.done
+	if opts.Previous {
+		terminated = closed
+	}
 	rc, err := p.files.Logs(ctx, PodRef(pod), containerName, fetchclient.LogOptions{
-		TailLines: tail, LimitBytes: int64(opts.LimitBytes), Follow: opts.Follow, Terminated: st.done,
+		Attempt: attempt, TailLines: tail, LimitBytes: int64(opts.LimitBytes), Follow: opts.Follow,
+		Timestamps: opts.Timestamps, Since: since, Terminated: terminated,
 	})
 	if errors.Is(err, fetchclient.ErrNotFound) {
 		return nil, errdefs.NotFoundf("no output for container %q of pod %s yet", containerName, key(namespace, podName))
@@ -970,6 +985,21 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 	}
 	return rc, nil
 }
+
+// closed is a channel that is closed.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+type tailZeroKey struct{}
+
+// WithTailZero marks a logs request that asked for tailLines=0, which
+// virtual-kubelet's options cannot tell from no tail at all: the kubelet
+// answers it with nothing, and so does GetContainerLogs.
+func WithTailZero(ctx context.Context) context.Context {
+	return context.WithValue(ctx, tailZeroKey{}, true)
+}
+
+// TailZero reports WithTailZero.
+func TailZero(ctx context.Context) bool { v, _ := ctx.Value(tailZeroKey{}).(bool); return v }
 
 var errUnsupported = "is not supported by the Slurm provider: containers run as Slurm batch jobs"
 

@@ -1,12 +1,14 @@
 package provider
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/slurmclient"
 )
 
@@ -44,6 +46,83 @@ type observation struct {
 	// reasons holds why a container ended, where its marker says (a pull
 	// failure: ErrImagePull and the runtime's message).
 	reasons map[string]exitReason
+	// attempts holds each container's latest attempt and the one before
+	// (the maps above describe the latest).
+	attempts map[string]fetchclient.Container
+}
+
+// observe reads the containers' attempts, as the fetch endpoint reported
+// them, into an observation of job.
+func observe(job *slurmclient.Job, containers map[string]fetchclient.Container) observation {
+	o := observation{job: job, exits: map[string]int{}, exitedAt: map[string]time.Time{},
+		reasons: map[string]exitReason{}, attempts: containers}
+	for name, c := range containers {
+		info := c.Current
+		if info.Exited && info.ExitCode != nil {
+			o.exits[name] = *info.ExitCode
+			if info.ExitedAt != nil {
+				o.exitedAt[name] = *info.ExitedAt
+			}
+			if info.Reason != "" {
+				o.reasons[name] = exitReason{info.Reason, info.Message}
+			}
+		}
+	}
+	return o
+}
+
+// fingerprint sums up what a pod's status takes from its containers'
+// files: when it is unchanged, so is the status.
+func fingerprint(containers map[string]fetchclient.Container) string {
+	b, _ := json.Marshal(containers) // map keys sorted: stable
+	return string(b)
+}
+
+func containerNames(pod *corev1.Pod) []string {
+	var names []string
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// restarts says whether a container that ended with code is started again
+// under policy.
+func restarts(policy corev1.RestartPolicy, code int) bool {
+	return policy == corev1.RestartPolicyAlways || policy == corev1.RestartPolicyOnFailure && code != 0
+}
+
+// previous is a container's attempt before the latest, as its last state.
+func previous(o observation, name string) *corev1.ContainerStateTerminated {
+	prev := o.attempts[name].Previous
+	if prev == nil || !prev.Exited || prev.ExitCode == nil {
+		return nil
+	}
+	t := &corev1.ContainerStateTerminated{ExitCode: int32(*prev.ExitCode), Reason: "Completed"}
+	if t.ExitCode != 0 {
+		t.Reason = "Error"
+	}
+	if prev.Reason != "" {
+		t.Reason, t.Message = prev.Reason, prev.Message
+	}
+	if prev.StartedAt != nil {
+		t.StartedAt = metav1.NewTime(*prev.StartedAt)
+	}
+	if prev.ExitedAt != nil {
+		t.FinishedAt = metav1.NewTime(*prev.ExitedAt)
+	}
+	return t
+}
+
+// backOff is the state of a container waiting to be restarted, as the
+// kubelet names it.
+func backOff(pod *corev1.Pod, name string, o observation) *corev1.ContainerStateWaiting {
+	reason := "CrashLoopBackOff"
+	if r := o.reasons[name].reason; r == "ErrImagePull" || r == "ImagePullBackOff" {
+		reason = "ImagePullBackOff"
+	}
+	return &corev1.ContainerStateWaiting{Reason: reason,
+		Message: fmt.Sprintf("back-off restarting failed container=%s pod=%s_%s(%s)", name, pod.Name, pod.Namespace, pod.UID)}
 }
 
 type exitReason struct{ reason, message string }
@@ -75,12 +154,26 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	}
 	terminal := j.State.Terminal()
 	started := !j.StartTime.IsZero() && (j.State == "RUNNING" || terminal)
+	policy, initPol := restartPolicy(pod), initPolicy(pod)
+	// backingOff: the container's latest attempt ended and the job will
+	// start another (the job runs on).
+	backingOff := func(name string, policy corev1.RestartPolicy) bool {
+		code, ok := o.exits[name]
+		return ok && !terminal && restarts(policy, code)
+	}
+	// startedAt is when the latest attempt started, where the job says.
+	startedAt := func(name string, began time.Time) time.Time {
+		if a := o.attempts[name].Current.StartedAt; a != nil && !a.Before(began) {
+			return *a
+		}
+		return began
+	}
 
 	// began is when the next container started: the job's start, then, as
 	// init containers run one by one, each one's end where its marker says.
 	began := j.StartTime
 	terminated := func(name string, fallbackReason string) *corev1.ContainerStateTerminated {
-		t := &corev1.ContainerStateTerminated{StartedAt: mt(began), FinishedAt: mt(j.EndTime)}
+		t := &corev1.ContainerStateTerminated{StartedAt: mt(startedAt(name, began)), FinishedAt: mt(j.EndTime)}
 		if !terminal {
 			t.FinishedAt = metav1.NewTime(now) // ended while the job runs on: seen now
 		}
@@ -122,9 +215,14 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	// done (or the job failed in one of them).
 	initFailed := false
 	for _, c := range pod.Spec.InitContainers {
-		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image}
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, RestartCount: int32(o.attempts[c.Name].Current.Attempt)}
+		cs.LastTerminationState.Terminated = previous(o, c.Name)
 		_, exited := o.exits[c.Name]
 		switch {
+		case !initFailed && backingOff(c.Name, initPol):
+			cs.LastTerminationState.Terminated = terminated(c.Name, "Error")
+			cs.State.Waiting = backOff(pod, c.Name, o)
+			initFailed = true // the following ones wait
 		case exited || (terminal && started && !initFailed):
 			cs.State.Terminated = terminated(c.Name, "Error")
 			cs.Ready = cs.State.Terminated.ExitCode == 0
@@ -135,7 +233,7 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 				began = cs.State.Terminated.FinishedAt.Time
 			}
 		case started && !initFailed && !terminal:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(began)}
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(startedAt(c.Name, began))}
 			initFailed = true // the following ones wait
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
@@ -145,7 +243,8 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 
 	allReady, allOK := true, true
 	for _, c := range pod.Spec.Containers {
-		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image}
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, RestartCount: int32(o.attempts[c.Name].Current.Attempt)}
+		cs.LastTerminationState.Terminated = previous(o, c.Name)
 		_, exited := o.exits[c.Name]
 		switch {
 		case j.State == "PENDING" || !started:
@@ -159,13 +258,16 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 		case initFailed && terminal:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing", Message: "an init container failed"}
 			allOK = false
+		case backingOff(c.Name, policy):
+			cs.LastTerminationState.Terminated = terminated(c.Name, "Error")
+			cs.State.Waiting = backOff(pod, c.Name, o)
 		case exited || terminal:
 			cs.State.Terminated = terminated(c.Name, "Error")
 			if cs.State.Terminated.ExitCode != 0 {
 				allOK = false
 			}
 		default:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(began)}
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(startedAt(c.Name, began))}
 			cs.Started = ptrBool(true)
 			cs.Ready = true
 		}

@@ -158,6 +158,9 @@ func (noFiles) Stage(context.Context, layout.Pod, string, []byte, os.FileMode) e
 func (noFiles) Info(context.Context, layout.Pod, string, int, int64) (fetchclient.Info, error) {
 	return fetchclient.Info{}, nil
 }
+func (noFiles) Containers(_ context.Context, _ layout.Pod, names []string) (map[string]fetchclient.Container, error) {
+	return map[string]fetchclient.Container{}, nil
+}
 func (noFiles) Logs(context.Context, layout.Pod, string, fetchclient.LogOptions) (io.ReadCloser, error) {
 	return nil, fmt.Errorf("no logs here")
 }
@@ -173,7 +176,7 @@ func TestSyncRequestsAndTruth(t *testing.T) {
 	var pods []*corev1.Pod
 	for i := 0; i < 50; i++ {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: fmt.Sprintf("p%d", i), UID: types.UID(fmt.Sprintf("u-%d", i))},
-			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
 		if err := p.CreatePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +292,7 @@ func TestMissingConfigMapWaits(t *testing.T) {
 	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone},
 		Now: func() time.Time { return now }}, f, noFiles{}, look)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u-1"},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "K",
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "K",
 			ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "cm"}, Key: "k"}}}}}}}}
 	// No error: virtual-kubelet would fail the pod; the provider retries.
 	if err := p.CreatePod(ctx, pod); err != nil {

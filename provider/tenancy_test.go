@@ -124,7 +124,7 @@ func (o *ownerFiles) CreatePod(_ context.Context, pod layout.Pod, user string) e
 
 func tenantPod(ns, uid string) *corev1.Pod {
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p", UID: types.UID(uid)},
-		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
 }
 
 // TestMappedTenancy: a mapped namespace's pod is staged for its user and

@@ -56,7 +56,24 @@ type TranslateConfig struct {
 	AllowedOptions []string
 	// Allowed allow-lists the other annotations' values.
 	Allowed Allowed
+	// RestartBackoff and MaxRestartBackoff are the back-off before a
+	// container is restarted (restartPolicy OnFailure, Always): the first,
+	// doubling up to the second, reset once a container ran twice the
+	// second (the kubelet's 10s, 5m and 10m by default).
+	RestartBackoff, MaxRestartBackoff time.Duration
+	// LogTimeHelper is the time-index helper (cmd/slurm-vk-logtime) as
+	// jobs find it: a command in PATH or an absolute path (default
+	// slurm-vk-logtime). Without it on a compute node, logs are whole but
+	// --timestamps and --since fall back to the log's mtime.
+	LogTimeHelper string
 }
+
+// Defaults for TranslateConfig's restart back-off, as the kubelet's.
+const (
+	DefaultRestartBackoff    = 10 * time.Second
+	DefaultMaxRestartBackoff = 5 * time.Minute
+	DefaultLogTimeHelper     = "slurm-vk-logtime"
+)
 
 // StagedFile is a file to upload through the fetch endpoint before the job
 // is submitted.
@@ -131,6 +148,16 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	}
 	if len(pod.Spec.Containers) == 0 {
 		return nil, invalid("NoContainers", "the pod has no containers")
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
+			return nil, invalid("SidecarNotSupported", "init container %q has restartPolicy Always (a sidecar): not supported on Slurm nodes yet; run it as a regular container", c.Name)
+		}
+	}
+	switch pod.Spec.RestartPolicy {
+	case "", corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
+	default:
+		return nil, invalid("InvalidRestartPolicy", "restartPolicy %q: want Always, OnFailure or Never", pod.Spec.RestartPolicy)
 	}
 	runtime := cfg.Runtime
 	if r, ok := pod.Annotations[AnnotationRuntime]; ok {
@@ -767,32 +794,90 @@ func shqAll(ss []string) string {
 	return strings.Join(q, " ")
 }
 
+// restartPolicy is the pod's, Always when unset (as the API server
+// defaults it).
+func restartPolicy(pod *corev1.Pod) corev1.RestartPolicy {
+	if pod.Spec.RestartPolicy == "" {
+		return corev1.RestartPolicyAlways
+	}
+	return pod.Spec.RestartPolicy
+}
+
+// initPolicy is how init containers restart: on failure, unless the pod
+// never restarts anything (the kubelet's rule).
+func initPolicy(pod *corev1.Pod) corev1.RestartPolicy {
+	if restartPolicy(pod) == corev1.RestartPolicyNever {
+		return corev1.RestartPolicyNever
+	}
+	return corev1.RestartPolicyOnFailure
+}
+
+func seconds(d, def time.Duration) int {
+	if d <= 0 {
+		d = def
+	}
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
 // script is the batch script: init containers in order (stopping at the
-// first failure), then every container at once. Each container's output
-// goes to its own log and its exit code to its marker, written atomically
-// after the last byte; the job exits with the first non-zero code.
+// first that fails for good), then every container at once, each restarted
+// under the pod's restartPolicy with the kubelet's back-off. Each attempt's
+// output goes to its own log, timed by the log-time helper beside it, and
+// its exit code to its marker, written atomically after the last byte; the
+// job exits with the first non-zero final code. Attempts older than the
+// previous one are removed, as the kubelet keeps one dead container.
 func (t *translator) script(inits, mains []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/bin/bash\n# slurm-vk: pod %s/%s uid %s\n", t.pod.Namespace, t.pod.Name, t.pod.UID)
 	fmt.Fprintf(&b, "pod_dir=%s\n", shq(t.podDir))
+	helper := t.cfg.LogTimeHelper
+	if helper == "" {
+		helper = DefaultLogTimeHelper
+	}
+	fmt.Fprintf(&b, "backoff=%d backoff_max=%d\nlogtime=$(command -v %s 2>/dev/null || :)\n",
+		seconds(t.cfg.RestartBackoff, DefaultRestartBackoff), seconds(t.cfg.MaxRestartBackoff, DefaultMaxRestartBackoff), shq(helper))
 	// The marker holds the exit code, then, when the container function
 	// left one (svk_reason: a pull failure...), a reason and a message.
-	// SIGTERM (a delete: Slurm signals every process of the job) is for
-	// the containers: the shells that run them only note it (a trap with a
-	// handler, which the container's own process does not inherit), so
-	// they live on to write each container's marker.
-	b.WriteString(`run() { # run NAME FUNC: one container attempt, logged, with its exit marker
-	trap : TERM
-	local dir="$pod_dir/$1"
+	// SIGTERM (a delete, the time limit: Slurm signals every process of
+	// the job) is for the containers: the shells that run them only note
+	// it (a trap with a handler, which the container's own process does
+	// not inherit), so they live on to write each container's marker, and
+	// restart nothing after it.
+	b.WriteString(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
+	local stop=0
+	trap 'stop=1' TERM
+	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff
 	mkdir -p "$dir" && cd "$dir" || return 125
-	rm -f "$dir/.0.reason"
-	"$2" >>"$dir/0.log" 2>&1
-	local rc=$?
-	{ echo "$rc"; cat "$dir/.0.reason" 2>/dev/null || :; } >"$dir/.0.exit.tmp" && mv -f "$dir/.0.exit.tmp" "$dir/0.exit"
-	rm -f "$dir/.0.reason"
-	return "$rc"
+	while :; do
+		[ "$n" -lt 2 ] || rm -f "$dir/$((n - 2))".{log,times,start,exit}
+		rm -f "$dir/.$n.reason"
+		: >"$dir/$n.start" && : >>"$dir/$n.log" || return 125
+		sampler=
+		if [ -n "$logtime" ]; then
+			"$logtime" "$dir/$n.log" "$dir/$n.times" </dev/null &
+			sampler=$!
+		fi
+		began=$SECONDS
+		"$2" >>"$dir/$n.log" 2>&1
+		rc=$?
+		[ -z "$sampler" ] || kill "$sampler" 2>/dev/null
+		{ echo "$rc"; cat "$dir/.$n.reason" 2>/dev/null || :; } >"$dir/.$n.exit.tmp" && mv -f "$dir/.$n.exit.tmp" "$dir/$n.exit"
+		rm -f "$dir/.$n.reason"
+		case $3 in
+		Always) ;;
+		OnFailure) [ "$rc" -ne 0 ] || return 0 ;;
+		*) return "$rc" ;;
+		esac
+		[ "$stop" -eq 0 ] || return "$rc"
+		[ $((SECONDS - began)) -lt $((2 * backoff_max)) ] || delay=$backoff
+		sleep "$delay" &
+		wait $!
+		[ "$stop" -eq 0 ] || { kill $! 2>/dev/null; return "$rc"; }
+		delay=$((delay * 2 > backoff_max ? backoff_max : delay * 2))
+		n=$((n + 1))
+	done
 }
-svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/.0.reason"; } # REASON MESSAGE, for run's marker
+svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/.$n.reason"; } # REASON MESSAGE, for run's marker
 mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
 `)
 	switch t.runtime {
@@ -812,11 +897,11 @@ mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
 		b.WriteString(block)
 	}
 	for _, c := range t.pod.Spec.InitContainers {
-		fmt.Fprintf(&b, "run %s c_%s || exit $?\n", shq(c.Name), envSafe(c.Name))
+		fmt.Fprintf(&b, "run %s c_%s %s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod))
 	}
 	b.WriteString("pids=()\n")
 	for _, c := range t.pod.Spec.Containers {
-		fmt.Fprintf(&b, "run %s c_%s &\npids+=($!)\n", shq(c.Name), envSafe(c.Name))
+		fmt.Fprintf(&b, "run %s c_%s %s &\npids+=($!)\n", shq(c.Name), envSafe(c.Name), restartPolicy(t.pod))
 	}
 	b.WriteString(`trap '' TERM
 status=0

@@ -45,7 +45,7 @@ func basePod(name string, containers ...corev1.Container) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: name, UID: "11111111-2222-3333-4444-555555555555",
 			Labels: map[string]string{"app": "demo"}},
-		Spec: corev1.PodSpec{Containers: containers},
+		Spec: corev1.PodSpec{Containers: containers, RestartPolicy: corev1.RestartPolicyNever},
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -144,7 +145,8 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions),
 				Allowed: provider.Allowed{Runtimes: splitList(o.AllowedRuntimes), Partitions: splitList(o.AllowedPartitions),
 					Accounts: splitList(o.AllowedAccounts), QOS: splitList(o.AllowedQOS),
-					Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)}},
+					Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)},
+				RestartBackoff: o.RestartBackoff.Duration, MaxRestartBackoff: o.MaxRestartBackoff.Duration, LogTimeHelper: o.LogTimeHelper},
 			StatusInterval: o.StatusInterval.Duration, Events: recorder, Metrics: metrics,
 			Tenancy: o.Tenancy, TenantClient: tenantClient,
 		}, slurm, files, look)
@@ -158,7 +160,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		func(cfg *nodeutil.NodeConfig) error {
 			cfg.EventRecorder = recorder
 			cfg.HTTPListenAddr = o.Listen
-			cfg.Handler = mux
+			cfg.Handler = tailZero(mux)
 			if o.ClientCA != "" {
 				// Without a client-CA provider the webhook authenticator
 				// accepts bearer tokens only; the API server calls kubelets
@@ -174,7 +176,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 				if err != nil {
 					return err
 				}
-				cfg.Handler = nodeutil.WithAuth(auth, mux)
+				cfg.Handler = nodeutil.WithAuth(auth, tailZero(mux))
 			}
 			return nil
 		},
@@ -236,4 +238,17 @@ func servingTLS(o *options) (nodeutil.NodeOpt, error) {
 		opts = append(opts, nodeutil.WithCAFromPath(o.ClientCA))
 	}
 	return nodeutil.WithTLSConfig(opts...), nil
+}
+
+// tailZero tells the provider a logs request asked for tailLines=0 (no
+// lines), which virtual-kubelet's options cannot tell from no tail.
+func tailZero(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/containerLogs/") {
+			if n, err := strconv.Atoi(r.URL.Query().Get("tailLines")); err == nil && n == 0 {
+				r = r.WithContext(provider.WithTailZero(r.Context()))
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -52,6 +52,9 @@ type options struct {
 	// InsecureKubeletAPI serves the kubelet API without authentication.
 	InsecureKubeletAPI bool            `json:"insecureKubeletAPI"`
 	StatusInterval     metav1.Duration `json:"statusInterval"` // "5s" in the file
+	RestartBackoff     metav1.Duration `json:"restartBackoff"`
+	MaxRestartBackoff  metav1.Duration `json:"maxRestartBackoff"`
+	LogTimeHelper      string          `json:"logTimeHelper"`
 	NodeInterval       metav1.Duration `json:"nodeInterval"`
 	MaxPods            int             `json:"maxPods"`
 	QueueFactor        float64         `json:"queueFactor"`
@@ -106,6 +109,9 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.ClientCA, "client-ca", "", "CA of the API server's client certificate: enables webhook authn/authz on the kubelet API (required unless -insecure-kubelet-api)")
 	fs.BoolVar(&o.InsecureKubeletAPI, "insecure-kubelet-api", false, "serve the kubelet API (logs, full pod specs) to anyone who reaches -listen, without -client-ca: for tests only")
 	fs.DurationVar(&o.StatusInterval.Duration, "status-interval", 5*time.Second, "pod status sync period")
+	fs.DurationVar(&o.RestartBackoff.Duration, "restart-backoff", provider.DefaultRestartBackoff, "first back-off before a container is restarted (restartPolicy OnFailure, Always); doubles per restart")
+	fs.DurationVar(&o.MaxRestartBackoff.Duration, "max-restart-backoff", provider.DefaultMaxRestartBackoff, "longest back-off before a restart; reset once a container ran twice as long")
+	fs.StringVar(&o.LogTimeHelper, "log-time-helper", provider.DefaultLogTimeHelper, "slurm-vk-logtime as jobs find it (a command in PATH or an absolute path on compute nodes); without it, --timestamps/--since use the log's mtime")
 	fs.DurationVar(&o.NodeInterval.Duration, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
 	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
 	fs.Float64Var(&o.QueueFactor, "queue-factor", 1, "offer Kubernetes this many times the partition's CPUs, memory and GPUs, so the excess waits in Slurm's queue (>= 1)")

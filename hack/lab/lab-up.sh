@@ -253,6 +253,18 @@ enter_rootfs() {
 	wait_for "the lab mount namespace" 40 test -e "$ROOTFS/run/.labns-ready"
 }
 
+# install_tools puts slurm-vk-logtime (the log time index helper jobs start
+# beside each container) in the rootfs, as a site installs it on its compute
+# nodes; rebuilt on every start so that it matches the source. Renamed into
+# place: a job may be running the old one.
+install_tools() {
+	local tmp="$ROOTFS/usr/local/bin/.slurm-vk-logtime.new"
+	mkdir -p "$ROOTFS/usr/local/bin"
+	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$tmp" ./cmd/slurm-vk-logtime)
+	chmod 0755 "$tmp"
+	mv -f "$tmp" "$ROOTFS/usr/local/bin/slurm-vk-logtime"
+}
+
 start_registry() {
 	local bin=$STATE/registry
 	(cd "$REPO_ROOT" && go build -o "$bin" ./hack/registry)
@@ -332,6 +344,7 @@ mkdir -p "$LAB_DIR" "$STATE" "$SHARED"
 started=$(date +%s)
 build_rootfs
 mount_chroot
+install_tools
 configure
 start
 write_env

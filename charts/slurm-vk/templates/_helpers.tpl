@@ -153,6 +153,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "allowedOptions" (join "," $v.allowedOptions)
   "statusInterval" $v.statusInterval
   "nodeInterval" $v.nodeInterval
+  "restartBackoff" $v.restartBackoff
+  "maxRestartBackoff" $v.maxRestartBackoff
+  "logTimeHelper" $v.logTimeHelper
   "maxPods" (int (ternary $p.maxPods $v.node.maxPods (hasKey $p "maxPods")))
   "queueFactor" (float64 (ternary $p.queueFactor $v.node.queueFactor (hasKey $p "queueFactor")))
   "nodeLabels" (join "," $labelList)

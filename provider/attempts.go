@@ -1,0 +1,83 @@
+package provider
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/log"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slurmkube/slurm-vk/slurmclient"
+)
+
+// Containers that restart (restartPolicy OnFailure, Always) do so inside
+// the job: the job script counts attempts in the pod directory, and the
+// provider only reads them. A running job's state does not change when
+// one of its containers ends or starts again, so the sync loop looks at
+// the attempts of running pods whose containers can change on their own:
+// more than one container, or restarts.
+
+// watchesContainers says whether a running pod's status can change while
+// its job's state does not.
+func watchesContainers(pod *corev1.Pod) bool {
+	return len(pod.Spec.Containers)+len(pod.Spec.InitContainers) > 1 || restartPolicy(pod) != corev1.RestartPolicyNever
+}
+
+// refreshRunning re-reads the containers of running pods that need it (one
+// request per pod to the fetch endpoint, none to slurmrestd) and publishes
+// a new status where they changed. Failures wait for the next cycle.
+func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
+	for _, st := range running {
+		if ctx.Err() != nil {
+			return
+		}
+		p.mu.Lock()
+		pod, rec, seen := st.pod.DeepCopy(), st.record, st.seen
+		p.mu.Unlock()
+		if rec == nil || rec.State != slurmclient.StateRunning || !watchesContainers(pod) {
+			continue
+		}
+		containers, err := p.files.Containers(ctx, PodRef(pod), containerNames(pod))
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Debug("read the containers' attempts; next cycle")
+			continue
+		}
+		fp := fingerprint(containers)
+		if fp == seen {
+			continue
+		}
+		status := podStatus(pod, observe(rec, containers), p.cfg.Now())
+		p.mu.Lock()
+		if cur, ok := p.pods[pod.UID]; !ok || cur != st || st.final || st.record != rec {
+			p.mu.Unlock()
+			continue // deleted, ended or refreshed meanwhile
+		}
+		st.pod.Status = status
+		st.seen = fp
+		out := st.pod.DeepCopy()
+		cb := p.notify
+		p.mu.Unlock()
+		if cb != nil {
+			cb(out)
+		}
+	}
+}
+
+// logAttempt picks the attempt kubectl logs asks for: the latest, or with
+// previous the one before it, which must exist (the kubelet's answer
+// otherwise).
+func (p *Provider) logAttempt(ctx context.Context, pod *corev1.Pod, container string, previous bool) (int, error) {
+	cs, err := p.files.Containers(ctx, PodRef(pod), []string{container})
+	if err != nil {
+		return 0, err
+	}
+	c := cs[container]
+	if !previous {
+		return c.Current.Attempt, nil
+	}
+	if c.Previous == nil || !(c.Previous.Exists || c.Previous.Exited) {
+		return 0, errdefs.InvalidInput(fmt.Sprintf("previous terminated container %q in pod %q not found", container, pod.Name))
+	}
+	return c.Previous.Attempt, nil
+}
