@@ -1,10 +1,13 @@
 package provider
 
 import (
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 
 	"github.com/slurmkube/slurm-vk/slurmclient"
 )
@@ -118,6 +121,83 @@ func TestPodStatus(t *testing.T) {
 			}
 			if tt.phase == corev1.PodPending && (st.Message == "" || st.ContainerStatuses[0].State.Waiting.Message == "") {
 				t.Error("a pending pod must say why")
+			}
+		})
+	}
+}
+
+// TestPodStatusRestarts: restarted containers report what a kubelet
+// reports: restartCount, the last attempt's end as lastState, and
+// CrashLoopBackOff while the job waits to start the next attempt.
+func TestPodStatusRestarts(t *testing.T) {
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	start := now.Add(-time.Minute)
+	running := &slurmclient.Job{ID: 7, State: "RUNNING", SubmitTime: start, StartTime: start}
+	code := func(c int) *int { return &c }
+	at := func(s int) *time.Time { t := start.Add(time.Duration(s) * time.Second); return &t }
+	attempt := func(n int, exit *int, started, ended *time.Time, reason string) fetchclient.Info {
+		return fetchclient.Info{Attempt: n, Exists: true, Exited: exit != nil, ExitCode: exit, StartedAt: started, ExitedAt: ended, Reason: reason}
+	}
+	prev := func(i fetchclient.Info) *fetchclient.Info { return &i }
+	tests := []struct {
+		name     string
+		policy   corev1.RestartPolicy
+		job      *slurmclient.Job
+		c        fetchclient.Container
+		waiting  string
+		running  bool
+		term     string
+		restarts int32
+		last     int32 // last state's exit code; -1: none
+	}{
+		{"first attempt failed: back-off", corev1.RestartPolicyOnFailure, running,
+			fetchclient.Container{Current: attempt(0, code(1), at(0), at(5), "")}, "CrashLoopBackOff", false, "", 0, 1},
+		{"second attempt runs", corev1.RestartPolicyOnFailure, running,
+			fetchclient.Container{Current: attempt(1, nil, at(15), nil, ""), Previous: prev(attempt(0, code(1), at(0), at(5), ""))}, "", true, "", 1, 1},
+		{"third attempt succeeded: done", corev1.RestartPolicyOnFailure, running,
+			fetchclient.Container{Current: attempt(2, code(0), at(40), at(41), ""), Previous: prev(attempt(1, code(2), at(15), at(20), ""))}, "", false, "Completed", 2, 2},
+		{"Always restarts a success", corev1.RestartPolicyAlways, running,
+			fetchclient.Container{Current: attempt(0, code(0), at(0), at(5), "")}, "CrashLoopBackOff", false, "", 0, 0},
+		{"a pull failure backs off as ImagePullBackOff", corev1.RestartPolicyAlways, running,
+			fetchclient.Container{Current: attempt(3, code(125), at(0), at(1), "ErrImagePull"), Previous: prev(attempt(2, code(125), nil, nil, "ErrImagePull"))}, "ImagePullBackOff", false, "", 3, 125},
+		{"Never: terminated, no back-off", corev1.RestartPolicyNever, running,
+			fetchclient.Container{Current: attempt(0, code(1), at(0), at(5), "")}, "", false, "Error", 0, -1},
+		{"job ended during a back-off: terminated", corev1.RestartPolicyOnFailure,
+			&slurmclient.Job{ID: 7, State: "CANCELLED", SubmitTime: start, StartTime: start, EndTime: now},
+			fetchclient.Container{Current: attempt(1, code(1), at(10), at(12), ""), Previous: prev(attempt(0, code(1), at(0), at(5), ""))}, "", false, "SlurmJobCancelled", 1, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pod := basePod("r", corev1.Container{Name: "main", Image: "busybox"}, corev1.Container{Name: "side"})
+			pod.Spec.RestartPolicy = tt.policy
+			st := podStatus(pod, observe(tt.job, map[string]fetchclient.Container{"main": tt.c}), now)
+			cs := st.ContainerStatuses[0]
+			switch {
+			case tt.waiting != "":
+				if cs.State.Waiting == nil || cs.State.Waiting.Reason != tt.waiting || !strings.Contains(cs.State.Waiting.Message, "back-off") {
+					t.Errorf("state %+v, want waiting %s", cs.State, tt.waiting)
+				}
+			case tt.running:
+				if cs.State.Running == nil || !cs.State.Running.StartedAt.Time.Equal(*tt.c.Current.StartedAt) {
+					t.Errorf("state %+v, want running since the attempt's start", cs.State)
+				}
+			default:
+				if cs.State.Terminated == nil || cs.State.Terminated.Reason != tt.term {
+					t.Errorf("state %+v, want terminated %s", cs.State, tt.term)
+				}
+			}
+			if cs.RestartCount != tt.restarts {
+				t.Errorf("restartCount %d, want %d", cs.RestartCount, tt.restarts)
+			}
+			last := cs.LastTerminationState.Terminated
+			switch {
+			case tt.last < 0 && last != nil:
+				t.Errorf("lastState %+v, want none", last)
+			case tt.last >= 0 && (last == nil || last.ExitCode != tt.last || last.FinishedAt.IsZero()):
+				t.Errorf("lastState %+v, want exit %d with its end", last, tt.last)
+			}
+			if st.Phase != corev1.PodRunning && tt.job.State == "RUNNING" {
+				t.Errorf("phase %s while the job runs", st.Phase)
 			}
 		})
 	}

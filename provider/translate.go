@@ -860,7 +860,7 @@ func (t *translator) script(inits, mains []string) string {
 		began=$SECONDS
 		"$2" >>"$dir/$n.log" 2>&1
 		rc=$?
-		[ -z "$sampler" ] || kill "$sampler" 2>/dev/null
+		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
 		{ echo "$rc"; cat "$dir/.$n.reason" 2>/dev/null || :; } >"$dir/.$n.exit.tmp" && mv -f "$dir/.$n.exit.tmp" "$dir/$n.exit"
 		rm -f "$dir/.$n.reason"
 		case $3 in

@@ -9,28 +9,9 @@
 package main
 
 import (
-	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
 	"github.com/slurmkube/slurm-vk/fetch/logtime"
 )
 
-func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: slurm-vk-logtime LOG INDEX")
-		os.Exit(2)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	defer stop()
-	parent := os.Getppid()
-	s := &logtime.Sampler{Log: os.Args[1], Index: os.Args[2], Every: 10 * time.Millisecond,
-		Alive: func() bool { return os.Getppid() == parent }}
-	if err := s.Run(ctx); err != nil {
-		fmt.Fprintln(os.Stderr, "slurm-vk-logtime:", err)
-		os.Exit(1)
-	}
-}
+func main() { os.Exit(logtime.Command(os.Args[1:])) }

@@ -23,10 +23,13 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
+	"os/signal"
 	"sort"
+	"syscall"
 	"time"
 )
 
@@ -267,4 +270,24 @@ func lastRecord(f *os.File) (Record, error) {
 		}
 	}
 	return x.Record(x.Len() - 1)
+}
+
+// Command is slurm-vk-logtime: sample LOG into INDEX every 10 ms until
+// SIGTERM (the job script, once the container has ended) or until the
+// process that started it is gone. It returns the exit code.
+func Command(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: slurm-vk-logtime LOG INDEX")
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer stop()
+	parent := os.Getppid()
+	s := &Sampler{Log: args[0], Index: args[1], Every: 10 * time.Millisecond,
+		Alive: func() bool { return os.Getppid() == parent }}
+	if err := s.Run(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "slurm-vk-logtime:", err)
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,189 @@
+package provider
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
+	"github.com/slurmkube/slurm-vk/fetch/server"
+)
+
+// restartRig runs job scripts with bash on this host (runtime none), with a
+// one-second back-off and the test binary as slurm-vk-logtime.
+type restartRig struct {
+	dir string
+	cfg TranslateConfig
+}
+
+func newRestartRig(t *testing.T) *restartRig {
+	t.Helper()
+	dir := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(dir, "bin", DefaultLogTimeHelper)
+	os.MkdirAll(filepath.Dir(helper), 0o755)
+	if err := os.Symlink(self, helper); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testCfg
+	cfg.SharedRoot = filepath.Join(dir, "shared")
+	cfg.RestartBackoff, cfg.MaxRestartBackoff, cfg.LogTimeHelper = time.Second, 2*time.Second, helper
+	return &restartRig{dir: dir, cfg: cfg}
+}
+
+// start starts pod's script; wait for it with cmd.Wait.
+func (r *restartRig) start(t *testing.T, pod *corev1.Pod) *exec.Cmd {
+	t.Helper()
+	plan, err := Translate(pod, r.cfg, lookups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(PodRef(pod).Path(r.cfg.SharedRoot), 0o700)
+	cmd := exec.Command("bash", "-c", plan.Spec.Script)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "COUNT=" + filepath.Join(r.dir, pod.Name+".count")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	return cmd
+}
+
+func (r *restartRig) file(pod *corev1.Pod, elem ...string) string {
+	b, err := os.ReadFile(PodRef(pod).Path(r.cfg.SharedRoot, elem...))
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return string(b)
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+// failTwice fails on its first two attempts and succeeds on the third,
+// counting attempts in $COUNT.
+var failTwice = corev1.Container{Name: "main", Command: []string{"sh", "-c",
+	`n=$(cat "$COUNT" 2>/dev/null || echo 0); echo $((n + 1)) >"$COUNT"; echo "attempt $n"; sleep 0.3; [ "$n" -ge 2 ]`}}
+
+// TestScriptRestartsOnFailure: restartPolicy OnFailure restarts a failing
+// container in place, each attempt with its own log, start, times and exit
+// marker; only the latest two attempts are kept; the job succeeds with
+// the last attempt; the fetch endpoint reports the attempts.
+func TestScriptRestartsOnFailure(t *testing.T) {
+	r := newRestartRig(t)
+	pod := basePod("onfailure", failTwice)
+	pod.Spec.RestartPolicy = corev1.RestartPolicyOnFailure
+	began := time.Now()
+	if err := r.start(t, pod).Wait(); err != nil {
+		t.Fatalf("job: %v, want success on the third attempt", err)
+	}
+	// Back-off 1 s, then 2 s: the third attempt cannot start before 3 s.
+	if d := time.Since(began); d < 3*time.Second {
+		t.Errorf("three attempts in %v: the back-off (1 s, 2 s) was not waited", d)
+	}
+	for _, c := range []struct{ file, want string }{
+		{"main/1.log", "attempt 1\n"}, {"main/1.exit", "1\n"},
+		{"main/2.log", "attempt 2\n"}, {"main/2.exit", "0\n"},
+		{"main/2.start", ""},
+	} {
+		if got := r.file(pod, c.file); got != c.want {
+			t.Errorf("%s = %q, want %q", c.file, got, c.want)
+		}
+	}
+	if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", "0.log")); !os.IsNotExist(err) {
+		t.Errorf("attempt 0's log is kept (%v): only the latest two attempts should be", err)
+	}
+	if fi, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", "2.times")); err != nil || fi.Size() == 0 {
+		t.Errorf("attempt 2's time index: %v (size %v); the helper did not run", err, fi)
+	}
+
+	tokenFile := filepath.Join(r.dir, "token")
+	os.WriteFile(tokenFile, []byte("t"), 0o600)
+	url := fetchtest.Start(t, server.Config{Root: r.cfg.SharedRoot, TokenFile: tokenFile})
+	c, err := fetchclient.New(fetchclient.Config{URL: url, TokenFile: tokenFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := c.Containers(context.Background(), PodRef(pod), []string{"main"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := cs["main"]
+	if m.Current.Attempt != 2 || !m.Current.Exited || *m.Current.ExitCode != 0 || m.Current.StartedAt == nil ||
+		m.Previous == nil || m.Previous.Attempt != 1 || *m.Previous.ExitCode != 1 {
+		t.Errorf("containers: %+v, previous %+v", m.Current, m.Previous)
+	}
+}
+
+// TestScriptNeverRestarts: restartPolicy Never runs one attempt and the
+// job ends with its code; an init container that fails ends the job.
+func TestScriptNeverRestarts(t *testing.T) {
+	r := newRestartRig(t)
+	pod := basePod("never", failTwice)
+	if err := r.start(t, pod).Wait(); exitCode(err) != 1 {
+		t.Errorf("job: %v, want exit 1", err)
+	}
+	if got := r.file(pod, "main", "1.log"); !strings.HasPrefix(got, "<") {
+		t.Errorf("a second attempt ran: %q", got)
+	}
+}
+
+// TestScriptInitRestarts: under OnFailure (and Always), an init container
+// that fails is restarted until it succeeds, then the containers run.
+func TestScriptInitRestarts(t *testing.T) {
+	r := newRestartRig(t)
+	init := failTwice
+	init.Name = "init"
+	pod := basePod("init", corev1.Container{Name: "main", Command: []string{"echo", "main ran"}})
+	pod.Spec.InitContainers = []corev1.Container{init}
+	pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
+	cmd := r.start(t, pod)
+	deadline := time.Now().Add(time.Minute) // generous: only a hang fails
+	for r.file(pod, "main", "0.log") != "main ran\n" {
+		if time.Now().After(deadline) {
+			t.Fatalf("main never ran; init attempt 2: %q", r.file(pod, "init", "2.exit"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := r.file(pod, "init", "2.exit"); got != "0\n" {
+		t.Errorf("init's third attempt: %q, want 0", got)
+	}
+	// Always: the main container is restarted although it succeeded; a
+	// SIGTERM (a delete) stops the restarts and ends the job.
+	for strings.HasPrefix(r.file(pod, "main", "1.start"), "<") {
+		if time.Now().After(deadline) {
+			t.Fatal("restartPolicy Always did not restart a container that exited 0")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // generous: only a hang fails
+		t.Fatal("the job did not end after SIGTERM")
+	}
+	time.Sleep(3 * time.Second) // longer than any back-off: nothing may start now
+	if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", "3.start")); err == nil {
+		t.Error("an attempt started after SIGTERM")
+	}
+}
