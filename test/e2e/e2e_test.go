@@ -111,14 +111,16 @@ func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 // setup brings up the Slurm side (slurm-fetchd on a fresh root in the lab's
 // shared directory) and a slurm-vk for nodeName with the e2e provider
 // identity, and waits for its node to be Ready.
-func setup(t *testing.T) *cluster {
+func setup(t *testing.T, extra ...string) *cluster {
 	c := setupSlurmSide(t)
 	c.clearNode(nodeName)
-	start(t, c.bin, "slurm-vk", "-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
+	args := []string{"-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
 		"-partition", c.lab.Partition, "-slurmrestd-url", c.lab.URL, "-slurm-token-file", c.lab.TokenFile, "-slurm-user", c.lab.User,
 		"-fetch-url", "http://"+c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", c.root, "-runtime", "none",
 		"-allowed-runtimes", "podman,charliecloud", "-listen", "127.0.0.1:10250", "-node-ip", "127.0.0.1", "-tls-cert", c.cp["CONTROLPLANE_KUBELET_CERT"],
-		"-tls-key", c.cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", c.cp["CONTROLPLANE_CA"], "-status-interval", "1s")
+		"-tls-key", c.cp["CONTROLPLANE_KUBELET_KEY"], "-client-ca", c.cp["CONTROLPLANE_CA"], "-status-interval", "1s"}
+	args = append(args, extra...)
+	start(t, c.bin, "slurm-vk", args...)
 	c.waitReady(nodeName)
 	return c
 }
