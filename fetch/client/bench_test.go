@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/fetch/logtime"
 )
 
 // Benchmarks run against the real slurm-fetchd binary on real files, with
@@ -79,9 +80,75 @@ func BenchmarkRead1GiB(b *testing.B) {
 	b.ReportMetric(rt.Seconds()/ct.Seconds(), "client/cat")
 }
 
+// BenchmarkReadTimestamps1GiB: a finished 1 GiB output of 80-byte lines,
+// timed by an index with a record per 64 KiB (more than the sampler writes
+// for a fast writer), read through the client with and without
+// --timestamps, alternately. Rates count the log's own bytes.
+func BenchmarkReadTimestamps1GiB(b *testing.B) {
+	f := newFixture(b)
+	const size = 1 << 30
+	line := strings.Repeat("x", 79) + "\n"
+	w, err := os.Create(f.logPath("main"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	bw := bufio.NewWriterSize(w, 1<<20)
+	var idx []byte
+	base := time.Now().Add(-time.Hour).UnixNano()
+	for n := 0; n < size; n += len(line) {
+		bw.WriteString(line[:min(len(line), size-n)])
+		if end := n + len(line); end%(64<<10) < len(line) || end >= size {
+			idx = append(idx, logtime.Record{End: int64(min(end, size)), Time: base + int64(end)}.Encode()...)
+		}
+	}
+	bw.Flush()
+	w.Close()
+	if err := os.WriteFile(filepath.Join(f.root, pod.Dir(), layout.TimesFile("main", 0)), idx, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	f.exit(b, "main", 0)
+	d := startFetchd(b, f)
+	c := newClient(b, "http://"+d.addr)
+	read := func(ts bool) time.Duration {
+		t0 := time.Now()
+		rc, err := c.Logs(context.Background(), pod, "main", LogOptions{TailLines: -1, Timestamps: ts})
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, rc)
+		rc.Close()
+		if want := int64(size + size/80*31 + 31); err != nil || (!ts && n != size) || (ts && n < want-31) {
+			b.Fatalf("timestamps=%v: read %d bytes: %v", ts, n, err)
+		}
+		return time.Since(t0)
+	}
+	var plain, stamped time.Duration
+	for i := 0; i < b.N; i++ {
+		if i%2 == 0 {
+			plain += read(false)
+			stamped += read(true)
+		} else {
+			stamped += read(true)
+			plain += read(false)
+		}
+	}
+	mb := float64(size) / (1 << 20) * float64(b.N)
+	b.ReportMetric(mb/plain.Seconds(), "plain-MiB/s")
+	b.ReportMetric(mb/stamped.Seconds(), "timestamps-MiB/s")
+	b.ReportMetric(plain.Seconds()/stamped.Seconds(), "timestamps/plain")
+}
+
 // BenchmarkFollowLatency: a writer appends a timestamped line every 10 ms
-// for FOLLOW_SECONDS (default 60); a follow stream measures write→receive.
+// for FOLLOW_SECONDS (default 60); a follow stream measures write→receive,
+// without and with --timestamps (the time index then written by the real
+// sampler beside the writer).
 func BenchmarkFollowLatency(b *testing.B) {
+	for _, ts := range []bool{false, true} {
+		b.Run(fmt.Sprintf("timestamps=%v", ts), func(b *testing.B) { followLatency(b, ts) })
+	}
+}
+
+func followLatency(b *testing.B, ts bool) {
 	seconds := 60
 	if v, err := strconv.Atoi(os.Getenv("FOLLOW_SECONDS")); err == nil && v > 0 {
 		seconds = v
@@ -93,9 +160,15 @@ func BenchmarkFollowLatency(b *testing.B) {
 		if err := os.WriteFile(f.logPath("main"), nil, 0o644); err != nil {
 			b.Fatal(err)
 		}
-		rc, err := c.Logs(context.Background(), pod, "main", LogOptions{TailLines: -1, Follow: true})
+		rc, err := c.Logs(context.Background(), pod, "main", LogOptions{TailLines: -1, Follow: true, Timestamps: ts})
 		if err != nil {
 			b.Fatal(err)
+		}
+		ctx, stopSampler := context.WithCancel(context.Background())
+		defer stopSampler()
+		if ts {
+			s := &logtime.Sampler{Log: f.logPath("main"), Index: filepath.Join(f.root, pod.Dir(), layout.TimesFile("main", 0)), Every: 10 * time.Millisecond}
+			go s.Run(ctx)
 		}
 		go func() {
 			w, _ := os.OpenFile(f.logPath("main"), os.O_WRONLY|os.O_APPEND, 0)
@@ -114,7 +187,11 @@ func BenchmarkFollowLatency(b *testing.B) {
 		var lat []time.Duration
 		sc := bufio.NewScanner(rc)
 		for sc.Scan() {
-			ns, err := strconv.ParseInt(sc.Text(), 10, 64)
+			text := sc.Text()
+			if ts {
+				_, text, _ = strings.Cut(text, " ")
+			}
+			ns, err := strconv.ParseInt(text, 10, 64)
 			if err != nil {
 				b.Fatalf("line %q", sc.Text())
 			}

@@ -86,7 +86,7 @@ func (c *Client) Logs(ctx context.Context, pod layout.Pod, container string, opt
 	if opts.Timestamps {
 		// The limit counts what the caller gets, prefixes included; every
 		// start offset (0, a tail's, a since's) is a line start.
-		s.stamped = &stamped{left: s.left, lineStart: true, buf: make([]byte, 32<<10)}
+		s.stamped = &stamped{left: s.left, lineStart: true, buf: make([]byte, 256<<10)}
 		s.left = -1
 	}
 	return s, nil
@@ -134,10 +134,30 @@ type stamped struct {
 	prefix    []byte // undelivered prefix bytes
 	lineStart bool
 	left      int64 // LimitBytes left, prefixes included; -1: none
+
+	// The last prefix formatted, and the offsets it is good for: lines
+	// timed by one record share it, so most lines format nothing.
+	cached           []byte
+	cachedFrom, upTo int64
 }
 
 // timeFormat is the kubelet's (RFC 3339, nanoseconds, fixed width).
 const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// prefixAt is the prefix of a line starting at off.
+func (t *stamped) prefixAt(off int64) []byte {
+	if off >= t.cachedFrom && off < t.upTo && t.cached != nil {
+		return t.cached
+	}
+	var at time.Time
+	at, t.ti = logtime.Lookup(t.times, t.ti, off)
+	t.cached = append(at.UTC().AppendFormat(t.cached[:0], timeFormat), ' ')
+	t.cachedFrom, t.upTo = off, off+1
+	if t.ti < len(t.times) {
+		t.upTo = t.times[t.ti].End
+	}
+	return t.cached
+}
 
 // Read implements io.Reader.
 func (s *stream) Read(p []byte) (int, error) {
@@ -156,29 +176,15 @@ func (s *stream) Read(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) {
-		switch {
-		case len(t.prefix) > 0:
+		if len(t.prefix) > 0 {
 			c := copy(p[n:], t.prefix)
 			t.prefix, n = t.prefix[c:], n+c
-		case len(t.pend) > 0 && t.lineStart:
-			var at time.Time
-			at, t.ti = logtime.Lookup(t.times, t.ti, t.pendAt)
-			t.prefix = at.UTC().AppendFormat(t.prefix[:0], timeFormat)
-			t.prefix = append(t.prefix, ' ')
-			t.lineStart = false
-		case len(t.pend) > 0:
-			// Up to the end of the line, so the next line gets its prefix.
-			line := t.pend
-			if i := bytes.IndexByte(line, '\n'); i >= 0 {
-				line = line[:i+1]
+			continue
+		}
+		if len(t.pend) == 0 {
+			if n > 0 {
+				break // deliver what there is rather than wait for more
 			}
-			c := copy(p[n:], line)
-			t.lineStart = c == len(line) && line[c-1] == '\n'
-			t.pend, t.pendAt, n = t.pend[c:], t.pendAt+int64(c), n+c
-		case n > 0:
-			// Deliver what there is rather than wait for more.
-			return s.stampedDone(n)
-		default:
 			m, err := s.readRaw(t.buf)
 			if m == 0 {
 				return 0, err
@@ -186,15 +192,30 @@ func (s *stream) Read(p []byte) (int, error) {
 			// The bytes came from the current answer: its records time them.
 			t.pend, t.pendAt = t.buf[:m], s.offset-int64(m)
 			if !sameRecords(t.times, s.times) {
-				t.times, t.ti = s.times, 0
+				t.times, t.ti, t.cached = s.times, 0, nil
 			}
+			continue
+		}
+		// Whole lines while they fit: prefix, then up to the newline.
+		for len(t.pend) > 0 && n < len(p) {
+			if t.lineStart {
+				pre := t.prefixAt(t.pendAt)
+				t.lineStart = false
+				if len(p)-n < len(pre) {
+					t.prefix = append(t.prefix[:0], pre...)
+					break
+				}
+				n += copy(p[n:], pre)
+			}
+			line := t.pend
+			if i := bytes.IndexByte(line, '\n'); i >= 0 {
+				line = line[:i+1]
+			}
+			c := copy(p[n:], line)
+			t.lineStart = c == len(line) && line[c-1] == '\n'
+			t.pend, t.pendAt, n = t.pend[c:], t.pendAt+int64(c), n+c
 		}
 	}
-	return s.stampedDone(n)
-}
-
-func (s *stream) stampedDone(n int) (int, error) {
-	t := s.stamped
 	if t.left > 0 {
 		t.left -= int64(n)
 		if t.left == 0 {

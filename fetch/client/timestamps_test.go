@@ -63,7 +63,7 @@ func TestTimestamps(t *testing.T) {
 	// (a line split across writes); "crlf\r\n" at 4 s; "\x00bin\n" and a
 	// last line without newline past the index, timed by the mtime (5 s).
 	data := "one\ntwo halves\ncrlf\r\n\x00bin\nlast"
-	recs := []logtime.Record{{4, ns(1)}, {8, ns(2)}, {15, ns(3)}, {21, ns(4)}}
+	recs := []logtime.Record{{End: 4, Time: ns(1)}, {End: 8, Time: ns(2)}, {End: 15, Time: ns(3)}, {End: 21, Time: ns(4)}}
 	mtime := at(5)
 	f.stamp(t, data, recs, mtime)
 	ts := func(s float64) string { return at(s).UTC().Format("2006-01-02T15:04:05.000000000Z07:00") + " " }

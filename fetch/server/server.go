@@ -850,7 +850,9 @@ const maxAttemptScan = 4096
 // latestAttempt is the highest attempt with a file in the container's
 // directory; 0 when it has none yet.
 func latestAttempt(pr *os.Root, container string) (int, error) {
-	d, err := pr.Open(container)
+	// O_DIRECTORY|O_NONBLOCK: a FIFO or device the job put in the
+	// directory's place is refused at once, never waited on.
+	d, err := pr.OpenFile(container, os.O_RDONLY|syscall.O_DIRECTORY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
 	if errors.Is(err, fs.ErrNotExist) {
 		return 0, nil
 	}

@@ -48,6 +48,11 @@ func TestSpecialFilesNeverStall(t *testing.T) {
 			{"exit marker, log", layout.ExitFile("main", 0), "GET", "/containers/main/log?offset=0", 403},
 			{"log, read", layout.LogFile("main", 0), "GET", "/containers/main/log?offset=0", 403},
 			{"log, tail", layout.LogFile("main", 0), "GET", "/containers/main/info?tail_lines=1", 403},
+			{"time index, timestamped read", layout.TimesFile("main", 0), "GET", "/containers/main/log?offset=0&times=1", 403},
+			{"time index, since", layout.TimesFile("main", 0), "GET", "/containers/main/info?since=2026-01-01T00:00:00Z", 403},
+			{"start marker, info", layout.StartFile("main", 0), "GET", "/containers/main/info", 200}, // ignored
+			{"container directory, containers", "main", "GET", "/containers?name=main", 403},
+			{"container directory, latest attempt", "main", "GET", "/containers/main/info?attempt=latest", 403},
 			// The job's own directory: what it put there goes, the delete
 			// happens, and the marker is a plain file.
 			{"deletion marker, delete", layout.DeletedMarker, "DELETE", "", 204},
@@ -56,7 +61,7 @@ func TestSpecialFilesNeverStall(t *testing.T) {
 				e := newEnv(t, func(c *Config) { c.Retention = time.Hour })
 				e.writeLog("main", 0, "out\n", nil)
 				p := filepath.Join(e.root, testPod.Dir(), tt.file)
-				os.Remove(p)
+				os.RemoveAll(p)
 				if err := make(p); err != nil {
 					t.Skipf("cannot make a %s here: %v", kind, err)
 				}
