@@ -121,19 +121,19 @@ type graceCancel struct {
 
 // podState is one pod as the provider tracks it.
 type podState struct {
-	pod     *corev1.Pod // with the latest status
-	job     slurmclient.JobID
-	state   slurmclient.JobState // last state seen; "" before the first
-	flags   int                  // len(flags) last seen, to notice COMPLETING and the like
-	reason  string               // pending reason last seen
+	pod    *corev1.Pod // with the latest status
+	job    slurmclient.JobID
+	state  slurmclient.JobState // last state seen; "" before the first
+	flags  int                  // len(flags) last seen, to notice COMPLETING and the like
+	reason string               // pending reason last seen
 	// record is the job's full record last read, and seen its containers'
 	// attempts then, to tell when a running pod's containers change.
-	record *slurmclient.Job
-	seen   string
-	checked time.Time            // when the full record was last read
-	final   bool                 // terminal status recorded
-	ran     bool                 // ran under a job Slurm has forgotten (no job ID)
-	done    chan struct{}        // closed when the pod's containers have ended
+	record  *slurmclient.Job
+	seen    string
+	checked time.Time     // when the full record was last read
+	final   bool          // terminal status recorded
+	ran     bool          // ran under a job Slurm has forgotten (no job ID)
+	done    chan struct{} // closed when the pod's containers have ended
 	// A pod not created yet: the pod as CreatePod got it, when to try
 	// again, and the back-off.
 	orig    *corev1.Pod
