@@ -72,9 +72,27 @@ func observe(job *slurmclient.Job, containers map[string]fetchclient.Container) 
 }
 
 // fingerprint sums up what a pod's status takes from its containers'
-// files: when it is unchanged, so is the status.
+// files: when it is unchanged, so is the status. A log's size is not part
+// of it: a pod that prints is not a new status each cycle.
 func fingerprint(containers map[string]fetchclient.Container) string {
-	b, _ := json.Marshal(containers) // map keys sorted: stable
+	type attempt struct {
+		N              int
+		Exited         bool
+		Code           *int
+		Started, Ended *time.Time
+		Reason         string
+	}
+	of := func(i *fetchclient.Info) *attempt {
+		if i == nil {
+			return nil
+		}
+		return &attempt{i.Attempt, i.Exited, i.ExitCode, i.StartedAt, i.ExitedAt, i.Reason}
+	}
+	sum := map[string][2]*attempt{}
+	for name, c := range containers {
+		sum[name] = [2]*attempt{of(&c.Current), of(c.Previous)}
+	}
+	b, _ := json.Marshal(sum) // map keys sorted: stable
 	return string(b)
 }
 

@@ -202,3 +202,20 @@ func TestPodStatusRestarts(t *testing.T) {
 		})
 	}
 }
+
+// TestFingerprintIgnoresGrowth: a running pod whose log grows has the same
+// status; a new attempt or an exit changes it.
+func TestFingerprintIgnoresGrowth(t *testing.T) {
+	code := 1
+	a := map[string]fetchclient.Container{"main": {Current: fetchclient.Info{Attempt: 0, Exists: true, Size: 10}}}
+	grown := map[string]fetchclient.Container{"main": {Current: fetchclient.Info{Attempt: 0, Exists: true, Size: 99}}}
+	exited := map[string]fetchclient.Container{"main": {Current: fetchclient.Info{Attempt: 0, Exists: true, Size: 99, Exited: true, ExitCode: &code}}}
+	prev := exited["main"].Current
+	next := map[string]fetchclient.Container{"main": {Current: fetchclient.Info{Attempt: 1}, Previous: &prev}}
+	if fingerprint(a) != fingerprint(grown) {
+		t.Error("a log that grew changed the fingerprint")
+	}
+	if fingerprint(a) == fingerprint(exited) || fingerprint(exited) == fingerprint(next) {
+		t.Error("an exit or a new attempt left the fingerprint as it was")
+	}
+}
