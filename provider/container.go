@@ -9,6 +9,8 @@ import (
 
 	"github.com/distribution/reference"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
 // resolved is one container ready for a runtime: references expanded,
@@ -143,7 +145,7 @@ func (t *translator) pullSecrets() error {
 	}
 	t.pullAuths = auths
 	if t.runtime == RuntimePodman {
-		t.pullAuth = t.stage("pull/auth.json", data, 0o600)
+		t.pullAuth = t.stage(layout.StagedPullAuth, data, 0o600)
 	}
 	return nil
 }
@@ -173,6 +175,6 @@ func (t *translator) registryCredentials(c resolved) (user, pass string, ok bool
 		}
 		a.Username, a.Password = u, p
 	}
-	dir := "pull/" + c.name + "/"
-	return t.stage(dir+"username", []byte(a.Username), 0o600), t.stage(dir+"password", []byte(a.Password), 0o600), true, nil
+	dir := layout.StagedPullCredentials(c.name)
+	return t.stage(path.Join(dir, "username"), []byte(a.Username), 0o600), t.stage(path.Join(dir, "password"), []byte(a.Password), 0o600), true, nil
 }

@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/fetch/server"
 )
 
@@ -100,18 +102,20 @@ func TestScriptRestartsOnFailure(t *testing.T) {
 		t.Errorf("three attempts in %v: the back-off (1 s, 2 s) was not waited", d)
 	}
 	for _, c := range []struct{ file, want string }{
-		{"main/1.log", "attempt 1\n"}, {"main/1.exit", "1\n"},
-		{"main/2.log", "attempt 2\n"}, {"main/2.exit", "0\n"},
-		{"main/2.start", ""},
+		{layout.LogFile("main", 1), "attempt 1\n"}, {layout.ExitFile("main", 1), "1\n"},
+		{layout.LogFile("main", 2), "attempt 2\n"}, {layout.ExitFile("main", 2), "0\n"},
+		{layout.StartFile("main", 2), ""},
 	} {
 		if got := r.file(pod, c.file); got != c.want {
 			t.Errorf("%s = %q, want %q", c.file, got, c.want)
 		}
 	}
-	if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", "0.log")); !os.IsNotExist(err) {
-		t.Errorf("attempt 0's log is kept (%v): only the latest two attempts should be", err)
+	for _, k := range layout.AttemptKinds {
+		if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", layout.AttemptName("0", k))); !os.IsNotExist(err) {
+			t.Errorf("attempt 0's %s is kept (%v): only the latest two attempts should be", k, err)
+		}
 	}
-	if fi, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", "2.times")); err != nil || fi.Size() == 0 {
+	if fi, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, layout.TimesFile("main", 2))); err != nil || fi.Size() == 0 {
 		t.Errorf("attempt 2's time index: %v (size %v); the helper did not run", err, fi)
 	}
 
@@ -131,6 +135,21 @@ func TestScriptRestartsOnFailure(t *testing.T) {
 		m.Previous == nil || m.Previous.Attempt != 1 || *m.Previous.ExitCode != 1 {
 		t.Errorf("containers: %+v, previous %+v", m.Current, m.Previous)
 	}
+	// What the script wrote, read back through the endpoint, with the
+	// times its helper recorded.
+	for attempt, want := range map[int]string{1: "attempt 1\n", 2: "attempt 2\n"} {
+		rc, err := c.Logs(context.Background(), PodRef(pod), "main", fetchclient.LogOptions{Attempt: attempt, TailLines: -1, Timestamps: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		at, line, _ := strings.Cut(string(b), " ")
+		ts, perr := time.Parse(time.RFC3339Nano, at)
+		if err != nil || perr != nil || line != want || ts.Before(began) || ts.After(time.Now()) {
+			t.Errorf("attempt %d through the endpoint: %q (%v), want %q stamped during the job", attempt, b, err, want)
+		}
+	}
 }
 
 // TestScriptNeverRestarts: restartPolicy Never runs one attempt and the
@@ -141,7 +160,7 @@ func TestScriptNeverRestarts(t *testing.T) {
 	if err := r.start(t, pod).Wait(); exitCode(err) != 1 {
 		t.Errorf("job: %v, want exit 1", err)
 	}
-	if got := r.file(pod, "main", "1.log"); !strings.HasPrefix(got, "<") {
+	if got := r.file(pod, layout.LogFile("main", 1)); !strings.HasPrefix(got, "<") {
 		t.Errorf("a second attempt ran: %q", got)
 	}
 }
@@ -157,18 +176,18 @@ func TestScriptInitRestarts(t *testing.T) {
 	pod.Spec.RestartPolicy = corev1.RestartPolicyAlways
 	cmd := r.start(t, pod)
 	deadline := time.Now().Add(time.Minute) // generous: only a hang fails
-	for r.file(pod, "main", "0.log") != "main ran\n" {
+	for r.file(pod, layout.LogFile("main", 0)) != "main ran\n" {
 		if time.Now().After(deadline) {
-			t.Fatalf("main never ran; init attempt 2: %q", r.file(pod, "init", "2.exit"))
+			t.Fatalf("main never ran; init attempt 2: %q", r.file(pod, layout.ExitFile("init", 2)))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if got := r.file(pod, "init", "2.exit"); got != "0\n" {
+	if got := r.file(pod, layout.ExitFile("init", 2)); got != "0\n" {
 		t.Errorf("init's third attempt: %q, want 0", got)
 	}
 	// Always: the main container is restarted although it succeeded; a
 	// SIGTERM (a delete) stops the restarts and ends the job.
-	for strings.HasPrefix(r.file(pod, "main", "1.start"), "<") {
+	for strings.HasPrefix(r.file(pod, layout.StartFile("main", 1)), "<") {
 		if time.Now().After(deadline) {
 			t.Fatal("restartPolicy Always did not restart a container that exited 0")
 		}
@@ -183,7 +202,7 @@ func TestScriptInitRestarts(t *testing.T) {
 		t.Fatal("the job did not end after SIGTERM")
 	}
 	time.Sleep(3 * time.Second) // longer than any back-off: nothing may start now
-	if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, "main", "3.start")); err == nil {
+	if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, layout.StartFile("main", 3))); err == nil {
 		t.Error("an attempt started after SIGTERM")
 	}
 }

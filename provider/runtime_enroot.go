@@ -3,6 +3,8 @@ package provider
 import (
 	"fmt"
 	"strings"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
 // enrootHelpers: svk_enroot_fetch OUT URI [USERFILE PASSFILE] imports a
@@ -71,7 +73,7 @@ func (t *translator) launchEnroot(c resolved) (string, error) {
 		if c.workingDir != "" {
 			rc = "cd " + shq(c.workingDir) + " || exit 126\n" + rc
 		}
-		line = append(line, "--rc", t.stage("enroot/"+c.name+".rc", []byte(rc), 0o644))
+		line = append(line, "--rc", t.stage(layout.StagedRuntimeFile(RuntimeEnroot, c.name, "rc"), []byte(rc), 0o644))
 	}
 	fmt.Fprintf(&b, "\t\texec %s \"%s\" %s\n", shqAll(line), name, shqAll(append(append([]string{}, c.command...), c.args...)))
 	return b.String(), nil

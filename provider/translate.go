@@ -243,7 +243,7 @@ func (t *translator) stage(rel string, data []byte, mode uint32) string {
 func (t *translator) volumes() error {
 	t.vols = map[string]volume{}
 	for _, v := range t.pod.Spec.Volumes {
-		dir := "volumes/" + v.Name
+		dir := layout.StagedVolume(v.Name)
 		switch {
 		case v.EmptyDir != nil:
 			t.vols[v.Name] = volume{hostPath: t.ref.Path(t.cfg.SharedRoot, layout.WorkDir, v.Name), emptyDir: true}
@@ -485,7 +485,7 @@ func (t *translator) env(c *corev1.Container) ([]envVar, error) {
 		out = append(out, v)
 	}
 	secretFile := func(secret, key string, data []byte) string {
-		return t.stage(fmt.Sprintf("env/%s/secret/%s/%s", c.Name, secret, key), data, 0o600)
+		return t.stage(layout.StagedEnvSecret(c.Name, secret, key), data, 0o600)
 	}
 	for _, from := range c.EnvFrom {
 		switch {
@@ -794,6 +794,59 @@ func shqAll(ss []string) string {
 	return strings.Join(q, " ")
 }
 
+// runFunction is the script's run and svk_reason functions: a container's
+// attempts, each logged, timed and with its exit marker, in files named by
+// fetch/layout for the attempt in $n (so the script and the endpoint agree
+// by construction).
+var runFunction = func() string {
+	f := func(kind string) string { return layout.AttemptName("$n", kind) }
+	var old []string // the attempt before the previous one: every kind
+	for _, k := range layout.AttemptKinds {
+		old = append(old, "\"$dir/"+layout.AttemptName("$((n - 2))", k)+"\"")
+	}
+	return strings.NewReplacer(
+		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{START}", f(layout.KindStart), "{TIMES}", f(layout.KindTimes),
+		"{REASON}", layout.ReasonName("$n"), "{EXITTMP}", layout.ExitTempName("$n"), "{OLD}", strings.Join(old, " "),
+		"{WORK}", layout.WorkDir,
+	).Replace(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
+	local stop=0
+	trap 'stop=1' TERM
+	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff
+	mkdir -p "$dir" && cd "$dir" || return 125
+	while :; do
+		[ "$n" -lt 2 ] || rm -f {OLD}
+		rm -f "$dir/{REASON}"
+		: >"$dir/{START}" && : >>"$dir/{LOG}" || return 125
+		sampler=
+		if [ -n "$logtime" ]; then
+			"$logtime" "$dir/{LOG}" "$dir/{TIMES}" </dev/null &
+			sampler=$!
+		fi
+		began=$SECONDS
+		"$2" >>"$dir/{LOG}" 2>&1
+		rc=$?
+		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
+		{ echo "$rc"; cat "$dir/{REASON}" 2>/dev/null || :; } >"$dir/{EXITTMP}" && mv -f "$dir/{EXITTMP}" "$dir/{EXIT}"
+		rm -f "$dir/{REASON}"
+		case $3 in
+		Always) ;;
+		OnFailure) [ "$rc" -ne 0 ] || return 0 ;;
+		*) return "$rc" ;;
+		esac
+		[ "$stop" -eq 0 ] || return "$rc"
+		[ $((SECONDS - began)) -lt $((2 * backoff_max)) ] || delay=$backoff
+		sleep "$delay" &
+		wait $!
+		[ "$stop" -eq 0 ] || { kill $! 2>/dev/null; return "$rc"; }
+		delay=$((delay * 2 > backoff_max ? backoff_max : delay * 2))
+		n=$((n + 1))
+	done
+}
+svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/{REASON}"; } # REASON MESSAGE, for run's marker
+mkdir -p "$pod_dir/{WORK}" || exit 125
+`)
+}()
+
 // restartPolicy is the pod's, Always when unset (as the API server
 // defaults it).
 func restartPolicy(pod *corev1.Pod) corev1.RestartPolicy {
@@ -843,43 +896,7 @@ func (t *translator) script(inits, mains []string) string {
 	// it (a trap with a handler, which the container's own process does
 	// not inherit), so they live on to write each container's marker, and
 	// restart nothing after it.
-	b.WriteString(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
-	local stop=0
-	trap 'stop=1' TERM
-	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff
-	mkdir -p "$dir" && cd "$dir" || return 125
-	while :; do
-		[ "$n" -lt 2 ] || rm -f "$dir/$((n - 2))".{log,times,start,exit}
-		rm -f "$dir/.$n.reason"
-		: >"$dir/$n.start" && : >>"$dir/$n.log" || return 125
-		sampler=
-		if [ -n "$logtime" ]; then
-			"$logtime" "$dir/$n.log" "$dir/$n.times" </dev/null &
-			sampler=$!
-		fi
-		began=$SECONDS
-		"$2" >>"$dir/$n.log" 2>&1
-		rc=$?
-		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
-		{ echo "$rc"; cat "$dir/.$n.reason" 2>/dev/null || :; } >"$dir/.$n.exit.tmp" && mv -f "$dir/.$n.exit.tmp" "$dir/$n.exit"
-		rm -f "$dir/.$n.reason"
-		case $3 in
-		Always) ;;
-		OnFailure) [ "$rc" -ne 0 ] || return 0 ;;
-		*) return "$rc" ;;
-		esac
-		[ "$stop" -eq 0 ] || return "$rc"
-		[ $((SECONDS - began)) -lt $((2 * backoff_max)) ] || delay=$backoff
-		sleep "$delay" &
-		wait $!
-		[ "$stop" -eq 0 ] || { kill $! 2>/dev/null; return "$rc"; }
-		delay=$((delay * 2 > backoff_max ? backoff_max : delay * 2))
-		n=$((n + 1))
-	done
-}
-svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/.$n.reason"; } # REASON MESSAGE, for run's marker
-mkdir -p "$pod_dir/` + layout.WorkDir + `" || exit 125
-`)
+	b.WriteString(runFunction)
 	switch t.runtime {
 	case RuntimePodman:
 		b.WriteString(podmanHelpers)
@@ -923,7 +940,7 @@ func (t *translator) jobSpec() (slurmclient.JobSpec, error) {
 		Comment:   JobComment(t.cfg.NodeName, p),
 		WorkDir:   t.ref.Path(t.cfg.SharedRoot, layout.WorkDir),
 		Env:       []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "SLURM_VK_POD=" + p.Namespace + "/" + p.Name},
-		Stdout:    t.ref.Path(t.cfg.SharedRoot, "slurm-%j.out"),
+		Stdout:    t.ref.Path(t.cfg.SharedRoot, layout.JobOutput),
 		Partition: t.cfg.Partition,
 	}
 	a := p.Annotations

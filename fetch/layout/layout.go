@@ -7,6 +7,8 @@
 //	    <container>/<attempt>.start               empty; its mtime is when the attempt started
 //	    <container>/<attempt>.times               when the log's bytes were written (fetch/logtime)
 //	    <container>/<attempt>.exit                exit code, written when it ends
+//	    <container>/.<attempt>.reason, .exit.tmp  the job script's own, never served
+//	    slurm-%j.out                              Slurm's output of the job (not a container's)
 //	    _staged/<path>                            files the provider uploads
 //	    _work/                                    scratch (emptyDir volumes)
 //	    .deleted                                  pod gone; removed after retention
@@ -20,6 +22,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -119,41 +122,67 @@ func ValidateStaged(rel string) error {
 	return nil
 }
 
+// The kinds of a container attempt's files.
+const (
+	KindLog   = "log"   // stdout+stderr, raw bytes
+	KindExit  = "exit"  // exit code (and reason, message), written when it ends
+	KindStart = "start" // empty; its mtime is when the attempt started
+	KindTimes = "times" // the log's time index (fetch/logtime)
+)
+
+// AttemptKinds are every kind an attempt may have on disk.
+var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit}
+
+// AttemptName is an attempt's file name in its container directory. The
+// job script calls it with a shell expression for the attempt ("$n"), Go
+// code with the number: both sides name files through this one function.
+func AttemptName(attempt, kind string) string { return attempt + "." + kind }
+
+// ReasonName and ExitTempName are the job script's own files of an
+// attempt, hidden (a leading dot) and never served: the reason the
+// container function leaves for the exit marker, and the marker before it
+// is renamed into place (so the marker appears whole, after the last byte
+// of the log).
+func ReasonName(attempt string) string   { return "." + attempt + ".reason" }
+func ExitTempName(attempt string) string { return "." + AttemptName(attempt, KindExit) + ".tmp" }
+
+// JobOutput is Slurm's own output file of a pod's job (slurmstepd's
+// notices), relative to the pod directory; %j is the job ID. It is not a
+// container log.
+const JobOutput = "slurm-%j.out"
+
+func attemptFile(container string, attempt int, kind string) string {
+	return path.Join(container, AttemptName(strconv.Itoa(attempt), kind))
+}
+
 // LogFile is a container attempt's output file, relative to the pod
 // directory.
-func LogFile(container string, attempt int) string {
-	return path.Join(container, strconv.Itoa(attempt)+".log")
-}
+func LogFile(container string, attempt int) string { return attemptFile(container, attempt, KindLog) }
 
 // ExitFile is a container attempt's exit marker, relative to the pod
 // directory.
-func ExitFile(container string, attempt int) string {
-	return path.Join(container, strconv.Itoa(attempt)+".exit")
-}
+func ExitFile(container string, attempt int) string { return attemptFile(container, attempt, KindExit) }
 
 // StartFile is a container attempt's start marker, relative to the pod
 // directory: the job creates it as the attempt starts.
 func StartFile(container string, attempt int) string {
-	return path.Join(container, strconv.Itoa(attempt)+".start")
+	return attemptFile(container, attempt, KindStart)
 }
 
 // TimesFile is a container attempt's time index (fetch/logtime), relative
 // to the pod directory.
 func TimesFile(container string, attempt int) string {
-	return path.Join(container, strconv.Itoa(attempt)+".times")
+	return attemptFile(container, attempt, KindTimes)
 }
 
 // ParseAttemptFile splits a file name of a container directory into its
-// attempt and kind ("log", "exit", "start", "times"); ok is false for
-// anything else.
+// attempt and kind; ok is false for anything else.
 func ParseAttemptFile(name string) (attempt int, kind string, ok bool) {
 	num, kind, found := strings.Cut(name, ".")
-	switch kind {
-	case "log", "exit", "start", "times":
-	default:
+	if !found || !slices.Contains(AttemptKinds, kind) {
 		return 0, "", false
 	}
-	if !found || num == "" || len(num) > 7 || (len(num) > 1 && num[0] == '0') ||
+	if num == "" || len(num) > 7 || (len(num) > 1 && num[0] == '0') ||
 		strings.ContainsFunc(num, func(r rune) bool { return r < '0' || r > '9' }) {
 		return 0, "", false
 	}
@@ -162,6 +191,30 @@ func ParseAttemptFile(name string) (attempt int, kind string, ok bool) {
 		return 0, "", false
 	}
 	return n, kind, true
+}
+
+// Staged files the provider writes, relative to the staging directory.
+
+// StagedVolume is the directory of a ConfigMap, Secret, projected or
+// downward API volume's files.
+func StagedVolume(volume string) string { return path.Join("volumes", volume) }
+
+// StagedEnvSecret is a Secret's value used as a container's environment
+// variable (read by the job, never in the script).
+func StagedEnvSecret(container, secret, key string) string {
+	return path.Join("env", container, "secret", secret, key)
+}
+
+// StagedPullAuth is the registry auth file from imagePullSecrets.
+const StagedPullAuth = "pull/auth.json"
+
+// StagedPullCredentials is the directory of a container's registry
+// username and password files, for runtimes that take them one by one.
+func StagedPullCredentials(container string) string { return path.Join("pull", container) }
+
+// StagedRuntimeFile is a container's file for its runtime (enroot's rc).
+func StagedRuntimeFile(runtime, container, ext string) string {
+	return path.Join(runtime, container+"."+ext)
 }
 
 // Staged is a staged file's path relative to the pod directory.
