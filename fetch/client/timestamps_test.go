@@ -2,7 +2,9 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,5 +124,67 @@ func TestTimestampsManyRecords(t *testing.T) {
 		if got := string(readAll(t, c, LogOptions{TailLines: -1, Timestamps: true})); got != want {
 			t.Fatalf("chunk %d: output differs from the reference (%d bytes, want %d)", chunk, len(got), len(want))
 		}
+	}
+}
+
+// TestTimestampsFollowSurvivesEndpointRestarts: a timestamped follow
+// stream across endpoint kills, on output being written (random binary
+// chunks, newlines anywhere) and timed by the real sampler, delivers every
+// byte once, each line behind one prefix whose time is in the writing
+// window and never goes back.
+func TestTimestampsFollowSurvivesEndpointRestarts(t *testing.T) {
+	f := newFixture(t)
+	d := &fetchd{t: t, f: f, addr: freeAddr(t)}
+	d.start()
+	defer func() { d.kill() }()
+	c := newClient(t, "http://"+d.addr)
+	began := time.Now()
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	s := &logtime.Sampler{Log: f.logPath("main"), Index: filepath.Join(f.root, pod.Dir(), layout.TimesFile("main", 0)), Every: 10 * time.Millisecond}
+	go s.Run(ctx)
+	wrote := appender(t, f, 4*time.Second, 12)
+	rc, err := c.Logs(context.Background(), pod, "main", LogOptions{TailLines: -1, Follow: true, Timestamps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	var got bytes.Buffer
+	done := make(chan error, 1)
+	go func() { _, err := io.Copy(&got, rc); done <- err }()
+	for i := 0; i < 3; i++ {
+		time.Sleep(700 * time.Millisecond)
+		d.kill()
+		time.Sleep(time.Duration(100+200*i) * time.Millisecond)
+		d.start()
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := <-wrote
+	ended := time.Now()
+	out := got.Bytes()
+	var raw bytes.Buffer
+	var last time.Time
+	const prefix = len("2006-01-02T15:04:05.000000000Z ")
+	for len(out) > 0 {
+		if len(out) < prefix || out[prefix-1] != ' ' {
+			t.Fatalf("no prefix at a line start after %d bytes", raw.Len())
+		}
+		at, err := time.Parse(time.RFC3339Nano, string(out[:prefix-1]))
+		if err != nil || at.Before(last) || at.Before(began.Add(-time.Second)) || at.After(ended.Add(time.Second)) {
+			t.Fatalf("prefix %q after %d bytes: %v (last %v)", out[:prefix], raw.Len(), err, last)
+		}
+		last = at
+		out = out[prefix:]
+		n := bytes.IndexByte(out, '\n') + 1
+		if n == 0 {
+			n = len(out)
+		}
+		raw.Write(out[:n])
+		out = out[n:]
+	}
+	if !bytes.Equal(raw.Bytes(), want) {
+		t.Fatalf("without prefixes: %d bytes, wrote %d (prefix: %v)", raw.Len(), len(want), bytes.HasPrefix(want, raw.Bytes()))
 	}
 }
