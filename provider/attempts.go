@@ -3,6 +3,8 @@ package provider
 import (
 	"context"
 	"fmt"
+	"sort"
+	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/log"
@@ -27,18 +29,29 @@ func watchesContainers(pod *corev1.Pod) bool {
 // refreshRunning re-reads the containers of running pods that need it (one
 // request per pod to the fetch endpoint, none to slurmrestd) and publishes
 // a new status where they changed. Failures wait for the next cycle.
+//
+// It must not hold up the sync loop: each request has containersTimeout
+// (no retries past it), the loop stops after one StatusInterval, and the
+// pods least recently looked at go first, so every pod has its turn.
 func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
+	p.mu.Lock()
+	sort.Slice(running, func(i, j int) bool { return running[i].polled.Before(running[j].polled) })
+	p.mu.Unlock()
+	budget := time.Now().Add(p.cfg.StatusInterval)
 	for _, st := range running {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || time.Now().After(budget) {
 			return
 		}
 		p.mu.Lock()
 		pod, rec, seen := st.pod.DeepCopy(), st.record, st.seen
+		st.polled = time.Now()
 		p.mu.Unlock()
 		if rec == nil || rec.State != slurmclient.StateRunning || !watchesContainers(pod) {
 			continue
 		}
-		containers, err := p.files.Containers(ctx, PodRef(pod), containerNames(pod))
+		cctx, cancel := context.WithTimeout(ctx, containersTimeout)
+		containers, err := p.files.Containers(cctx, PodRef(pod), containerNames(pod))
+		cancel()
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Debug("read the containers' attempts; next cycle")
 			continue
@@ -54,7 +67,7 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 			continue // deleted, ended or refreshed meanwhile
 		}
 		st.pod.Status = status
-		st.seen = fp
+		st.seen, st.attempts = fp, containers
 		out := st.pod.DeepCopy()
 		cb := p.notify
 		p.mu.Unlock()
@@ -64,10 +77,14 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 	}
 }
 
+// containersTimeout bounds one look at a running pod's containers.
+const containersTimeout = 3 * time.Second
+
 // logAttempt picks the attempt kubectl logs asks for: the latest, or with
-// previous the one before it, which must exist (the kubelet's answer
-// otherwise).
-func (p *Provider) logAttempt(ctx context.Context, pod *corev1.Pod, container string, previous bool) (int, error) {
+// previous the last one that ended: the latest itself while the job waits
+// to restart it (the container lastState names), else the one before it,
+// which must exist (the kubelet's answer otherwise).
+func (p *Provider) logAttempt(ctx context.Context, pod *corev1.Pod, container string, previous, ended bool) (int, error) {
 	cs, err := p.files.Containers(ctx, PodRef(pod), []string{container})
 	if err != nil {
 		return 0, err
@@ -75,6 +92,15 @@ func (p *Provider) logAttempt(ctx context.Context, pod *corev1.Pod, container st
 	c := cs[container]
 	if !previous {
 		return c.Current.Attempt, nil
+	}
+	policy := restartPolicy(pod)
+	for _, ic := range pod.Spec.InitContainers {
+		if ic.Name == container {
+			policy = initPolicy(pod)
+		}
+	}
+	if cur := c.Current; !ended && cur.Exited && cur.ExitCode != nil && restarts(policy, *cur.ExitCode) {
+		return cur.Attempt, nil
 	}
 	if c.Previous == nil || !(c.Previous.Exists || c.Previous.Exited) {
 		return 0, errdefs.InvalidInput(fmt.Sprintf("previous terminated container %q in pod %q not found", container, pod.Name))

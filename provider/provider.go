@@ -128,12 +128,14 @@ type podState struct {
 	reason string               // pending reason last seen
 	// record is the job's full record last read, and seen its containers'
 	// attempts then, to tell when a running pod's containers change.
-	record  *slurmclient.Job
-	seen    string
-	checked time.Time     // when the full record was last read
-	final   bool          // terminal status recorded
-	ran     bool          // ran under a job Slurm has forgotten (no job ID)
-	done    chan struct{} // closed when the pod's containers have ended
+	record   *slurmclient.Job
+	seen     string
+	attempts map[string]fetchclient.Container // as last read, for when a read fails
+	polled   time.Time                        // when refreshRunning last looked
+	checked  time.Time                        // when the full record was last read
+	final    bool                             // terminal status recorded
+	ran      bool                             // ran under a job Slurm has forgotten (no job ID)
+	done     chan struct{}                    // closed when the pod's containers have ended
 	// A pod not created yet: the pod as CreatePod got it, when to try
 	// again, and the back-off.
 	orig    *corev1.Pod
@@ -872,6 +874,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	var status corev1.PodStatus
 	final := false
 	seen := ""
+	var containers map[string]fetchclient.Container
 	switch {
 	case errors.Is(err, slurmclient.ErrNotFound):
 		status = failedStatus(pod, ReasonLost, fmt.Sprintf("Slurm job %d disappeared before its final state was seen", st.job), now)
@@ -879,11 +882,16 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	case err != nil:
 		return err
 	default:
-		var containers map[string]fetchclient.Container
 		if job.State != slurmclient.StatePending {
 			containers, err = p.files.Containers(ctx, PodRef(pod), containerNames(pod))
-			if err != nil && job.State.Terminal() {
-				log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Warn("read exit markers; using the job's exit code")
+			if err != nil {
+				if job.State.Terminal() {
+					log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).Warn("read exit markers; using the job's exit code")
+				}
+				// What was seen last stands (no restartCount back to 0).
+				p.mu.Lock()
+				containers = st.attempts
+				p.mu.Unlock()
 			}
 		}
 		o := observe(job, containers)
@@ -903,6 +911,9 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	if job != nil {
 		st.state, st.reason = job.State, job.StateReason
 		st.record, st.seen = job, seen
+		if containers != nil {
+			st.attempts = containers
+		}
 	}
 	st.checked = now
 	st.flags = flags
@@ -949,7 +960,7 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 	if st.job == 0 && !st.ran {
 		return nil, errdefs.InvalidInput(fmt.Sprintf("pod %s never ran: %s", key(namespace, podName), pod.Status.Message))
 	}
-	attempt, err := p.logAttempt(ctx, pod, containerName, opts.Previous)
+	attempt, err := p.logAttempt(ctx, pod, containerName, opts.Previous, isDone(st.done))
 	if errors.Is(err, fetchclient.ErrNotFound) {
 		return nil, errdefs.NotFoundf("no output for container %q of pod %s yet", containerName, key(namespace, podName))
 	}
@@ -984,6 +995,15 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		rc = &countedStream{ReadCloser: rc, g: m.logStreams}
 	}
 	return rc, nil
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // closed is a channel that is closed.

@@ -807,7 +807,7 @@ var runFunction = func() string {
 	return strings.NewReplacer(
 		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{START}", f(layout.KindStart), "{TIMES}", f(layout.KindTimes),
 		"{REASON}", layout.ReasonName("$n"), "{EXITTMP}", layout.ExitTempName("$n"), "{OLD}", strings.Join(old, " "),
-		"{WORK}", layout.WorkDir,
+		"{WORK}", layout.WorkDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
 	).Replace(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
 	local stop=0
 	trap 'stop=1' TERM
@@ -833,7 +833,7 @@ var runFunction = func() string {
 		OnFailure) [ "$rc" -ne 0 ] || return 0 ;;
 		*) return "$rc" ;;
 		esac
-		[ "$stop" -eq 0 ] || return "$rc"
+		[ "$stop" -eq 0 ] && [ "$n" -lt {MAXATTEMPT} ] || return "$rc"
 		[ $((SECONDS - began)) -lt $((2 * backoff_max)) ] || delay=$backoff
 		sleep "$delay" &
 		wait $!

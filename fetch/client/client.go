@@ -367,14 +367,24 @@ type Container = fetch.Container
 
 // Containers reports the latest attempt (and the one before) of each named
 // container of a pod, in one request.
+// (The endpoint takes at most maxContainers names a request.)
 func (c *Client) Containers(ctx context.Context, pod layout.Pod, names []string) (map[string]Container, error) {
-	body, err := c.call(ctx, http.MethodGet, podPath(pod)+"/containers", url.Values{"name": names}, nil)
-	if err != nil {
-		return nil, err
-	}
-	var out map[string]Container
-	if err := json.Unmarshal(body, &out); err != nil {
-		return nil, fmt.Errorf("fetch endpoint: decode containers: %w", err)
+	const maxContainers = 128
+	out := map[string]Container{}
+	for len(names) > 0 {
+		batch := names[:min(len(names), maxContainers)]
+		names = names[len(batch):]
+		body, err := c.call(ctx, http.MethodGet, podPath(pod)+"/containers", url.Values{"name": batch}, nil)
+		if err != nil {
+			return nil, err
+		}
+		var part map[string]Container
+		if err := json.Unmarshal(body, &part); err != nil {
+			return nil, fmt.Errorf("fetch endpoint: decode containers: %w", err)
+		}
+		for k, v := range part {
+			out[k] = v
+		}
 	}
 	return out, nil
 }

@@ -124,8 +124,8 @@ func (x *Index) Range(from, to int64, max int) ([]Record, error) {
 	}
 	for j := int64(0); j < k && len(out) < max; j++ {
 		r := decode(buf[j*RecordSize:])
-		if len(out) > 0 && r.End <= out[len(out)-1].End {
-			continue
+		if r.End <= from || len(out) > 0 && r.End <= out[len(out)-1].End {
+			continue // rewritten since the search, or out of order
 		}
 		r.Time = maxInt(r.Time, last)
 		last = r.Time
@@ -210,11 +210,16 @@ type Sampler struct {
 // Run samples until ctx ends or Alive says no, then takes a last sample.
 // A log that does not exist yet is waited for.
 func (s *Sampler) Run(ctx context.Context) error {
-	f, err := os.OpenFile(s.Index, os.O_RDWR|os.O_CREATE|os.O_APPEND, 0o600)
+	// Never through a symlink, and only into a regular file: a FIFO in the
+	// index's place would block the sampler, and with it the attempt's end.
+	f, err := os.OpenFile(s.Index, os.O_RDWR|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", s.Index)
+	}
 	last, err := lastRecord(f)
 	if err != nil {
 		return err

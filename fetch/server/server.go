@@ -367,6 +367,10 @@ func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
 		writeError(w, http.StatusServiceUnavailable, what+": the server is busy; retry later")
 	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), isEscape(err):
 		writeError(w, http.StatusForbidden, what+" is not a plain file inside the pod directory")
+	case errors.Is(err, fs.ErrPermission):
+		// The job took its own files away from the endpoint (chmod 000):
+		// its answer, not a server fault.
+		writeError(w, http.StatusForbidden, what+": permission denied")
 	default:
 		s.log.Error("file system error", "what", what, "err", err)
 		writeError(w, http.StatusInternalServerError, what+": file system error")
@@ -1084,6 +1088,7 @@ func (s *Server) sinceOffset(ctx context.Context, pr *os.Root, q streamQuery, st
 	default:
 		return 0, err
 	}
+	off = max(0, min(off, st.size)) // the index is the job's: trust no offset in it
 	if off >= st.size || off == 0 {
 		return off, nil
 	}

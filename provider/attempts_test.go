@@ -1,0 +1,61 @@
+package provider
+
+import (
+	"context"
+	"testing"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	corev1 "k8s.io/api/core/v1"
+
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+)
+
+// attemptFiles reports one container's attempts.
+type attemptFiles struct {
+	noFiles
+	c fetchclient.Container
+}
+
+func (a attemptFiles) Containers(_ context.Context, _ layout.Pod, names []string) (map[string]fetchclient.Container, error) {
+	return map[string]fetchclient.Container{names[0]: a.c}, nil
+}
+
+// TestLogAttempt: --previous is the container lastState names: the latest
+// attempt while the job waits to restart it, else the one before; none is
+// the kubelet's "not found" (400).
+func TestLogAttempt(t *testing.T) {
+	code := func(c int) *int { return &c }
+	dead := fetchclient.Info{Attempt: 0, Exists: true, Exited: true, ExitCode: code(3)}
+	running := fetchclient.Info{Attempt: 1, Exists: true}
+	for _, tt := range []struct {
+		name          string
+		policy        corev1.RestartPolicy
+		c             fetchclient.Container
+		previous, end bool
+		want          int
+		wantErr       bool
+	}{
+		{"current", corev1.RestartPolicyAlways, fetchclient.Container{Current: running, Previous: &dead}, false, false, 1, false},
+		{"previous of a running attempt", corev1.RestartPolicyAlways, fetchclient.Container{Current: running, Previous: &dead}, true, false, 0, false},
+		{"previous in a back-off: the attempt that died", corev1.RestartPolicyAlways, fetchclient.Container{Current: dead}, true, false, 0, false},
+		{"previous of the only attempt, not restarted", corev1.RestartPolicyNever, fetchclient.Container{Current: dead}, true, false, 0, true},
+		{"previous after the job ended", corev1.RestartPolicyAlways, fetchclient.Container{Current: dead}, true, true, 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := New(Config{TranslateConfig: testCfg}, newFakeSlurm(), attemptFiles{c: tt.c}, lookups)
+			pod := basePod("p", corev1.Container{Name: "main"})
+			pod.Spec.RestartPolicy = tt.policy
+			got, err := p.logAttempt(context.Background(), pod, "main", tt.previous, tt.end)
+			if tt.wantErr {
+				if !errdefs.IsInvalidInput(err) {
+					t.Errorf("err %v, want invalid input (400)", err)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("attempt %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+}
