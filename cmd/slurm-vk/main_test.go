@@ -86,7 +86,7 @@ func TestLabVirtualNode(t *testing.T) {
 
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "hello", UID: "aaaabbbb-cccc-4ddd-8eee-000011112222"},
-		Spec: corev1.PodSpec{NodeName: o.NodeName, Containers: []corev1.Container{{Name: "main",
+		Spec: corev1.PodSpec{NodeName: o.NodeName, RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main",
 			Command: []string{"/bin/sh", "-c", "for i in 1 2 3; do echo tick $i; sleep 0.3; done"}}}},
 	}
 	if _, err := kube.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
@@ -114,7 +114,7 @@ func TestLabVirtualNode(t *testing.T) {
 	// A pod that cannot run: Failed with the reason, a Warning event, no job.
 	bad := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "needs-pvc", UID: "aaaabbbb-cccc-4ddd-8eee-000011113333"},
-		Spec: corev1.PodSpec{NodeName: o.NodeName, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}},
+		Spec: corev1.PodSpec{NodeName: o.NodeName, RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}},
 			Volumes: []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "data"}}}}},
 	}
 	if _, err := kube.CoreV1().Pods("default").Create(ctx, bad, metav1.CreateOptions{}); err != nil {
