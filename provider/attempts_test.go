@@ -2,9 +2,11 @@ package provider
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
@@ -55,6 +57,43 @@ func TestLogAttempt(t *testing.T) {
 			}
 			if err != nil || got != tt.want {
 				t.Errorf("attempt %d, %v; want %d", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// failingFiles answers every containers request with err.
+type failingFiles struct {
+	noFiles
+	err error
+}
+
+func (f failingFiles) Containers(context.Context, layout.Pod, []string) (map[string]fetchclient.Container, error) {
+	return nil, f.err
+}
+
+// TestLogsErrorsClassified: what the fetch endpoint refuses or does not
+// have reaches kubectl as 400 or 404 with the reason, not as a 500.
+func TestLogsErrorsClassified(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		err   error
+		check func(error) bool
+	}{
+		{"not a plain file", &fetchclient.Error{Kind: fetchclient.ErrForbidden, Status: 403, Reason: "log is not a plain file inside the pod directory"}, errdefs.IsInvalidInput},
+		{"no pod directory", &fetchclient.Error{Kind: fetchclient.ErrNotFound, Status: 404, Reason: "pod directory does not exist"}, errdefs.IsNotFound},
+		{"server fault", &fetchclient.Error{Status: 500, Reason: "file system error"}, func(err error) bool { return !errdefs.IsInvalidInput(err) && !errdefs.IsNotFound(err) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			p := New(Config{TranslateConfig: testCfg}, newFakeSlurm(), failingFiles{err: tt.err}, lookups)
+			pod := basePod("logs-"+strings.ReplaceAll(tt.name, " ", "-"), corev1.Container{Name: "main", Command: []string{"true"}})
+			if err := p.CreatePod(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			_, err := p.GetContainerLogs(ctx, pod.Namespace, pod.Name, "main", api.ContainerLogOpts{})
+			if err == nil || !tt.check(err) || !errdefs.IsNotFound(err) && !strings.Contains(err.Error(), tt.err.(*fetchclient.Error).Reason) {
+				t.Errorf("err %v: not classified as wanted", err)
 			}
 		})
 	}

@@ -961,11 +961,8 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		return nil, errdefs.InvalidInput(fmt.Sprintf("pod %s never ran: %s", key(namespace, podName), pod.Status.Message))
 	}
 	attempt, err := p.logAttempt(ctx, pod, containerName, opts.Previous, isDone(st.done))
-	if errors.Is(err, fetchclient.ErrNotFound) {
-		return nil, errdefs.NotFoundf("no output for container %q of pod %s yet", containerName, key(namespace, podName))
-	}
 	if err != nil {
-		return nil, err
+		return nil, logsError(err, containerName, key(namespace, podName))
 	}
 	tail := int64(-1)
 	if opts.Tail > 0 || TailZero(ctx) { // virtual-kubelet's Tail cannot tell 0 from unset
@@ -984,17 +981,31 @@ func (p *Provider) GetContainerLogs(ctx context.Context, namespace, podName, con
 		Attempt: attempt, TailLines: tail, LimitBytes: int64(opts.LimitBytes), Follow: opts.Follow,
 		Timestamps: opts.Timestamps, Since: since, Terminated: terminated,
 	})
-	if errors.Is(err, fetchclient.ErrNotFound) {
-		return nil, errdefs.NotFoundf("no output for container %q of pod %s yet", containerName, key(namespace, podName))
-	}
 	if err != nil {
-		return nil, err
+		return nil, logsError(err, containerName, key(namespace, podName))
 	}
 	if m := p.cfg.Metrics; m != nil {
 		m.logStreams.Inc()
 		rc = &countedStream{ReadCloser: rc, g: m.logStreams}
 	}
 	return rc, nil
+}
+
+// logsError classifies a failed logs request for virtual-kubelet's HTTP
+// answer: what the fetch endpoint says does not exist is 404, what it
+// refuses (a job that put something other than its output in its place,
+// a node token that may not reach the pod) 400 with its reason; only
+// server and transport faults stay 500s.
+func logsError(err error, container, pod string) error {
+	switch {
+	case errdefs.IsInvalidInput(err) || errdefs.IsNotFound(err):
+		return err
+	case errors.Is(err, fetchclient.ErrNotFound):
+		return errdefs.NotFoundf("no output for container %q of pod %s yet", container, pod)
+	case errors.Is(err, fetchclient.ErrForbidden), errors.Is(err, fetchclient.ErrRejected):
+		return errdefs.AsInvalidInput(fmt.Errorf("logs of container %q of pod %s: %w", container, pod, err))
+	}
+	return err
 }
 
 func isDone(c <-chan struct{}) bool {

@@ -30,15 +30,18 @@ var (
 	// ErrNotFound: the pod directory (or what was asked for in it) does not
 	// exist.
 	ErrNotFound = errors.New("not found")
-	// ErrUnauthorized: the endpoint refused the token.
+	// ErrUnauthorized: the endpoint refused the token (401).
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden: the token may not reach the pod, or what was asked for
+	// is not a plain file in the pod directory (403).
+	ErrForbidden = errors.New("forbidden")
 	// ErrRejected: the endpoint refused the request as malformed or too big.
 	ErrRejected = errors.New("rejected")
 )
 
 // Error is a failed request, with the endpoint's reason.
 type Error struct {
-	Kind   error // ErrNotFound, ErrUnauthorized, ErrRejected, or nil (server/transport)
+	Kind   error // ErrNotFound, ErrUnauthorized, ErrForbidden, ErrRejected, or nil (server/transport)
 	Status int
 	Reason string
 }
@@ -224,8 +227,10 @@ func httpError(status int, body []byte) error {
 	switch {
 	case status == http.StatusNotFound:
 		e.Kind = ErrNotFound
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized:
 		e.Kind = ErrUnauthorized
+	case status == http.StatusForbidden:
+		e.Kind = ErrForbidden
 	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests:
 	case status >= 400 && status < 500:
 		e.Kind = ErrRejected
