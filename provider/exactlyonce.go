@@ -67,20 +67,16 @@ func lostStatus(pod *corev1.Pod, infos map[string]fetchclient.Info, now time.Tim
 	}
 	allOK := true
 	term := func(c corev1.Container) corev1.ContainerStatus {
-		t := &corev1.ContainerStateTerminated{ExitCode: 137, Reason: ReasonLost, FinishedAt: metav1.NewTime(now),
-			Message: "no exit code: the job ended while the provider was away, and Slurm no longer knows it"}
-		if info, ok := infos[c.Name]; ok && info.Exited && info.ExitCode != nil {
-			t.ExitCode, t.Message = int32(*info.ExitCode), ""
-			t.Reason = "Completed"
-			if t.ExitCode != 0 {
-				t.Reason = "Error"
-			}
-			if info.Reason != "" {
-				t.Reason, t.Message = info.Reason, info.Message
-			}
-			if info.ExitedAt != nil {
-				t.FinishedAt = metav1.NewTime(*info.ExitedAt)
-			}
+		var t *corev1.ContainerStateTerminated
+		if info, ok := infos[c.Name]; ok {
+			t = markerState(&info)
+		}
+		switch {
+		case t == nil:
+			t = &corev1.ContainerStateTerminated{ExitCode: 137, Reason: ReasonLost, FinishedAt: metav1.NewTime(now),
+				Message: "no exit code: the job ended while the provider was away, and Slurm no longer knows it"}
+		case t.FinishedAt.IsZero():
+			t.FinishedAt = metav1.NewTime(now)
 		}
 		if t.ExitCode != 0 {
 			allOK = false

@@ -112,22 +112,27 @@ func restarts(policy corev1.RestartPolicy, code int) bool {
 
 // previous is a container's attempt before the latest, as its last state.
 func previous(o observation, name string) *corev1.ContainerStateTerminated {
-	prev := o.attempts[name].Previous
-	if prev == nil || !prev.Exited || prev.ExitCode == nil {
+	return markerState(o.attempts[name].Previous)
+}
+
+// markerState is an ended attempt as its markers tell it (code, the
+// reason the job gave, start and end), nil while it has not ended.
+func markerState(info *fetchclient.Info) *corev1.ContainerStateTerminated {
+	if info == nil || !info.Exited || info.ExitCode == nil {
 		return nil
 	}
-	t := &corev1.ContainerStateTerminated{ExitCode: int32(*prev.ExitCode), Reason: "Completed"}
+	t := &corev1.ContainerStateTerminated{ExitCode: int32(*info.ExitCode), Reason: "Completed"}
 	if t.ExitCode != 0 {
 		t.Reason = "Error"
 	}
-	if prev.Reason != "" {
-		t.Reason, t.Message = prev.Reason, prev.Message
+	if info.Reason != "" {
+		t.Reason, t.Message = info.Reason, info.Message
 	}
-	if prev.StartedAt != nil {
-		t.StartedAt = metav1.NewTime(*prev.StartedAt)
+	if info.StartedAt != nil {
+		t.StartedAt = metav1.NewTime(*info.StartedAt)
 	}
-	if prev.ExitedAt != nil {
-		t.FinishedAt = metav1.NewTime(*prev.ExitedAt)
+	if info.ExitedAt != nil {
+		t.FinishedAt = metav1.NewTime(*info.ExitedAt)
 	}
 	return t
 }

@@ -306,6 +306,18 @@ func (d *fetchd) kill() {
 	d.cmd.Wait()
 }
 
+// killThrice kills the endpoint (SIGKILL: answers cut mid-body,
+// connections reset) three times while a stream reads, each time down a
+// little longer, and starts it again.
+func (d *fetchd) killThrice() {
+	for i := 0; i < 3; i++ {
+		time.Sleep(700 * time.Millisecond)
+		d.kill()
+		time.Sleep(time.Duration(100+200*i) * time.Millisecond)
+		d.start()
+	}
+}
+
 func TestFollowSurvivesEndpointRestarts(t *testing.T) {
 	f := newFixture(t)
 	d := &fetchd{t: t, f: f, addr: freeAddr(t)}
@@ -313,7 +325,18 @@ func TestFollowSurvivesEndpointRestarts(t *testing.T) {
 	defer func() { d.kill() }()
 	c := newClient(t, "http://"+d.addr)
 	wrote := appender(t, f, 4*time.Second, 11)
-	rc, err := c.Logs(context.Background(), pod, "main", LogOptions{TailLines: -1, Follow: true})
+	got := followThroughKills(t, c, d, LogOptions{TailLines: -1, Follow: true})
+	want := <-wrote
+	if !bytes.Equal(got, want) {
+		t.Fatalf("got %d bytes, wrote %d (prefix: %v)", len(got), len(want), bytes.HasPrefix(want, got))
+	}
+}
+
+// followThroughKills follows the log while the endpoint is killed three
+// times, and returns what the stream delivered.
+func followThroughKills(t *testing.T, c *Client, d *fetchd, opts LogOptions) []byte {
+	t.Helper()
+	rc, err := c.Logs(context.Background(), pod, "main", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,19 +344,11 @@ func TestFollowSurvivesEndpointRestarts(t *testing.T) {
 	var got bytes.Buffer
 	done := make(chan error, 1)
 	go func() { _, err := io.Copy(&got, rc); done <- err }()
-	for i := 0; i < 3; i++ {
-		time.Sleep(700 * time.Millisecond)
-		d.kill() // SIGKILL: answers cut mid-body, connections reset
-		time.Sleep(time.Duration(100+200*i) * time.Millisecond)
-		d.start()
-	}
+	d.killThrice()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	want := <-wrote
-	if !bytes.Equal(got.Bytes(), want) {
-		t.Fatalf("got %d bytes, wrote %d (prefix: %v)", got.Len(), len(want), bytes.HasPrefix(want, got.Bytes()))
-	}
+	return got.Bytes()
 }
 
 func TestFollowStartsWhileEndpointDown(t *testing.T) {

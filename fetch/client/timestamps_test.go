@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,26 +143,9 @@ func TestTimestampsFollowSurvivesEndpointRestarts(t *testing.T) {
 	s := &logtime.Sampler{Log: f.logPath("main"), Index: filepath.Join(f.root, pod.Dir(), layout.TimesFile("main", 0)), Every: 10 * time.Millisecond}
 	go s.Run(ctx)
 	wrote := appender(t, f, 4*time.Second, 12)
-	rc, err := c.Logs(context.Background(), pod, "main", LogOptions{TailLines: -1, Follow: true, Timestamps: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	var got bytes.Buffer
-	done := make(chan error, 1)
-	go func() { _, err := io.Copy(&got, rc); done <- err }()
-	for i := 0; i < 3; i++ {
-		time.Sleep(700 * time.Millisecond)
-		d.kill()
-		time.Sleep(time.Duration(100+200*i) * time.Millisecond)
-		d.start()
-	}
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	out := followThroughKills(t, c, d, LogOptions{TailLines: -1, Follow: true, Timestamps: true})
 	want := <-wrote
 	ended := time.Now()
-	out := got.Bytes()
 	var raw bytes.Buffer
 	var last time.Time
 	const prefix = len("2006-01-02T15:04:05.000000000Z ")

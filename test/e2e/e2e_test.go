@@ -264,6 +264,34 @@ spec:
 `, name, node) + spec
 }
 
+// job applies a batch/v1 Job on the node, named for this run and deleted
+// when the test ends: spec holds its own spec lines (indented two spaces
+// after the first), its one container runs script under policy.
+func (c *cluster) job(t *testing.T, prefix, spec string, policy, script string) string {
+	name := fmt.Sprintf("%s-%d", prefix, time.Now().UnixNano()%1000000)
+	t.Cleanup(func() { c.kubectl("delete", "job", name, "--wait=false", "--ignore-not-found") })
+	c.apply(fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata:
+  name: %s
+spec:
+  %s
+  template:
+    spec:
+      nodeSelector:
+        kubernetes.io/hostname: %s
+      tolerations:
+      - key: virtual-kubelet.io/provider
+        operator: Exists
+      restartPolicy: %s
+      containers:
+      - name: work
+        image: none
+        command: ["/bin/sh", "-c", %q]
+`, name, spec, nodeName, policy, script))
+	return name
+}
+
 // unique names a pod for this run and deletes it when the test ends.
 func (c *cluster) unique(t *testing.T, name string) string {
 	n := fmt.Sprintf("%s-%d", name, time.Now().UnixNano()%1000000)
@@ -396,29 +424,7 @@ func TestE2EMore(t *testing.T) {
 
 	t.Run("a batch/v1 Job with 3 completions", func(t *testing.T) {
 		c.t = t
-		name := fmt.Sprintf("batch-%d", time.Now().UnixNano()%1000000)
-		t.Cleanup(func() { c.kubectl("delete", "job", name, "--wait=false", "--ignore-not-found") })
-		c.apply(fmt.Sprintf(`apiVersion: batch/v1
-kind: Job
-metadata:
-  name: %s
-spec:
-  completions: 3
-  parallelism: 2
-  backoffLimit: 0
-  template:
-    spec:
-      nodeSelector:
-        kubernetes.io/hostname: %s
-      tolerations:
-      - key: virtual-kubelet.io/provider
-        operator: Exists
-      restartPolicy: Never
-      containers:
-      - name: work
-        image: none
-        command: ["/bin/sh", "-c", "echo working; sleep 1"]
-`, name, nodeName))
+		name := c.job(t, "batch", "completions: 3\n  parallelism: 2\n  backoffLimit: 0", "Never", "echo working; sleep 1")
 		c.waitFor("3 completions", 3*time.Minute, func() bool {
 			out, _ := c.kubectl("get", "job", name, "-o", "jsonpath={.status.succeeded}")
 			return out == "3"

@@ -166,27 +166,7 @@ func TestE2ELogs(t *testing.T) {
 
 	t.Run("a batch/v1 Job with OnFailure: fails twice, restarted in place, completes", func(t *testing.T) {
 		c.t = t
-		name := fmt.Sprintf("onfailure-%d", time.Now().UnixNano()%1000000)
-		t.Cleanup(func() { c.kubectl("delete", "job", name, "--wait=false", "--ignore-not-found") })
-		c.apply(fmt.Sprintf(`apiVersion: batch/v1
-kind: Job
-metadata:
-  name: %s
-spec:
-  backoffLimit: 4
-  template:
-    spec:
-      nodeSelector:
-        kubernetes.io/hostname: %s
-      tolerations:
-      - key: virtual-kubelet.io/provider
-        operator: Exists
-      restartPolicy: OnFailure
-      containers:
-      - name: work
-        image: none
-        command: ["/bin/sh", "-c", "n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) >count; echo \"attempt $n\"; [ $n -ge 2 ]"]
-`, name, nodeName))
+		name := c.job(t, "onfailure", "backoffLimit: 4", "OnFailure", `n=$(cat count 2>/dev/null || echo 0); echo $((n + 1)) >count; echo "attempt $n"; [ $n -ge 2 ]`)
 		c.waitFor("the Job to complete", 3*time.Minute, func() bool {
 			out, _ := c.kubectl("get", "job", name, "-o", "jsonpath={.status.succeeded}")
 			return out == "1"
