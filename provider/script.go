@@ -1,0 +1,151 @@
+package provider
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+)
+
+// runFunction is the script's run and svk_reason functions: a container's
+// attempts, each logged, timed and with its exit marker, in files named by
+// fetch/layout for the attempt in $n (so the script and the endpoint agree
+// by construction).
+var runFunction = func() string {
+	f := func(kind string) string { return layout.AttemptName("$n", kind) }
+	var old []string // the attempt before the previous one: every kind
+	for _, k := range layout.AttemptKinds {
+		old = append(old, "\"$dir/"+layout.AttemptName("$((n - 2))", k)+"\"")
+	}
+	return strings.NewReplacer(
+		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{START}", f(layout.KindStart), "{TIMES}", f(layout.KindTimes),
+		"{REASON}", layout.ReasonName("$n"), "{EXITTMP}", layout.ExitTempName("$n"), "{OLD}", strings.Join(old, " "),
+		"{WORK}", layout.WorkDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
+	).Replace(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
+	local stop=0
+	trap 'stop=1' TERM
+	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff
+	mkdir -p "$dir" && cd "$dir" || return 125
+	while :; do
+		[ "$n" -lt 2 ] || rm -f {OLD}
+		rm -f "$dir/{REASON}"
+		: >"$dir/{START}" && : >>"$dir/{LOG}" || return 125
+		sampler=
+		if [ -n "$logtime" ]; then
+			"$logtime" "$dir/{LOG}" "$dir/{TIMES}" </dev/null &
+			sampler=$!
+		fi
+		began=$SECONDS
+		"$2" >>"$dir/{LOG}" 2>&1
+		rc=$?
+		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
+		{ echo "$rc"; cat "$dir/{REASON}" 2>/dev/null || :; } >"$dir/{EXITTMP}" && mv -f "$dir/{EXITTMP}" "$dir/{EXIT}"
+		rm -f "$dir/{REASON}"
+		case $3 in
+		Always) ;;
+		OnFailure) [ "$rc" -ne 0 ] || return 0 ;;
+		*) return "$rc" ;;
+		esac
+		[ "$stop" -eq 0 ] && [ "$n" -lt {MAXATTEMPT} ] || return "$rc"
+		[ $((SECONDS - began)) -lt $((2 * backoff_max)) ] || delay=$backoff
+		sleep "$delay" &
+		wait $!
+		[ "$stop" -eq 0 ] || { kill $! 2>/dev/null; return "$rc"; }
+		delay=$((delay * 2 > backoff_max ? backoff_max : delay * 2))
+		n=$((n + 1))
+	done
+}
+svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/{REASON}"; } # REASON MESSAGE, for run's marker
+mkdir -p "$pod_dir/{WORK}" || exit 125
+`)
+}()
+
+// restartPolicy is the pod's, Always when unset (as the API server
+// defaults it).
+func restartPolicy(pod *corev1.Pod) corev1.RestartPolicy {
+	if pod.Spec.RestartPolicy == "" {
+		return corev1.RestartPolicyAlways
+	}
+	return pod.Spec.RestartPolicy
+}
+
+// initPolicy is how init containers restart: on failure, unless the pod
+// never restarts anything (the kubelet's rule).
+func initPolicy(pod *corev1.Pod) corev1.RestartPolicy {
+	if restartPolicy(pod) == corev1.RestartPolicyNever {
+		return corev1.RestartPolicyNever
+	}
+	return corev1.RestartPolicyOnFailure
+}
+
+func seconds(d, def time.Duration) int {
+	if d <= 0 {
+		d = def
+	}
+	return max(1, int(math.Ceil(d.Seconds())))
+}
+
+// script is the batch script: init containers in order (stopping at the
+// first that fails for good), then every container at once, each restarted
+// under the pod's restartPolicy with the kubelet's back-off. Each attempt's
+// output goes to its own log, timed by the log-time helper beside it, and
+// its exit code to its marker, written atomically after the last byte; the
+// job exits with the first non-zero final code. Attempts older than the
+// previous one are removed, as the kubelet keeps one dead container.
+func (t *translator) script(inits, mains []string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "#!/bin/bash\n# slurm-vk: pod %s/%s uid %s\n", t.pod.Namespace, t.pod.Name, t.pod.UID)
+	fmt.Fprintf(&b, "pod_dir=%s\n", shq(t.podDir))
+	helper := t.cfg.LogTimeHelper
+	if helper == "" {
+		helper = DefaultLogTimeHelper
+	}
+	fmt.Fprintf(&b, "backoff=%d backoff_max=%d\nlogtime=$(command -v %s 2>/dev/null || :)\n",
+		seconds(t.cfg.RestartBackoff, DefaultRestartBackoff), seconds(t.cfg.MaxRestartBackoff, DefaultMaxRestartBackoff), shq(helper))
+	// The marker holds the exit code, then, when the container function
+	// left one (svk_reason: a pull failure...), a reason and a message.
+	// SIGTERM (a delete, the time limit: Slurm signals every process of
+	// the job) is for the containers: the shells that run them only note
+	// it (a trap with a handler, which the container's own process does
+	// not inherit), so they live on to write each container's marker, and
+	// restart nothing after it.
+	b.WriteString(runFunction)
+	switch t.runtime {
+	case RuntimePodman:
+		b.WriteString(podmanHelpers)
+	case RuntimeCharliecloud:
+		b.WriteString(charliecloudHelpers)
+	case RuntimeApptainer:
+		b.WriteString(imageFileHelpers + apptainerHelpers)
+	case RuntimeEnroot:
+		b.WriteString(imageFileHelpers + enrootHelpers)
+	}
+	for _, block := range inits {
+		b.WriteString(block)
+	}
+	for _, block := range mains {
+		b.WriteString(block)
+	}
+	for _, c := range t.pod.Spec.InitContainers {
+		fmt.Fprintf(&b, "run %s c_%s %s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod))
+	}
+	b.WriteString("pids=()\n")
+	for _, c := range t.pod.Spec.Containers {
+		fmt.Fprintf(&b, "run %s c_%s %s &\npids+=($!)\n", shq(c.Name), envSafe(c.Name), restartPolicy(t.pod))
+	}
+	b.WriteString(`trap '' TERM
+status=0
+for p in "${pids[@]}"; do
+	wait "$p"
+	rc=$?
+	if [ "$status" -eq 0 ] && [ "$rc" -ne 0 ]; then status=$rc; fi
+done
+exit "$status"
+`)
+	return b.String()
+}
