@@ -55,7 +55,7 @@ func reservedSecret(c resolved, e envVar, runtime string) error {
 func (c *resolved) validateForContainer() error {
 	named, err := reference.ParseNormalizedNamed(c.image)
 	if err != nil {
-		return invalid("InvalidImageName", "container %q: image %q is not a valid image reference: %v", c.name, c.image, err)
+		return invalid("InvalidImageName", "container %q: image %q is not a valid image reference: %w", c.name, c.image, err)
 	}
 	c.image = reference.TagNameOnly(named).String()
 	for _, m := range c.mounts {
@@ -128,7 +128,7 @@ func (t *translator) pullSecrets() error {
 			err = fmt.Errorf("neither %s nor %s", corev1.DockerConfigJsonKey, corev1.DockerConfigKey)
 		}
 		if err != nil {
-			return invalid("InvalidImagePullSecret", "imagePullSecret %q: %v", ref.Name, err)
+			return invalid("InvalidImagePullSecret", "imagePullSecret %q: %w", ref.Name, err)
 		}
 		for host, a := range cfg.Auths {
 			if _, seen := auths[host]; !seen {
@@ -165,7 +165,7 @@ func (t *translator) registryCredentials(c resolved) (user, pass string, ok bool
 	}
 	var a struct{ Auth, Username, Password string }
 	if err := json.Unmarshal(raw, &a); err != nil {
-		return "", "", false, invalid("InvalidImagePullSecret", "registry %s: %v", reference.Domain(named), err)
+		return "", "", false, invalid("InvalidImagePullSecret", "registry %s: %w", reference.Domain(named), err)
 	}
 	if a.Auth != "" {
 		dec, derr := base64.StdEncoding.DecodeString(a.Auth)

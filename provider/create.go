@@ -54,15 +54,8 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 	}
 	if old := p.displace(pod); old != nil {
 		p.mu.Unlock()
-		if old.job != 0 && !old.final {
-			log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", old.job).Info("cancelling the job of an earlier pod of the same name")
-			if err := p.cancelAs(ctx, pod.Namespace, old.job); err != nil {
-				return fmt.Errorf("cancel job %d of the earlier pod %s: %w", old.job, key(pod.Namespace, pod.Name), err)
-			}
-		}
-		// Its directory (its Secrets) goes with it.
-		if err := p.files.DeletePod(ctx, PodRef(old.pod)); err != nil {
-			return fmt.Errorf("remove the directory of the earlier pod %s: %w", key(pod.Namespace, pod.Name), err)
+		if err := p.removeEarlier(ctx, pod, old); err != nil {
+			return err
 		}
 		p.mu.Lock()
 	}
@@ -73,48 +66,19 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 	uncertain := p.uncertain[pod.UID] || (seenBefore && !p.recovered)
 	p.mu.Unlock()
 
-	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name))
 	if isAdopted {
-		logger.WithField("job", adopted).Info("re-attached to its Slurm job")
+		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", adopted).Info("re-attached to its Slurm job")
 		p.track(pod, adopted)
 		return nil
 	}
 	if seenBefore || uncertain {
-		if done, err := p.ranBefore(ctx, pod); err != nil {
+		if done, err := p.ranBefore(ctx, pod); err != nil || done {
 			return err
-		} else if done {
-			return nil
 		}
 	}
-	tenant, err := p.cfg.Tenancy.For(pod.Namespace)
-	var bad *InvalidPodError
-	if errors.As(err, &bad) {
-		logger.WithField("reason", bad.Reason).Warn(bad.Message)
-		p.fail(pod, bad.Reason, bad.Message)
-		return nil
-	}
-	slurm, err := p.slurmAs(pod.Namespace)
-	if err != nil {
-		return err // the tenant's client cannot be made; nothing is written yet
-	}
-	plan, err := Translate(pod, p.cfg.TranslateConfig, p.look)
-	if errors.As(err, &bad) && missingReference[bad.Reason] {
-		// Like the kubelet: the object may just not have arrived yet (or be
-		// created later). Wait, and let the controller retry.
-		p.waiting(pod, "CreateContainerConfigError", bad.Message)
-		return fmt.Errorf("%s", bad.Message)
-	}
-	if errors.As(err, &bad) {
-		logger.WithField("reason", bad.Reason).Warn(bad.Message)
-		p.fail(pod, bad.Reason, bad.Message)
-		return nil
-	}
-	if err != nil {
+	plan, tenant, err := p.plan(ctx, pod)
+	if plan == nil {
 		return err
-	}
-	ref := PodRef(pod)
-	if plan.Spec.Account == "" {
-		plan.Spec.Account = tenant.Account
 	}
 	// Tracked before anything is written or submitted: a delete, however
 	// this ends, finds the pod and undoes it.
@@ -124,23 +88,8 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 		p.byName[key(pod.Namespace, pod.Name)] = pod.UID
 	}
 	p.mu.Unlock()
-	// The fetch endpoint down or its file system full is transient: the
-	// pod waits, with the reason, and virtual-kubelet retries.
-	// Each step is bounded: the sync loop tries again with back-off, so a
-	// fetch endpoint that is down holds a create for seconds, not minutes.
-	fctx, cancel := context.WithTimeout(ctx, createStepTimeout)
-	defer cancel()
-	if err := p.files.CreatePod(fctx, ref, tenant.User); err != nil {
-		msg := fmt.Sprintf("cannot create the pod's directory through the fetch endpoint: %v", err)
-		p.waiting(pod, ReasonFetchUnavailable, msg)
-		return errors.New(msg)
-	}
-	for _, f := range plan.Staged {
-		if err := p.files.Stage(fctx, ref, f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
-			msg := fmt.Sprintf("cannot stage %s through the fetch endpoint: %v", f.Path, err)
-			p.waiting(pod, ReasonStagingFailed, msg)
-			return errors.New(msg)
-		}
+	if err := p.stageFiles(ctx, pod, tenant, plan); err != nil {
+		return err
 	}
 	if uncertain {
 		if id, found, err := p.findJob(ctx, plan.Spec.Comment); err != nil {
@@ -149,6 +98,93 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 			p.track(pod, id)
 			return nil
 		}
+	}
+	return p.submit(ctx, pod, plan)
+}
+
+// removeEarlier undoes what an earlier pod of the same name left (see
+// displace): its job, if it may still run, and its directory (its Secrets).
+func (p *Provider) removeEarlier(ctx context.Context, pod *corev1.Pod, old *podState) error {
+	if old.job != 0 && !old.final {
+		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", old.job).Info("cancelling the job of an earlier pod of the same name")
+		if err := p.cancelAs(ctx, pod.Namespace, old.job); err != nil {
+			return fmt.Errorf("cancel job %d of the earlier pod %s: %w", old.job, key(pod.Namespace, pod.Name), err)
+		}
+	}
+	if err := p.files.DeletePod(ctx, PodRef(old.pod)); err != nil {
+		return fmt.Errorf("remove the directory of the earlier pod %s: %w", key(pod.Namespace, pod.Name), err)
+	}
+	return nil
+}
+
+// plan translates the pod for its tenant. A nil plan with a nil error
+// means the pod failed for good (its status says why); with an error, it
+// waits and is tried again.
+func (p *Provider) plan(ctx context.Context, pod *corev1.Pod) (*Plan, Tenant, error) {
+	tenant, err := p.cfg.Tenancy.For(pod.Namespace)
+	if err == nil {
+		// The tenant's client cannot be made: nothing is written yet.
+		if _, err = p.slurmAs(pod.Namespace); err != nil {
+			return nil, tenant, err
+		}
+	}
+	var plan *Plan
+	if err == nil {
+		plan, err = Translate(pod, p.cfg.TranslateConfig, p.look)
+	}
+	var bad *InvalidPodError
+	switch {
+	case err == nil:
+		if plan.Spec.Account == "" {
+			plan.Spec.Account = tenant.Account
+		}
+		return plan, tenant, nil
+	case errors.As(err, &bad) && bad.Missing:
+		// Like the kubelet: the object may just not have arrived yet (or
+		// be created later). Wait, and let the controller retry.
+		p.waiting(pod, "CreateContainerConfigError", bad.Message)
+		return nil, tenant, err
+	case errors.As(err, &bad):
+		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("reason", bad.Reason).Warn(bad.Message)
+		p.fail(pod, bad.Reason, bad.Message)
+		return nil, tenant, nil
+	default:
+		return nil, tenant, err
+	}
+}
+
+// stageFiles creates the pod's directory and stages its files. The fetch
+// endpoint down or its file system full is transient: the pod waits, with
+// the reason, and the sync loop retries with back-off. Each step is
+// bounded, so a fetch endpoint that is down holds a create for seconds,
+// not minutes.
+func (p *Provider) stageFiles(ctx context.Context, pod *corev1.Pod, tenant Tenant, plan *Plan) error {
+	ref := PodRef(pod)
+	ctx, cancel := context.WithTimeout(ctx, createStepTimeout)
+	defer cancel()
+	if err := p.files.CreatePod(ctx, ref, tenant.User); err != nil {
+		err = fmt.Errorf("cannot create the pod's directory through the fetch endpoint: %w", err)
+		p.waiting(pod, ReasonFetchUnavailable, err.Error())
+		return err
+	}
+	for _, f := range plan.Staged {
+		if err := p.files.Stage(ctx, ref, f.Path, f.Data, os.FileMode(f.Mode)); err != nil {
+			err = fmt.Errorf("cannot stage %s through the fetch endpoint: %w", f.Path, err)
+			p.waiting(pod, ReasonStagingFailed, err.Error())
+			return err
+		}
+	}
+	return nil
+}
+
+// submit submits the pod's job as its tenant. A job Slurm refuses fails
+// the pod (its staged files go); any other error leaves the submit
+// uncertain, so the next attempt looks for the job first.
+func (p *Provider) submit(ctx context.Context, pod *corev1.Pod, plan *Plan) error {
+	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name))
+	slurm, err := p.slurmAs(pod.Namespace)
+	if err != nil {
+		return err
 	}
 	id, err := slurm.Submit(ctx, plan.Spec)
 	switch {
@@ -161,7 +197,7 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 		}
 		logger.Warn(msg)
 		p.fail(pod, ReasonRejected, msg)
-		if err := p.files.Unstage(ctx, ref); err != nil {
+		if err := p.files.Unstage(ctx, PodRef(pod)); err != nil {
 			logger.WithError(err).Warn("remove the staged files of a job Slurm refused; they go when the pod is deleted")
 		}
 		return nil
@@ -240,12 +276,6 @@ func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
 	if cb != nil {
 		cb(pod.DeepCopy())
 	}
-}
-
-// missingReference are translation failures that a later attempt may not
-// have: a ConfigMap or Secret (or key) that does not exist yet.
-var missingReference = map[string]bool{
-	"ConfigMapNotFound": true, "SecretNotFound": true, "ConfigMapKeyNotFound": true, "SecretKeyNotFound": true, "KeyNotFound": true,
 }
 
 // waiting records a pod that cannot start yet, without a job.

@@ -177,7 +177,7 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		st, _ := p.get(pod.Namespace, pod.Name)
-		f.set(st.job, slurmclient.StateRunning, "None")
+		f.set(st.job, slurmclient.StateRunning, "")
 		p.Sync(ctx)
 		return st.job
 	}

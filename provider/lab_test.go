@@ -300,7 +300,7 @@ func TestLabProvider(t *testing.T) {
 				return true
 			}
 			w := p.Status.ContainerStatuses[0].State.Waiting
-			return p.Status.Phase == corev1.PodPending && w != nil && w.Reason != ReasonSubmitted && w.Reason != "None"
+			return p.Status.Phase == corev1.PodPending && w != nil && w.Reason != ReasonSubmitted
 		})
 		switch got.Status.Phase {
 		case corev1.PodFailed:

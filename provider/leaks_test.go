@@ -130,7 +130,7 @@ func TestDirectoryOutlivesTheGracePeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ := p.get("ns", "graceful")
-	f.set(st.job, slurmclient.StateRunning, "None")
+	f.set(st.job, slurmclient.StateRunning, "")
 	p.Sync(ctx)
 	if err := p.DeletePod(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestDirectoryOutlivesTheGracePeriod(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, _ = p.get("ns", "done")
-	f.set(st.job, slurmclient.StateCompleted, "None")
+	f.set(st.job, slurmclient.StateCompleted, "")
 	p.Sync(ctx)
 	if !files.has(&files.unstaged, done) {
 		t.Error("the staged Secret of a job that ended stayed until the pod is deleted")

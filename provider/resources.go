@@ -64,7 +64,7 @@ func (t *translator) jobSpec() (slurmclient.JobSpec, error) {
 	if raw := a[AnnotationOptions]; raw != "" {
 		var opts map[string]any
 		if err := json.Unmarshal([]byte(raw), &opts); err != nil {
-			return spec, invalid("InvalidOptions", "annotation %s must be a JSON object: %v", AnnotationOptions, err)
+			return spec, invalid("InvalidOptions", "annotation %s must be a JSON object: %w", AnnotationOptions, err)
 		}
 		for k := range opts {
 			if reservedOption(k) {

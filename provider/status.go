@@ -168,6 +168,8 @@ func mt(t time.Time) metav1.Time {
 // podStatus maps a job and its containers' exit markers to a pod status.
 func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	j := o.job
+	v := &statusView{pod: pod, o: o, j: j, now: now, terminal: j.State.Terminal(), began: j.StartTime}
+	v.started = !j.StartTime.IsZero() && (j.State == slurmclient.StateRunning || v.terminal)
 	st := corev1.PodStatus{
 		HostIP:    "127.0.0.1",
 		StartTime: ptrTime(mt(j.SubmitTime)),
@@ -175,155 +177,182 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	if st.StartTime.IsZero() {
 		st.StartTime = ptrTime(metav1.NewTime(now))
 	}
-	terminal := j.State.Terminal()
-	started := !j.StartTime.IsZero() && (j.State == "RUNNING" || terminal)
-	policy, initPol := restartPolicy(pod), initPolicy(pod)
-	// backingOff: the container's latest attempt ended and the job will
-	// start another (the job runs on).
-	backingOff := func(name string, policy corev1.RestartPolicy) bool {
-		code, ok := o.exits[name]
-		return ok && !terminal && restarts(policy, code)
-	}
-	// startedAt is when the latest attempt started, where the job says.
-	startedAt := func(name string, began time.Time) time.Time {
-		if a := o.attempts[name].Current.StartedAt; a != nil && !a.Before(began) {
-			return *a
-		}
-		return began
-	}
+	var initFailed, allReady, allOK bool
+	st.InitContainerStatuses, initFailed = v.initContainers()
+	st.ContainerStatuses, allReady, allOK = v.containers(initFailed)
+	st.Phase, st.Reason, st.Message = v.phase(allOK && !initFailed)
+	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, initFailed || st.Phase == corev1.PodPending, now, st.Reason, st.Message)
+	return st
+}
 
+// statusView is one observation of a pod's job, with what the parts of
+// its status share.
+type statusView struct {
+	pod               *corev1.Pod
+	o                 observation
+	j                 *slurmclient.Job
+	now               time.Time
+	terminal, started bool
 	// began is when the next container started: the job's start, then, as
 	// init containers run one by one, each one's end where its marker says.
-	began := j.StartTime
-	terminated := func(name string, fallbackReason string) *corev1.ContainerStateTerminated {
-		t := &corev1.ContainerStateTerminated{StartedAt: mt(startedAt(name, began)), FinishedAt: mt(j.EndTime)}
-		if !terminal {
-			t.FinishedAt = metav1.NewTime(now) // ended while the job runs on: seen now
-		}
-		// The marker's time is the container's own end; it is the compute
-		// node's clock, so keep it between the job's start and its end.
-		// Slurm reports the end in whole seconds (truncated), so a marker
-		// written in the job's last second is up to a second past it.
-		latest := t.FinishedAt.Time
-		if terminal {
-			latest = latest.Add(time.Second)
-		}
-		if at, ok := o.exitedAt[name]; ok && at.Before(latest) && !at.Before(began) {
-			t.FinishedAt = metav1.NewTime(at)
-		}
-		if code, ok := o.exits[name]; ok {
-			t.ExitCode = int32(code)
-		} else {
-			t.ExitCode = int32(jobExitCode(j))
-			if t.ExitCode == 0 && j.State != "COMPLETED" {
-				t.ExitCode = 137 // ended by Slurm without a code of its own
-			}
-		}
-		switch {
-		case jobReasons[j.State] != "" && t.ExitCode != 0:
-			t.Reason = jobReasons[j.State]
-		case t.ExitCode == 0:
-			t.Reason = "Completed"
-		default:
-			t.Reason = fallbackReason
-		}
-		t.Message = fmt.Sprintf("Slurm job %d: %s", j.ID, j.State)
-		if r, ok := o.reasons[name]; ok {
-			t.Reason, t.Message = r.reason, r.message
-		}
-		return t
-	}
+	began time.Time
+}
 
-	// Init containers ran one by one, first: once the job runs, they are
-	// done (or the job failed in one of them).
-	initFailed := false
-	for _, c := range pod.Spec.InitContainers {
-		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, RestartCount: int32(o.attempts[c.Name].Current.Attempt)}
-		cs.LastTerminationState.Terminated = previous(o, c.Name)
-		_, exited := o.exits[c.Name]
+// backingOff tells whether the container's latest attempt ended and the
+// job will start another (the job runs on).
+func (v *statusView) backingOff(name string, policy corev1.RestartPolicy) bool {
+	code, ok := v.o.exits[name]
+	return ok && !v.terminal && restarts(policy, code)
+}
+
+// startedAt is when the latest attempt started, where the job says.
+func (v *statusView) startedAt(name string) time.Time {
+	if a := v.o.attempts[name].Current.StartedAt; a != nil && !a.Before(v.began) {
+		return *a
+	}
+	return v.began
+}
+
+// terminated is the state of a container's ended attempt.
+func (v *statusView) terminated(name string, fallbackReason string) *corev1.ContainerStateTerminated {
+	j, o := v.j, v.o
+	t := &corev1.ContainerStateTerminated{StartedAt: mt(v.startedAt(name)), FinishedAt: mt(j.EndTime)}
+	if !v.terminal {
+		t.FinishedAt = metav1.NewTime(v.now) // ended while the job runs on: seen now
+	}
+	// The marker's time is the container's own end; it is the compute
+	// node's clock, so keep it between the job's start and its end.
+	// Slurm reports the end in whole seconds (truncated), so a marker
+	// written in the job's last second is up to a second past it.
+	latest := t.FinishedAt.Time
+	if v.terminal {
+		latest = latest.Add(time.Second)
+	}
+	if at, ok := o.exitedAt[name]; ok && at.Before(latest) && !at.Before(v.began) {
+		t.FinishedAt = metav1.NewTime(at)
+	}
+	if code, ok := o.exits[name]; ok {
+		t.ExitCode = int32(code)
+	} else {
+		t.ExitCode = int32(jobExitCode(j))
+		if t.ExitCode == 0 && j.State != slurmclient.StateCompleted {
+			t.ExitCode = 137 // ended by Slurm without a code of its own
+		}
+	}
+	switch {
+	case jobReasons[j.State] != "" && t.ExitCode != 0:
+		t.Reason = jobReasons[j.State]
+	case t.ExitCode == 0:
+		t.Reason = "Completed"
+	default:
+		t.Reason = fallbackReason
+	}
+	t.Message = fmt.Sprintf("Slurm job %d: %s", j.ID, j.State)
+	if r, ok := o.reasons[name]; ok {
+		t.Reason, t.Message = r.reason, r.message
+	}
+	return t
+}
+
+// initContainers ran one by one, first: once the job runs, they are done
+// (or the job failed in one of them). initFailed is true when the
+// containers after them did not (or not yet) start.
+func (v *statusView) initContainers() (out []corev1.ContainerStatus, initFailed bool) {
+	policy := initPolicy(v.pod)
+	for _, c := range v.pod.Spec.InitContainers {
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, RestartCount: int32(v.o.attempts[c.Name].Current.Attempt)}
+		cs.LastTerminationState.Terminated = previous(v.o, c.Name)
+		_, exited := v.o.exits[c.Name]
 		switch {
-		case !initFailed && backingOff(c.Name, initPol):
-			cs.LastTerminationState.Terminated = terminated(c.Name, "Error")
-			cs.State.Waiting = backOff(pod, c.Name, o)
+		case !initFailed && v.backingOff(c.Name, policy):
+			cs.LastTerminationState.Terminated = v.terminated(c.Name, "Error")
+			cs.State.Waiting = backOff(v.pod, c.Name, v.o)
 			initFailed = true // the following ones wait
-		case exited || (terminal && started && !initFailed):
-			cs.State.Terminated = terminated(c.Name, "Error")
+		case exited || (v.terminal && v.started && !initFailed):
+			cs.State.Terminated = v.terminated(c.Name, "Error")
 			cs.Ready = cs.State.Terminated.ExitCode == 0
 			if cs.State.Terminated.ExitCode != 0 {
 				initFailed = true
 			}
-			if _, known := o.exitedAt[c.Name]; known {
-				began = cs.State.Terminated.FinishedAt.Time
+			if _, known := v.o.exitedAt[c.Name]; known {
+				v.began = cs.State.Terminated.FinishedAt.Time
 			}
-		case started && !initFailed && !terminal:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(startedAt(c.Name, began))}
+		case v.started && !initFailed && !v.terminal:
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(v.startedAt(c.Name))}
 			initFailed = true // the following ones wait
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
 		}
-		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+		out = append(out, cs)
 	}
+	return out, initFailed
+}
 
-	allReady, allOK := true, true
-	for _, c := range pod.Spec.Containers {
-		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, RestartCount: int32(o.attempts[c.Name].Current.Attempt)}
-		cs.LastTerminationState.Terminated = previous(o, c.Name)
-		_, exited := o.exits[c.Name]
+// containers are the pod's regular containers, which run at once once
+// the init containers are done.
+func (v *statusView) containers(initFailed bool) (out []corev1.ContainerStatus, allReady, allOK bool) {
+	j, policy := v.j, restartPolicy(v.pod)
+	allReady, allOK = true, true
+	for _, c := range v.pod.Spec.Containers {
+		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, ImageID: c.Image, RestartCount: int32(v.o.attempts[c.Name].Current.Attempt)}
+		cs.LastTerminationState.Terminated = previous(v.o, c.Name)
+		_, exited := v.o.exits[c.Name]
 		switch {
-		case j.State == "PENDING" || !started:
+		case j.State == slurmclient.StatePending || !v.started:
 			reason := j.StateReason
-			if reason == "" || reason == "None" {
+			if reason == "" {
 				reason = ReasonSubmitted
 			}
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: pendingMessage(j)}
-		case initFailed && !terminal:
+		case initFailed && !v.terminal:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
-		case initFailed && terminal:
+		case initFailed && v.terminal:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing", Message: "an init container failed"}
 			allOK = false
-		case backingOff(c.Name, policy):
-			cs.LastTerminationState.Terminated = terminated(c.Name, "Error")
-			cs.State.Waiting = backOff(pod, c.Name, o)
-		case exited || terminal:
-			cs.State.Terminated = terminated(c.Name, "Error")
+		case v.backingOff(c.Name, policy):
+			cs.LastTerminationState.Terminated = v.terminated(c.Name, "Error")
+			cs.State.Waiting = backOff(v.pod, c.Name, v.o)
+		case exited || v.terminal:
+			cs.State.Terminated = v.terminated(c.Name, "Error")
 			if cs.State.Terminated.ExitCode != 0 {
 				allOK = false
 			}
 		default:
-			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(startedAt(c.Name, began))}
+			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(v.startedAt(c.Name))}
 			cs.Started = ptrBool(true)
 			cs.Ready = true
 		}
 		if !cs.Ready {
 			allReady = false
 		}
-		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		out = append(out, cs)
 	}
+	return out, allReady, allOK
+}
 
+// phase is the pod's phase, with a reason and message where the job says
+// why; succeeded is true when every container ended with 0.
+func (v *statusView) phase(succeeded bool) (corev1.PodPhase, string, string) {
+	j := v.j
 	switch {
-	case j.State == "PENDING" || (!started && !terminal):
-		st.Phase = corev1.PodPending
-		st.Reason = ReasonPending
-		st.Message = pendingMessage(j)
-	case !terminal:
-		st.Phase = corev1.PodRunning
-	case j.State == "COMPLETED" && allOK && !initFailed:
-		st.Phase = corev1.PodSucceeded
+	case j.State == slurmclient.StatePending || (!v.started && !v.terminal):
+		return corev1.PodPending, ReasonPending, pendingMessage(j)
+	case !v.terminal:
+		return corev1.PodRunning, "", ""
+	case j.State == slurmclient.StateCompleted && succeeded:
+		return corev1.PodSucceeded, "", ""
 	default:
-		st.Phase = corev1.PodFailed
-		st.Reason = jobReasons[j.State]
-		st.Message = fmt.Sprintf("Slurm job %d ended %s", j.ID, j.State)
-		if j.StateReason != "" && j.StateReason != "None" {
-			st.Message += " (" + j.StateReason + ")"
+		msg := fmt.Sprintf("Slurm job %d ended %s", j.ID, j.State)
+		if j.StateReason != "" {
+			msg += " (" + j.StateReason + ")"
 		}
+		return corev1.PodFailed, jobReasons[j.State], msg
 	}
-	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, initFailed || st.Phase == corev1.PodPending, now, st.Reason, st.Message)
-	return st
 }
 
 func pendingMessage(j *slurmclient.Job) string {
 	msg := fmt.Sprintf("Slurm job %d is pending", j.ID)
-	if j.StateReason != "" && j.StateReason != "None" {
+	if j.StateReason != "" {
 		msg += ": " + j.StateReason
 	}
 	if j.StateDesc != "" {

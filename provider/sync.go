@@ -98,12 +98,12 @@ func (p *Provider) refreshPending(ctx context.Context, stale []*podState) error 
 	p.mu.Lock()
 	due := stale[:0]
 	for _, st := range stale {
-		if st.reason == "" || st.reason == "None" || now.Sub(st.checked) >= p.cfg.PendingRefresh {
+		if st.reason == "" || now.Sub(st.checked) >= p.cfg.PendingRefresh {
 			due = append(due, st)
 		}
 	}
 	sort.Slice(due, func(i, j int) bool {
-		ui, uj := due[i].reason == "" || due[i].reason == "None", due[j].reason == "" || due[j].reason == "None"
+		ui, uj := due[i].reason == "", due[j].reason == ""
 		if ui != uj {
 			return ui
 		}
@@ -166,7 +166,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 		p.mu.Unlock()
 		return nil // deleted meanwhile
 	}
-	if job != nil && job.State == slurmclient.StatePending && job.StateReason != st.reason && job.StateReason != "" && job.StateReason != "None" {
+	if job != nil && job.State == slurmclient.StatePending && job.StateReason != st.reason && job.StateReason != "" {
 		defer p.event(pod, corev1.EventTypeNormal, ReasonPending, pendingMessage(job))
 	}
 	st.pod.Status = status

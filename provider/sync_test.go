@@ -193,8 +193,8 @@ func TestSyncRequestsAndTruth(t *testing.T) {
 		t.Errorf("a quiet cycle made %v, want one JobStates only", c)
 	}
 	// Three jobs change: 1 + 3 requests.
-	f.set(101, slurmclient.StateRunning, "None")
-	f.set(102, slurmclient.StateCompleted, "None")
+	f.set(101, slurmclient.StateRunning, "")
+	f.set(102, slurmclient.StateCompleted, "")
 	f.set(103, slurmclient.StateFailed, "NonZeroExitCode")
 	if err := p.Sync(ctx); err != nil {
 		t.Fatal(err)

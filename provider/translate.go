@@ -2,6 +2,7 @@ package provider
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -64,12 +65,30 @@ type Plan struct {
 type InvalidPodError struct {
 	Reason  string
 	Message string
+	// Missing is set when the pod refers to a ConfigMap, Secret or key
+	// that does not exist (yet): like the kubelet, the provider lets such
+	// a pod wait for it rather than fail.
+	Missing bool
+	err     error // the cause, if the message wraps one
 }
 
 func (e *InvalidPodError) Error() string { return e.Reason + ": " + e.Message }
 
+// Unwrap returns the cause, for errors.Is and errors.As.
+func (e *InvalidPodError) Unwrap() error { return e.err }
+
+// invalid is an InvalidPodError with a message as fmt.Errorf formats it
+// (%w keeps the cause).
 func invalid(reason, format string, args ...any) error {
-	return &InvalidPodError{Reason: reason, Message: fmt.Sprintf(format, args...)}
+	err := fmt.Errorf(format, args...)
+	return &InvalidPodError{Reason: reason, Message: err.Error(), err: errors.Unwrap(err)}
+}
+
+// missing is invalid for a reference to an object or key that may still
+// be created.
+func missing(reason, format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	return &InvalidPodError{Reason: reason, Message: err.Error(), Missing: true, err: errors.Unwrap(err)}
 }
 
 // Lookups resolve the objects a pod refers to. Missing objects are errors
@@ -86,7 +105,7 @@ type Lookups struct {
 func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error) {
 	ref := PodRef(pod)
 	if err := ref.Validate(); err != nil {
-		return nil, invalid("InvalidPodIdentity", "%v", err)
+		return nil, invalid("InvalidPodIdentity", "%w", err)
 	}
 	if len(pod.Spec.Containers) == 0 {
 		return nil, invalid("NoContainers", "the pod has no containers")
@@ -177,7 +196,7 @@ func (t *translator) stage(rel string, data []byte, mode uint32) string {
 // container renders one container's shell function body.
 func (t *translator) container(c *corev1.Container) (string, error) {
 	if err := layout.ValidateContainer(c.Name); err != nil {
-		return "", invalid("InvalidContainerName", "%v", err)
+		return "", invalid("InvalidContainerName", "%w", err)
 	}
 	env, err := t.env(c)
 	if err != nil {
@@ -192,7 +211,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 		host := v.hostPath
 		if m.SubPath != "" {
 			if err := layout.ValidateStaged(m.SubPath); err != nil {
-				return "", invalid("InvalidSubPath", "container %q mount %q: %v", c.Name, m.Name, err)
+				return "", invalid("InvalidSubPath", "container %q mount %q: %w", c.Name, m.Name, err)
 			}
 			host = path.Join(host, m.SubPath)
 		}

@@ -105,7 +105,7 @@ func (t *translator) configMapVolume(dir, name string, items []corev1.KeyToPath,
 		if optional != nil && *optional {
 			return nil
 		}
-		return invalid("ConfigMapNotFound", "configMap %q: %v", name, err)
+		return missing("ConfigMapNotFound", "configMap %q: %w", name, err)
 	}
 	data := map[string][]byte{}
 	for k, v := range cm.Data {
@@ -123,7 +123,7 @@ func (t *translator) secretVolume(dir, name string, items []corev1.KeyToPath, op
 		if optional != nil && *optional {
 			return nil
 		}
-		return invalid("SecretNotFound", "secret %q: %v", name, err)
+		return missing("SecretNotFound", "secret %q: %w", name, err)
 	}
 	// Secrets are 0600 unless the pod asks otherwise.
 	return t.keysToFiles(dir, "secret "+name, s.Data, items, defMode, 0o600)
@@ -143,11 +143,11 @@ func (t *translator) keysToFiles(dir, what string, data map[string][]byte, items
 	for _, it := range items {
 		v, ok := data[it.Key]
 		if !ok {
-			return invalid("KeyNotFound", "%s has no key %q", what, it.Key)
+			return missing("KeyNotFound", "%s has no key %q", what, it.Key)
 		}
 		rel := dir + "/" + it.Path
 		if err := layout.ValidateStaged(rel); err != nil {
-			return invalid("InvalidVolumePath", "%s key %q: %v", what, it.Key, err)
+			return invalid("InvalidVolumePath", "%s key %q: %w", what, it.Key, err)
 		}
 		t.stage(rel, v, fileMode(defMode, it.Mode, fallback))
 	}
@@ -167,11 +167,11 @@ func (t *translator) downwardVolume(dir string, items []corev1.DownwardAPIVolume
 			err = fmt.Errorf("no fieldRef or resourceFieldRef")
 		}
 		if err != nil {
-			return invalid("InvalidDownwardAPI", "downwardAPI file %q: %v", it.Path, err)
+			return invalid("InvalidDownwardAPI", "downwardAPI file %q: %w", it.Path, err)
 		}
 		rel := dir + "/" + it.Path
 		if err := layout.ValidateStaged(rel); err != nil {
-			return invalid("InvalidVolumePath", "downwardAPI file %q: %v", it.Path, err)
+			return invalid("InvalidVolumePath", "downwardAPI file %q: %w", it.Path, err)
 		}
 		t.stage(rel, []byte(val), fileMode(defMode, it.Mode, 0o644))
 	}

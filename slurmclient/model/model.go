@@ -105,7 +105,7 @@ type Job struct {
 	Partition   string
 	State       JobState
 	StateFlags  []string
-	StateReason string // e.g. "Priority", "Resources"; "None" when none
+	StateReason string // e.g. "Priority", "Resources"; empty when none (Slurm's "None")
 	StateDesc   string // Slurm's longer explanation, often empty
 	ExitCode    ExitCode
 	SubmitTime  time.Time

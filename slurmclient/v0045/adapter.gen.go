@@ -354,6 +354,15 @@ func (b *Backend) Partitions(ctx context.Context) ([]model.Partition, error) {
 	return out, nil
 }
 
+// stateReason is Slurm's state reason as the model holds it: "None",
+// Slurm's word for no reason, is empty, so no caller needs to know it.
+func stateReason(s string) string {
+	if s == "None" {
+		return ""
+	}
+	return s
+}
+
 func toJob(j V0045JobInfo) model.Job {
 	st, flags := model.SplitState(strs(deref(j.JobState)))
 	job := model.Job{
@@ -364,7 +373,7 @@ func toJob(j V0045JobInfo) model.Job {
 		Partition:   deref(j.Partition),
 		State:       st,
 		StateFlags:  flags,
-		StateReason: deref(j.StateReason),
+		StateReason: stateReason(deref(j.StateReason)),
 		StateDesc:   deref(j.StateDescription),
 		SubmitTime:  unixTime(j.SubmitTime),
 		StartTime:   unixTime(j.StartTime),
