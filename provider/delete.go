@@ -123,30 +123,15 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.gone[pod.UID] = p.cfg.Now()
 	st, ok := p.pods[pod.UID]
 	adopted, isAdopted := p.adopt[JobComment(p.cfg.NodeName, pod)]
-	cb := p.notify
+	uncertain := p.uncertain[pod.UID]
 	p.mu.Unlock()
 	if !ok && isAdopted {
-		graced, err := p.terminate(ctx, pod, adopted, "")
-		if err != nil {
-			return err
-		}
-		if !graced {
-			if err := p.files.DeletePod(ctx, PodRef(pod)); err != nil {
-				return fmt.Errorf("remove the pod directory: %w", err)
-			}
-		}
-		p.mu.Lock()
-		delete(p.adopt, JobComment(p.cfg.NodeName, pod))
-		p.mu.Unlock()
-		return nil
+		return p.deleteAdopted(ctx, pod, adopted)
 	}
 	if !ok {
 		return errdefs.NotFoundf("pod %s is not known to the Slurm provider", key(pod.Namespace, pod.Name))
 	}
 	job := st.job
-	p.mu.Lock()
-	uncertain := p.uncertain[pod.UID]
-	p.mu.Unlock()
 	if job == 0 && !st.final && uncertain {
 		// A submit whose answer was lost may have made a job after all.
 		id, found, err := p.findJob(ctx, JobComment(p.cfg.NodeName, pod))
@@ -157,14 +142,13 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 			job = id
 		}
 	}
-	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", job)
 	graced := false
 	if job != 0 && !st.final {
 		var err error
 		if graced, err = p.terminate(ctx, pod, job, st.state); err != nil {
 			return err
 		}
-		logger.Info("job cancelled for the deleted pod")
+		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", job).Info("job cancelled for the deleted pod")
 	}
 	// A job still in its grace period keeps its directory until it is
 	// cancelled (cancelDue); otherwise the directory goes now, or the
@@ -174,15 +158,38 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 			return fmt.Errorf("remove the pod directory: %w", err)
 		}
 	}
+	p.forget(pod, st, job)
+	return nil
+}
+
+// deleteAdopted ends the job of a pod deleted before this process tracked
+// it (Recover found its job): as DeletePod, with nothing to forget.
+func (p *Provider) deleteAdopted(ctx context.Context, pod *corev1.Pod, job slurmclient.JobID) error {
+	graced, err := p.terminate(ctx, pod, job, "")
+	if err != nil {
+		return err
+	}
+	if !graced {
+		if err := p.files.DeletePod(ctx, PodRef(pod)); err != nil {
+			return fmt.Errorf("remove the pod directory: %w", err)
+		}
+	}
+	p.mu.Lock()
+	delete(p.adopt, JobComment(p.cfg.NodeName, pod))
+	p.mu.Unlock()
+	return nil
+}
+
+// forget drops a deleted pod, after a last status that says how it ended.
+func (p *Provider) forget(pod *corev1.Pod, st *podState, job slurmclient.JobID) {
 	p.mu.Lock()
 	final := st.pod.DeepCopy()
 	if !st.final {
-		now := p.cfg.Now()
 		msg := fmt.Sprintf("the pod was deleted; Slurm job %d cancelled", job)
 		if job == 0 {
 			msg = "the pod was deleted before a Slurm job was submitted for it"
 		}
-		final.Status = failedStatus(final, ReasonDeleted, msg, now)
+		final.Status = failedStatus(final, ReasonDeleted, msg, p.cfg.Now())
 		final.Status.Phase = corev1.PodFailed
 	}
 	delete(p.uncertain, pod.UID)
@@ -193,11 +200,11 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	if !st.final {
 		close(st.done)
 	}
+	cb := p.notify
 	p.mu.Unlock()
 	if cb != nil {
 		cb(final)
 	}
-	return nil
 }
 
 // endedBefore is a pod of this node that had ended before this process

@@ -27,13 +27,13 @@ const (
 
 // jobReasons names how a job ended, as a pod/container reason.
 var jobReasons = map[slurmclient.JobState]string{
-	"CANCELLED":     "SlurmJobCancelled",
-	"TIMEOUT":       "DeadlineExceeded",
-	"NODE_FAIL":     "SlurmNodeFail",
-	"OUT_OF_MEMORY": "OOMKilled",
-	"PREEMPTED":     "SlurmJobPreempted",
-	"BOOT_FAIL":     "SlurmBootFail",
-	"DEADLINE":      "DeadlineExceeded",
+	slurmclient.StateCancelled:   "SlurmJobCancelled",
+	slurmclient.StateTimeout:     "DeadlineExceeded",
+	slurmclient.StateNodeFail:    "SlurmNodeFail",
+	slurmclient.StateOutOfMemory: "OOMKilled",
+	slurmclient.StatePreempted:   "SlurmJobPreempted",
+	slurmclient.StateBootFail:    "SlurmBootFail",
+	slurmclient.StateDeadline:    "DeadlineExceeded",
 }
 
 // observation is everything the status is derived from.

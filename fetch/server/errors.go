@@ -5,7 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
-	"strings"
+	"os"
 	"syscall"
 )
 
@@ -39,7 +39,7 @@ func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
 		s.log.Warn("out of file descriptors", "what", what, "err", err)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, what+": the server is busy; retry later")
-	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), isEscape(err):
+	case errors.Is(err, syscall.ELOOP), errors.Is(err, syscall.ENOTDIR), errors.Is(err, errEscapes):
 		writeError(w, http.StatusForbidden, what+" is not a plain file inside the pod directory")
 	case errors.Is(err, fs.ErrPermission):
 		// The job took its own files away from the endpoint (chmod 000):
@@ -51,7 +51,18 @@ func (s *Server) fsError(w http.ResponseWriter, what string, err error) {
 	}
 }
 
-// isEscape recognizes os.Root's refusal to leave the root.
-func isEscape(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "path escapes from parent")
-}
+// errEscapes is os.Root's refusal to leave its root. The os package does
+// not export it, so it is taken once from a real refusal (".." from "/")
+// and compared by identity (errors.Is), not by its text.
+var errEscapes = func() error {
+	var pe *fs.PathError
+	r, err := os.OpenRoot("/")
+	if err == nil {
+		_, err = r.Stat("..")
+		r.Close()
+	}
+	if errors.As(err, &pe) && !errors.Is(pe.Err, fs.ErrNotExist) {
+		return pe.Err
+	}
+	return errors.New("os.Root's escape error could not be taken") // never matches
+}()

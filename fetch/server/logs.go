@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"syscall"
@@ -117,56 +118,55 @@ func (st streamState) setHeaders(h http.Header) {
 	}
 }
 
-// readLog serves output from an offset: at most max bytes (capped by the
-// server), waiting up to wait for output beyond the offset.
+// readQuery is what a log read asks beyond its stream: from where, how
+// much at most (capped by the server), how long to wait for output beyond
+// the offset, and whether to send the time records.
+type readQuery struct {
+	offset, max int64
+	wait        time.Duration
+	times       bool
+}
+
+func (s *Server) parseRead(params url.Values) (readQuery, error) {
+	q := readQuery{times: params.Get("times") == "1"}
+	var err error
+	if q.offset, err = parseInt(params.Get("offset"), 0); err != nil || q.offset < 0 {
+		return q, fmt.Errorf("offset %q must be a non-negative integer", params.Get("offset"))
+	}
+	if q.max, err = parseInt(params.Get("max"), s.cfg.MaxChunk); err != nil || q.max <= 0 {
+		return q, fmt.Errorf("max %q must be a positive integer", params.Get("max"))
+	}
+	q.max = min(q.max, s.cfg.MaxChunk)
+	if v := params.Get("wait"); v != "" {
+		if q.wait, err = time.ParseDuration(v); err != nil || q.wait < 0 {
+			return q, fmt.Errorf("wait %q must be a duration such as 30s", v)
+		}
+		q.wait = min(q.wait, s.cfg.MaxWait)
+	}
+	return q, nil
+}
+
+// readLog serves output from an offset: at most max bytes, waiting up to
+// wait for output beyond the offset.
 func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	q, err := parseStream(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	params := r.URL.Query()
-	offset, err := parseInt(params.Get("offset"), 0)
-	if err != nil || offset < 0 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("offset %q must be a non-negative integer", params.Get("offset")))
+	rq, err := s.parseRead(r.URL.Query())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	max, err := parseInt(params.Get("max"), s.cfg.MaxChunk)
-	if err != nil || max <= 0 {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("max %q must be a positive integer", params.Get("max")))
-		return
-	}
-	if max > s.cfg.MaxChunk {
-		max = s.cfg.MaxChunk
-	}
-	var wait time.Duration
-	if v := params.Get("wait"); v != "" {
-		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("wait %q must be a duration such as 30s", v))
-			return
-		}
-		if wait > s.cfg.MaxWait {
-			wait = s.cfg.MaxWait
-		}
-	}
-	wantTimes := params.Get("times") == "1"
 	pr, st, ok := s.openStream(w, r, pod, &q)
 	if !ok {
 		return
 	}
 	defer pr.Close()
-	if wait > 0 && st.size <= offset && !st.exited {
-		if code, why := s.polls.acquire(callerOf(r), pod.Dir(), s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod, s.clientCap()); code != 0 {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, code, why)
-			return
-		}
-		defer s.polls.release(callerOf(r), pod.Dir())
-		if st, err = s.waitForOutput(r.Context(), pod, pr, q, offset, wait); err != nil {
-			if r.Context().Err() != nil {
-				return // the client went away
-			}
-			s.fsError(w, "log", err)
+	offset := rq.offset
+	if rq.wait > 0 && st.size <= offset && !st.exited {
+		if st, ok = s.longPoll(w, r, pod, pr, q, rq); !ok {
 			return
 		}
 	}
@@ -175,13 +175,10 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 		writeError(w, http.StatusRequestedRangeNotSatisfiable, fmt.Sprintf("offset %d is past the end of the output (%d bytes)", offset, st.size))
 		return
 	}
-	n := st.size - offset
-	if n > max {
-		n = max
-	}
+	n := min(st.size-offset, rq.max)
 	next := offset + n
 	h := w.Header()
-	if wantTimes && n > 0 {
+	if rq.times && n > 0 {
 		recs, err := s.times(pr, q, st, offset, next)
 		if err != nil {
 			s.fsError(w, "time index", err)
@@ -203,9 +200,34 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	s.copyLog(w, pr, q, offset, n)
+}
+
+// longPoll waits, within the caps on waiting reads, for output past the
+// read's offset or the container's end. Not ok: the answer is written (or
+// the client is gone).
+func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, pod layout.Pod, pr *os.Root, q streamQuery, rq readQuery) (streamState, bool) {
+	if code, why := s.polls.acquire(callerOf(r), pod.Dir(), s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod, s.clientCap()); code != 0 {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, code, why)
+		return streamState{}, false
+	}
+	defer s.polls.release(callerOf(r), pod.Dir())
+	st, err := s.waitForOutput(r.Context(), pod, pr, q, rq.offset, rq.wait)
+	if err != nil {
+		if r.Context().Err() == nil { // else the client went away
+			s.fsError(w, "log", err)
+		}
+		return st, false
+	}
+	return st, true
+}
+
+// copyLog sends n bytes of the log from offset, headers already set.
+func (s *Server) copyLog(w http.ResponseWriter, pr *os.Root, q streamQuery, offset, n int64) {
 	f, err := openPlain(pr, layout.LogFile(q.container, q.attempt))
 	if err != nil {
-		h.Del("Content-Length")
+		w.Header().Del("Content-Length")
 		s.fsError(w, "log", err)
 		return
 	}

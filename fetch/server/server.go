@@ -108,6 +108,32 @@ type metrics struct {
 
 // New opens the root and checks the token file.
 func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	callers, err := callersOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	root, err := openRoot(cfg.Root)
+	if err != nil {
+		return nil, err
+	}
+	w, err := newWatcher(cfg.Logger)
+	if err != nil {
+		root.Close()
+		return nil, err
+	}
+	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}}}
+	reg, gather := cfg.Registerer, cfg.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, gather = r, r
+	}
+	s.m = newMetrics(reg)
+	s.mux = s.routes(gather)
+	return s, nil
+}
+
+func (cfg Config) withDefaults() Config {
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = time.Second
 	}
@@ -129,7 +155,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	root, err := os.OpenRoot(cfg.Root)
+	return cfg
+}
+
+// openRoot opens the directory that holds the pod directories, which
+// only the server may write.
+func openRoot(dir string) (*os.Root, error) {
+	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, fmt.Errorf("open root: %w", err)
 	}
@@ -137,8 +169,14 @@ func New(cfg Config) (*Server, error) {
 		// Write access to the root lets a job rename or remove other pods'
 		// directories, or put a link where one will be made.
 		root.Close()
-		return nil, fmt.Errorf("root %s is writable by group or others (%04o): any job user could rename or replace other pods' directories; make it 0711 and the server's own", cfg.Root, fi.Mode().Perm())
+		return nil, fmt.Errorf("root %s is writable by group or others (%04o): any job user could rename or replace other pods' directories; make it 0711 and the server's own", dir, fi.Mode().Perm())
 	}
+	return root, nil
+}
+
+// callersOf is who may call: the default token (every pod) and the
+// clients (their users' pods), each token file read once now.
+func callersOf(cfg Config) ([]*caller, error) {
 	var callers []*caller
 	if cfg.TokenFile != "" {
 		callers = append(callers, &caller{name: "default", token: tokenfile.New(cfg.TokenFile), all: true})
@@ -148,7 +186,6 @@ func New(cfg Config) (*Server, error) {
 		for _, u := range c.Users {
 			o, ok := cfg.Users[u]
 			if !ok {
-				root.Close()
 				return nil, fmt.Errorf("client %s: user %q is not one of the users pods may be created for", c.Name, u)
 			}
 			cl.users[u], cl.uids[o.UID] = true, true
@@ -156,28 +193,18 @@ func New(cfg Config) (*Server, error) {
 		callers = append(callers, cl)
 	}
 	if len(callers) == 0 {
-		root.Close()
 		return nil, errors.New("no token file: give a token file or clients")
 	}
 	for _, c := range callers {
 		if _, err := c.token.Get(true); err != nil {
-			root.Close()
 			return nil, fmt.Errorf("client %s: %w", c.name, err)
 		}
 	}
-	w, err := newWatcher(cfg.Logger)
-	if err != nil {
-		root.Close()
-		return nil, err
-	}
-	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}}}
-	reg := cfg.Registerer
-	gather := cfg.Gatherer
-	if reg == nil {
-		r := prometheus.NewRegistry()
-		reg, gather = r, r
-	}
-	s.m = metrics{
+	return callers, nil
+}
+
+func newMetrics(reg prometheus.Registerer) metrics {
+	m := metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "slurm_fetchd_requests_total", Help: "Requests by handler and HTTP status code.",
 		}, []string{"handler", "code"}),
@@ -191,8 +218,12 @@ func New(cfg Config) (*Server, error) {
 			Name: "slurm_fetchd_staged_bytes_total", Help: "Bytes written to staged files.",
 		}),
 	}
-	reg.MustRegister(s.m.requests, s.m.bytes, s.m.longPolls, s.m.staged)
+	reg.MustRegister(m.requests, m.bytes, m.longPolls, m.staged)
+	return m
+}
 
+// routes is the protocol of fetch/README.md.
+func (s *Server) routes(gather prometheus.Gatherer) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gather, promhttp.HandlerOpts{}))
@@ -207,8 +238,7 @@ func New(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
-	s.mux = mux
-	return s, nil
+	return mux
 }
 
 // Close releases the root and the file-system watcher.
