@@ -54,8 +54,9 @@ type Config struct {
 	// Events, if set, receives an event for each pod that cannot run and
 	// each submitted job.
 	Events record.EventRecorder
-	// Metrics, if set, counts log streams (wrap the slurmclient with
-	// Metrics.Instrument for slurmrestd calls).
+	// Metrics, if set, counts log streams and pods by phase (give
+	// Metrics.ObserveSlurm to slurmclient.Config.Observe for slurmrestd
+	// calls).
 	Metrics *Metrics
 	// Tenancy maps namespaces to Slurm users (default: single user, every
 	// namespace).
@@ -154,7 +155,8 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]time.Time{}, creating: map[types.UID]bool{},
 		retrySlots: make(chan struct{}, 4)}
 	if cfg.Metrics != nil {
-		cfg.Metrics.provider.Store(p)
+		// One provider per registry: a second one's pods are not counted.
+		cfg.Metrics.reg.Register(newPhaseCollector(p))
 	}
 	return p
 }

@@ -120,6 +120,10 @@ type Config struct {
 	// RetryFor bounds retries of a failed read or an unknown submit outcome
 	// (default 30s; the caller's context bounds them too).
 	RetryFor time.Duration
+	// Observe, if set, is told of every call of Interface once it ends:
+	// its operation ("submit", "job_states"...), how long it took with
+	// its retries, and its error. For metrics; it must not block.
+	Observe func(op string, elapsed time.Duration, err error)
 }
 
 // backendFactory builds one API version's adapter.
@@ -297,6 +301,14 @@ func (c *Client) offered(ctx context.Context) string {
 	return strings.Join(vs, ", ")
 }
 
+// observe reports a call to Config.Observe; deferred with the call's
+// start and its error result.
+func (c *Client) observe(op string, start time.Time, err *error) {
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(op, time.Since(start), *err)
+	}
+}
+
 // retry runs op until it succeeds, fails for a reason other than
 // ErrUnavailable, or the retry budget or ctx runs out.
 func (c *Client) retry(ctx context.Context, op func(model.Backend) error) error {
@@ -317,9 +329,9 @@ func (c *Client) retry(ctx context.Context, op func(model.Backend) error) error 
 }
 
 // Ping implements Interface.
-func (c *Client) Ping(ctx context.Context) (ServerInfo, error) {
-	var info ServerInfo
-	err := c.retry(ctx, func(b model.Backend) (err error) {
+func (c *Client) Ping(ctx context.Context) (info ServerInfo, err error) {
+	defer c.observe("ping", time.Now(), &err)
+	err = c.retry(ctx, func(b model.Backend) (err error) {
 		info, err = b.Ping(ctx)
 		return err
 	})
@@ -327,9 +339,9 @@ func (c *Client) Ping(ctx context.Context) (ServerInfo, error) {
 }
 
 // Job implements Interface.
-func (c *Client) Job(ctx context.Context, id JobID) (*Job, error) {
-	var job *Job
-	err := c.retry(ctx, func(b model.Backend) (err error) {
+func (c *Client) Job(ctx context.Context, id JobID) (job *Job, err error) {
+	defer c.observe("job", time.Now(), &err)
+	err = c.retry(ctx, func(b model.Backend) (err error) {
 		job, err = b.Job(ctx, id)
 		return err
 	})
@@ -344,13 +356,13 @@ func (c *Client) Job(ctx context.Context, id JobID) (*Job, error) {
 // drops a request whose head passes about 80 KiB: 5,434 seven-digit IDs
 // (measured; the note on issue #13). JobStates asks for at most
 // MaxIDsPerRequest at a time.
-func (c *Client) JobStates(ctx context.Context, ids []JobID) ([]JobStatus, error) {
-	var out []JobStatus
+func (c *Client) JobStates(ctx context.Context, ids []JobID) (out []JobStatus, err error) {
+	defer c.observe("job_states", time.Now(), &err)
 	for len(ids) > 0 {
 		chunk := ids[:min(len(ids), c.cfg.MaxIDsPerRequest)]
 		ids = ids[len(chunk):]
 		var part []JobStatus
-		err := c.retry(ctx, func(b model.Backend) (err error) {
+		err = c.retry(ctx, func(b model.Backend) (err error) {
 			part, err = b.JobStates(ctx, chunk)
 			return err
 		})
@@ -363,9 +375,9 @@ func (c *Client) JobStates(ctx context.Context, ids []JobID) ([]JobStatus, error
 }
 
 // Jobs implements Interface.
-func (c *Client) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
-	var out []Job
-	err := c.retry(ctx, func(b model.Backend) (err error) {
+func (c *Client) Jobs(ctx context.Context, f JobFilter) (out []Job, err error) {
+	defer c.observe("jobs", time.Now(), &err)
+	err = c.retry(ctx, func(b model.Backend) (err error) {
 		out, err = b.Jobs(ctx, f)
 		return err
 	})
@@ -376,9 +388,9 @@ func (c *Client) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 }
 
 // Nodes implements Interface.
-func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
-	var out []Node
-	err := c.retry(ctx, func(b model.Backend) (err error) {
+func (c *Client) Nodes(ctx context.Context) (out []Node, err error) {
+	defer c.observe("nodes", time.Now(), &err)
+	err = c.retry(ctx, func(b model.Backend) (err error) {
 		out, err = b.Nodes(ctx)
 		return err
 	})
@@ -386,9 +398,9 @@ func (c *Client) Nodes(ctx context.Context) ([]Node, error) {
 }
 
 // Partitions implements Interface.
-func (c *Client) Partitions(ctx context.Context) ([]Partition, error) {
-	var out []Partition
-	err := c.retry(ctx, func(b model.Backend) (err error) {
+func (c *Client) Partitions(ctx context.Context) (out []Partition, err error) {
+	defer c.observe("partitions", time.Now(), &err)
+	err = c.retry(ctx, func(b model.Backend) (err error) {
 		out, err = b.Partitions(ctx)
 		return err
 	})
@@ -397,8 +409,9 @@ func (c *Client) Partitions(ctx context.Context) ([]Partition, error) {
 
 // Cancel implements Interface. Cancelling twice is harmless, so it retries
 // like a read.
-func (c *Client) Cancel(ctx context.Context, id JobID) error {
-	err := c.retry(ctx, func(b model.Backend) error { return b.Cancel(ctx, id, "") })
+func (c *Client) Cancel(ctx context.Context, id JobID) (err error) {
+	defer c.observe("cancel", time.Now(), &err)
+	err = c.retry(ctx, func(b model.Backend) error { return b.Cancel(ctx, id, "") })
 	var se *Error
 	if errors.As(err, &se) && se.HasErrno(model.ErrnoAlreadyDone) {
 		return nil
@@ -407,7 +420,8 @@ func (c *Client) Cancel(ctx context.Context, id JobID) error {
 }
 
 // Signal implements Interface.
-func (c *Client) Signal(ctx context.Context, id JobID, sig syscall.Signal) error {
+func (c *Client) Signal(ctx context.Context, id JobID, sig syscall.Signal) (err error) {
+	defer c.observe("signal", time.Now(), &err)
 	name := unix.SignalName(sig)
 	if name == "" || sig == 0 {
 		return &model.Error{Kind: model.ErrRejected, Op: fmt.Sprintf("signal job %d", id), Err: fmt.Errorf("unknown signal %d", sig)}
@@ -420,12 +434,13 @@ func (c *Client) Signal(ctx context.Context, id JobID, sig syscall.Signal) error
 // looked up by its comment first and submitted again only if it is not
 // there. Without a comment there is no safe way to tell, so the error is
 // returned.
-func (c *Client) Submit(ctx context.Context, spec JobSpec) (JobID, error) {
+func (c *Client) Submit(ctx context.Context, spec JobSpec) (id JobID, err error) {
+	defer c.observe("submit", time.Now(), &err)
 	b, err := c.backendFor(ctx)
 	if err != nil {
 		return 0, err
 	}
-	id, err := b.Submit(ctx, spec)
+	id, err = b.Submit(ctx, spec)
 	if err == nil || !unknownOutcome(err) || spec.Comment == "" {
 		return id, err
 	}
@@ -457,7 +472,7 @@ func (c *Client) Submit(ctx context.Context, spec JobSpec) (JobID, error) {
 		return err
 	})
 	if err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable) {
-		return 0, fmt.Errorf("%w (first attempt: %v)", err, last)
+		return 0, fmt.Errorf("%w (first attempt: %w)", err, last)
 	}
 	return id, err
 }

@@ -700,3 +700,34 @@ func TestJobStatesInChunks(t *testing.T) {
 		t.Errorf("requests asked for %q, want 1,2 then 3,4 then 5", got)
 	}
 }
+
+// TestObserve: every call is reported once, after its retries, with its
+// operation and its error (the provider's metrics hang off this hook).
+func TestObserve(t *testing.T) {
+	r := newReplay(t, "v0.0.42", map[string]string{"GET /jobs/state/": "jobs-state", "GET /job/999999": "job-unknown"})
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	type call struct {
+		op  string
+		err error
+	}
+	var got []call
+	c := newTestClient(t, srv.URL, func(cfg *Config) {
+		cfg.Observe = func(op string, elapsed time.Duration, err error) {
+			if elapsed <= 0 {
+				t.Errorf("%s took %v", op, elapsed)
+			}
+			got = append(got, call{op, err})
+		}
+	})
+	ctx := context.Background()
+	if _, err := c.JobStates(ctx, []JobID{7, 8, 9}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Job(ctx, 999999); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("job: %v, want ErrNotFound", err)
+	}
+	if len(got) != 2 || got[0].op != "job_states" || got[0].err != nil || got[1].op != "job" || !errors.Is(got[1].err, ErrNotFound) {
+		t.Errorf("observed %+v, want job_states ok then job not found", got)
+	}
+}

@@ -85,12 +85,6 @@ func run(ctx context.Context, o *options) error {
 
 // serve runs the virtual node until ctx ends.
 func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
-	slurmConfig := slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
-		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile}
-	sc, err := slurmclient.New(slurmConfig)
-	if err != nil {
-		return err
-	}
 	if o.Tenancy.Mode == provider.TenancyMapped {
 		log.G(ctx).Info("tenancy " + o.Tenancy.Summary())
 	} else {
@@ -100,7 +94,12 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var p *provider.Provider
 	metrics := provider.NewMetrics(reg)
-	slurm := metrics.Instrument(sc)
+	slurmConfig := slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
+		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile, Observe: metrics.ObserveSlurm}
+	slurm, err := slurmclient.New(slurmConfig)
+	if err != nil {
+		return err
+	}
 	// A tenant acts through its own token, or the node's token with
 	// X-SLURM-USER-NAME (which slurmrestd grants SlurmUser and root only).
 	tenantClient := func(t provider.Tenant) (slurmclient.Interface, error) {
@@ -113,7 +112,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		if err != nil {
 			return nil, fmt.Errorf("slurmrestd client for user %s: %w", t.User, err)
 		}
-		return metrics.Instrument(c), nil
+		return c, nil
 	}
 	events := record.NewBroadcaster()
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
