@@ -50,6 +50,8 @@ type NodeConfig struct {
 	// queue, with its reason, rather than Pending in Kubernetes as
 	// "Insufficient cpu". 0 or 1: the real size.
 	QueueFactor float64
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
 // NodeProvider keeps the virtual node's capacity and readiness current.
@@ -65,10 +67,14 @@ var _ node.NodeProvider = (*NodeProvider)(nil)
 
 // NewNodeProvider fills in the node virtual-kubelet will register (labels,
 // taint and addresses are only written when the node is created) and
-// returns the provider that keeps its status.
-func NewNodeProvider(ctx context.Context, cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node) *NodeProvider {
+// returns the provider that keeps its status. It does no I/O: Prime takes
+// the first look at Slurm.
+func NewNodeProvider(cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node) *NodeProvider {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 30 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if n.Labels == nil {
 		n.Labels = map[string]string{}
@@ -84,18 +90,21 @@ func NewNodeProvider(ctx context.Context, cfg NodeConfig, slurm slurmclient.Inte
 	n.Status.NodeInfo.OperatingSystem = "linux"
 	n.Status.NodeInfo.Architecture = "amd64"
 	n.Status.NodeInfo.KubeletVersion = "slurm-vk"
-	np := &NodeProvider{cfg: cfg, slurm: slurm, node: n.DeepCopy()}
-	// Best effort: the first look fixes the labels that need Slurm.
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+	return &NodeProvider{cfg: cfg, slurm: slurm, node: n.DeepCopy()}
+}
+
+// Prime takes the first look at Slurm (bounded, best effort: a Slurm that
+// does not answer makes the node NotReady) and writes what it found into
+// n, the node virtual-kubelet is about to register: capacity, readiness
+// and the labels that need Slurm, so pods can be scheduled at once.
+func (np *NodeProvider) Prime(ctx context.Context, n *corev1.Node) {
 	np.refresh(ctx)
 	np.mu.Lock()
+	defer np.mu.Unlock()
 	for k, v := range np.node.Labels {
 		n.Labels[k] = v
 	}
 	n.Status = *np.node.Status.DeepCopy()
-	np.mu.Unlock()
-	return np
 }
 
 // Ping implements node.NodeProvider; it is the heartbeat, so it only
@@ -134,7 +143,7 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 	// a check, not after the client's whole retry budget.
 	ctx, cancel := context.WithTimeout(ctx, min(np.cfg.Interval, 10*time.Second))
 	defer cancel()
-	now := metav1.Now()
+	now := metav1.NewTime(np.cfg.Now())
 	ready := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "SlurmReachable",
 		Message: "slurmrestd answers and accepts the token", LastHeartbeatTime: now}
 	var capacity corev1.ResourceList

@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -26,8 +27,8 @@ func TestNodeCapacityAndQueueFactor(t *testing.T) {
 		{2.5, "6", "9Gi", "2", "110", "15", "23040Mi", "5"},
 	} {
 		n := &corev1.Node{}
-		NewNodeProvider(context.Background(), NodeConfig{Name: "vk", Partition: "debug", MaxPods: 110, QueueFactor: tc.factor,
-			Labels: map[string]string{"site/x": "y"}, Taints: []corev1.Taint{{Key: "gpu", Effect: corev1.TaintEffectNoSchedule}}}, slurm, n)
+		NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 110, QueueFactor: tc.factor,
+			Labels: map[string]string{"site/x": "y"}, Taints: []corev1.Taint{{Key: "gpu", Effect: corev1.TaintEffectNoSchedule}}}, slurm, n).Prime(context.Background(), n)
 		c, a := n.Status.Capacity, n.Status.Allocatable
 		q := func(l corev1.ResourceList, name corev1.ResourceName) string { v := l[name]; return v.String() }
 		if q(c, corev1.ResourceCPU) != tc.cpu || q(c, corev1.ResourceMemory) != tc.mem || q(c, "nvidia.com/gpu") != tc.gpu ||
@@ -41,5 +42,22 @@ func TestNodeCapacityAndQueueFactor(t *testing.T) {
 		if n.Labels["site/x"] != "y" || n.Labels[LabelPartition] != "debug" || len(n.Spec.Taints) != 2 || n.Spec.Taints[1].Key != "gpu" {
 			t.Errorf("labels %v taints %v", n.Labels, n.Spec.Taints)
 		}
+	}
+}
+
+// TestNodeClock: the node's conditions are stamped by the configured
+// clock, and the constructor asks Slurm nothing (Prime does).
+func TestNodeClock(t *testing.T) {
+	slurm := newFakeSlurm()
+	slurm.nodes = []slurmclient.Node{{Name: "c1", CPUs: 4, MemoryMB: 8192, Partitions: []string{"debug"}}}
+	at := time.Date(2031, 1, 2, 3, 4, 5, 0, time.UTC)
+	n := &corev1.Node{}
+	np := NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 10, Now: func() time.Time { return at }}, slurm, n)
+	if len(n.Status.Conditions) != 0 || n.Status.Capacity != nil {
+		t.Fatalf("the constructor filled the status: %+v", n.Status)
+	}
+	np.Prime(context.Background(), n)
+	if len(n.Status.Conditions) != 1 || !n.Status.Conditions[0].LastHeartbeatTime.Time.Equal(at) || !n.Status.Conditions[0].LastTransitionTime.Time.Equal(at) {
+		t.Errorf("conditions %+v, want stamped %v", n.Status.Conditions, at)
 	}
 }

@@ -103,7 +103,8 @@ func TestLabSlurmrestdOutage(t *testing.T) {
 	p := r.start()
 	ctx := context.Background()
 	var node corev1.Node
-	np := NewNodeProvider(ctx, NodeConfig{Name: "outage", Partition: r.lab.Partition, MaxPods: 10, InternalIP: "127.0.0.1", KubeletPort: 10250, Interval: time.Second}, r.slurm, &node)
+	np := NewNodeProvider(NodeConfig{Name: "outage", Partition: r.lab.Partition, MaxPods: 10, InternalIP: "127.0.0.1", KubeletPort: 10250, Interval: time.Second}, r.slurm, &node)
+	np.Prime(ctx, &node)
 	var mu sync.Mutex
 	var nodeStates []string
 	np.NotifyNodeStatus(r.ctx(t), func(n *corev1.Node) {

@@ -5,6 +5,9 @@ import (
 	"fmt"
 
 	"github.com/virtual-kubelet/virtual-kubelet/log"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/slurmclient"
@@ -43,5 +46,25 @@ func (p *Provider) Recover(ctx context.Context, alive func(uid string) bool) err
 	p.mu.Lock()
 	p.recovered = true
 	p.mu.Unlock()
+	return nil
+}
+
+// RecoverNode runs Recover for the pods the API server has on this node;
+// call it before the pod controller starts. Only listing the pods is an
+// error: with slurmrestd down, recovery is skipped, and each pod this
+// node ran before is looked for by its job's comment when it is created
+// again (create's uncertain path) or found done by its markers.
+func (p *Provider) RecoverNode(ctx context.Context, kube kubernetes.Interface) error {
+	pods, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", p.cfg.NodeName).String()})
+	if err != nil {
+		return fmt.Errorf("list this node's pods: %w", err)
+	}
+	alive := map[string]bool{}
+	for _, pod := range pods.Items {
+		alive[string(pod.UID)] = true
+	}
+	if err := p.Recover(ctx, func(uid string) bool { return alive[uid] }); err != nil {
+		log.G(ctx).WithError(err).Warn("recovery skipped")
+	}
 	return nil
 }

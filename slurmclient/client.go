@@ -2,13 +2,9 @@ package slurmclient
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,8 +14,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/slurmkube/slurm-vk/slurmclient/model"
-	"github.com/slurmkube/slurm-vk/slurmclient/v0042"
-	"github.com/slurmkube/slurm-vk/slurmclient/v0045"
 )
 
 // The neutral model, re-exported so the provider needs only this package.
@@ -126,27 +120,6 @@ type Config struct {
 	Observe func(op string, elapsed time.Duration, err error)
 }
 
-// backendFactory builds one API version's adapter.
-type backendFactory func(server string, doer *http.Client) (model.Backend, error)
-
-// Supported lists the API versions this client speaks, newest first.
-var supported = []struct {
-	version string
-	build   backendFactory
-}{
-	{v0045.APIVersion, func(s string, d *http.Client) (model.Backend, error) { return v0045.New(s, d) }},
-	{v0042.APIVersion, func(s string, d *http.Client) (model.Backend, error) { return v0042.New(s, d) }},
-}
-
-// SupportedVersions lists the API versions this client speaks, newest first.
-func SupportedVersions() []string {
-	out := make([]string, len(supported))
-	for i, s := range supported {
-		out[i] = s.version
-	}
-	return out
-}
-
 // Client is the slurmrestd client. The API version is negotiated on first
 // use, so a Client can be made while slurmrestd is down.
 type Client struct {
@@ -188,117 +161,6 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("slurmclient: %w", err)
 	}
 	return &Client{cfg: cfg, http: hc, base: base}, nil
-}
-
-func factory(version string) backendFactory {
-	for _, s := range supported {
-		if s.version == version {
-			return s.build
-		}
-	}
-	return nil
-}
-
-// APIVersion implements Interface.
-func (c *Client) APIVersion() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.backend == nil {
-		return ""
-	}
-	return c.backend.Version()
-}
-
-// backendFor returns the negotiated backend, negotiating on first use.
-func (c *Client) backendFor(ctx context.Context) (model.Backend, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.backend != nil {
-		return c.backend, nil
-	}
-	version := c.cfg.APIVersion
-	if version == "" {
-		v, err := c.negotiate(ctx)
-		if err != nil {
-			return nil, err
-		}
-		version = v
-	}
-	b, err := factory(version)(c.base, c.http)
-	if err != nil {
-		return nil, err
-	}
-	c.backend = b
-	return b, nil
-}
-
-// negotiate picks the newest supported version the server serves: a path
-// under an unserved version answers 404, a served one anything else.
-func (c *Client) negotiate(ctx context.Context) (string, error) {
-	const op = "negotiate API version"
-	for _, s := range supported {
-		status, err := c.probe(ctx, "/slurm/"+s.version+"/ping/")
-		if err != nil {
-			return "", model.Transport(op, err)
-		}
-		if status != http.StatusNotFound {
-			return s.version, nil
-		}
-	}
-	offered := c.offered(ctx)
-	return "", &model.Error{Kind: model.ErrUnavailable, Op: op,
-		Err: fmt.Errorf("slurmrestd serves %s; this client speaks %s", offered, strings.Join(SupportedVersions(), ", "))}
-}
-
-func (c *Client) probe(ctx context.Context, path string) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	return resp.StatusCode, nil
-}
-
-var versionPath = regexp.MustCompile(`"/slurm/(v[0-9.]+)/`)
-
-// offered lists the /slurm/ versions in the server's OpenAPI document, for
-// the error message when nothing matches.
-func (c *Client) offered(ctx context.Context) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/openapi/v3", nil)
-	if err != nil {
-		return "an unknown set of versions"
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return "an unknown set of versions (" + err.Error() + ")"
-	}
-	defer resp.Body.Close()
-	var doc struct {
-		Paths map[string]json.RawMessage `json:"paths"`
-	}
-	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&doc) != nil {
-		return fmt.Sprintf("an unknown set of versions (GET /openapi/v3: HTTP %d)", resp.StatusCode)
-	}
-	seen := map[string]bool{}
-	for p := range doc.Paths {
-		if m := versionPath.FindStringSubmatch(`"` + p); m != nil {
-			seen[m[1]] = true
-		}
-	}
-	if len(seen) == 0 {
-		return "no /slurm/ API versions"
-	}
-	var vs []string
-	for v := range seen {
-		vs = append(vs, v)
-	}
-	sort.Strings(vs)
-	return strings.Join(vs, ", ")
 }
 
 // observe reports a call to Config.Observe; deferred with the call's
@@ -427,97 +289,4 @@ func (c *Client) Signal(ctx context.Context, id JobID, sig syscall.Signal) (err 
 		return &model.Error{Kind: model.ErrRejected, Op: fmt.Sprintf("signal job %d", id), Err: fmt.Errorf("unknown signal %d", sig)}
 	}
 	return c.retry(ctx, func(b model.Backend) error { return b.Cancel(ctx, id, name) })
-}
-
-// Submit implements Interface. A submit is never blindly repeated: when a
-// request's outcome is unknown (no answer, or a gateway error), the job is
-// looked up by its comment first and submitted again only if it is not
-// there. Without a comment there is no safe way to tell, so the error is
-// returned.
-func (c *Client) Submit(ctx context.Context, spec JobSpec) (id JobID, err error) {
-	defer c.observe("submit", time.Now(), &err)
-	b, err := c.backendFor(ctx)
-	if err != nil {
-		return 0, err
-	}
-	id, err = b.Submit(ctx, spec)
-	if err == nil || !unknownOutcome(err) || spec.Comment == "" {
-		return id, err
-	}
-	last := err
-	err = c.retry(ctx, func(b model.Backend) error {
-		jobs, err := b.Jobs(ctx, JobFilter{})
-		if err != nil {
-			return err
-		}
-		// The first job with the comment, as this client's user: a copy
-		// (by anyone who saw the comment) comes later, or runs as another.
-		id = 0
-		owner := c.cfg.User
-		if owner == "" {
-			owner = c.cfg.JobUser
-		}
-		for _, j := range jobs {
-			if j.Comment == spec.Comment && (owner == "" || j.UserName == owner) && (id == 0 || j.ID < id) {
-				id = j.ID
-			}
-		}
-		if id != 0 {
-			return nil
-		}
-		id, err = b.Submit(ctx, spec)
-		if err != nil && !unknownOutcome(err) {
-			return backoff.Permanent(err)
-		}
-		return err
-	})
-	if err != nil && ctx.Err() == nil && errors.Is(err, ErrUnavailable) {
-		return 0, fmt.Errorf("%w (first attempt: %w)", err, last)
-	}
-	return id, err
-}
-
-// unknownOutcome tells whether a failed submit may still have created a job.
-func unknownOutcome(err error) bool {
-	var e *model.Error
-	if !errors.As(err, &e) || !errors.Is(err, ErrUnavailable) {
-		return false
-	}
-	return len(e.Slurm) == 0 // Slurm explained itself: it did not submit
-}
-
-// expandPaths fills in the filename patterns Slurm 26.05 leaves in
-// stdout/stderr (24.11 expands them itself), for the patterns that depend
-// only on the job record.
-func expandPaths(j *Job) {
-	j.Stdout = expandPattern(j.Stdout, j)
-	j.Stderr = expandPattern(j.Stderr, j)
-}
-
-func expandPattern(p string, j *Job) string {
-	if !strings.Contains(p, "%") {
-		return p
-	}
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] != '%' || i+1 == len(p) {
-			b.WriteByte(p[i])
-			continue
-		}
-		i++
-		switch p[i] {
-		case '%':
-			b.WriteByte('%')
-		case 'j', 'A':
-			fmt.Fprint(&b, uint32(j.ID))
-		case 'x':
-			b.WriteString(j.Name)
-		case 'u':
-			b.WriteString(j.UserName)
-		default:
-			b.WriteByte('%')
-			b.WriteByte(p[i])
-		}
-	}
-	return b.String()
 }

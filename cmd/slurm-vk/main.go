@@ -27,8 +27,6 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -92,27 +90,10 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	var p *provider.Provider
 	metrics := provider.NewMetrics(reg)
-	slurmConfig := slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
-		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile, Observe: metrics.ObserveSlurm}
-	slurm, err := slurmclient.New(slurmConfig)
+	slurm, tenantClient, err := slurmClients(o, metrics)
 	if err != nil {
 		return err
-	}
-	// A tenant acts through its own token, or the node's token with
-	// X-SLURM-USER-NAME (which slurmrestd grants SlurmUser and root only).
-	tenantClient := func(t provider.Tenant) (slurmclient.Interface, error) {
-		cfg := slurmConfig
-		cfg.User = t.User
-		if t.TokenFile != "" {
-			cfg.TokenFile, cfg.User, cfg.JobUser = t.TokenFile, "", t.User
-		}
-		c, err := slurmclient.New(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("slurmrestd client for user %s: %w", t.User, err)
-		}
-		return c, nil
 	}
 	events := record.NewBroadcaster()
 	events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kube.CoreV1().Events("")})
@@ -132,6 +113,9 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		return err
 	}
 
+	var p *provider.Provider
+	cfg := providerConfig(o)
+	cfg.Events, cfg.Metrics, cfg.TenantClient = recorder, metrics, tenantClient
 	mux := http.NewServeMux()
 	n, err := nodeutil.NewNode(o.NodeName, func(pc nodeutil.ProviderConfig) (nodeutil.Provider, node.NodeProvider, error) {
 		look := provider.Lookups{
@@ -139,85 +123,125 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			Secret:    func(ns, name string) (*corev1.Secret, error) { return pc.Secrets.Secrets(ns).Get(name) },
 			Pod:       func(ns, name string) (*corev1.Pod, error) { return pc.Pods.Pods(ns).Get(name) },
 		}
-		p = provider.New(provider.Config{
-			TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
-				Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions),
-				Allowed: provider.Allowed{Runtimes: splitList(o.AllowedRuntimes), Partitions: splitList(o.AllowedPartitions),
-					Accounts: splitList(o.AllowedAccounts), QOS: splitList(o.AllowedQOS),
-					Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)},
-				RestartBackoff: o.RestartBackoff.Duration, MaxRestartBackoff: o.MaxRestartBackoff.Duration, LogTimeHelper: o.LogTimeHelper},
-			StatusInterval: o.StatusInterval.Duration, Events: recorder, Metrics: metrics,
-			Tenancy: o.Tenancy, TenantClient: tenantClient,
-		}, slurm, files, look)
-		np := provider.NewNodeProvider(ctx, provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
+		p = provider.New(cfg, slurm, files, look)
+		np := provider.NewNodeProvider(provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
 			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor}, slurm, pc.Node)
+		np.Prime(ctx, pc.Node)
 		return p, np, nil
 	},
 		nodeutil.WithClient(kube),
 		nodeutil.AttachProviderRoutes(mux),
 		tlsOpt,
-		func(cfg *nodeutil.NodeConfig) error {
-			cfg.EventRecorder = recorder
-			cfg.HTTPListenAddr = o.Listen
-			cfg.Handler = tailZero(mux)
-			if o.ClientCA != "" {
-				// Without a client-CA provider the webhook authenticator
-				// accepts bearer tokens only; the API server calls kubelets
-				// with a client certificate.
-				auth, err := nodeutil.WebhookAuth(kube, o.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
-					ca, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", o.ClientCA)
-					if err != nil {
-						return err
-					}
-					c.AuthnConfig.ClientCertificateCAContentProvider = ca
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-				cfg.Handler = nodeutil.WithAuth(auth, tailZero(mux))
-			}
-			return nil
-		},
+		kubeletAPI(o, kube, recorder, mux),
 	)
 	if err != nil {
 		return err
 	}
-
 	// Before the pod controller runs: re-attach this node's jobs to their
 	// pods and cancel the jobs of pods that are gone.
-	pods, err := kube.CoreV1().Pods("").List(ctx, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("spec.nodeName", o.NodeName).String()})
-	if err != nil {
-		return fmt.Errorf("list this node's pods: %w", err)
-	}
-	alive := map[string]bool{}
-	for _, pod := range pods.Items {
-		alive[string(pod.UID)] = true
-	}
-	if err := p.Recover(ctx, func(uid string) bool { return alive[uid] }); err != nil {
-		// slurmrestd may be down: jobs are then re-attached by their
-		// comment when it returns (CreatePod looks them up).
-		log.G(ctx).WithError(err).Warn("recovery skipped")
+	if err := p.RecoverNode(ctx, kube); err != nil {
+		return err
 	}
 	if o.MetricsListen != "" {
-		mm := http.NewServeMux()
-		mm.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		// Liveness only: the process serves. Readiness of the node (is
-		// slurmrestd answering?) is the node's Ready condition, not the pod's.
-		mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
-		ms := &http.Server{Addr: o.MetricsListen, Handler: mm, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := ms.ListenAndServe(); err != nil && err != http.ErrServerClosed {
-				log.G(ctx).WithError(err).Error("metrics server")
-			}
-		}()
-		defer ms.Close()
+		stop := serveMetrics(ctx, o.MetricsListen, reg)
+		defer stop()
 	}
 	log.G(ctx).WithField("partition", o.Partition).WithField("listen", o.Listen).Info("starting the virtual node")
 	if o.ClientCA == "" {
 		log.G(ctx).WithField("listen", o.Listen).Warn("the kubelet API is not authenticated (-insecure-kubelet-api): anyone who reaches it reads container logs and pod specs")
 	}
 	return n.Run(ctx)
+}
+
+// slurmClients makes the node's slurmrestd client and the maker of a
+// tenant's. A tenant acts through its own token, or the node's token with
+// X-SLURM-USER-NAME (which slurmrestd grants SlurmUser and root only).
+func slurmClients(o *options, metrics *provider.Metrics) (slurmclient.Interface, func(provider.Tenant) (slurmclient.Interface, error), error) {
+	cfg := slurmclient.Config{URL: o.SlurmrestdURL, User: o.SlurmUser, TokenFile: o.SlurmTokenFile,
+		APIVersion: o.SlurmAPIVersion, CAFile: o.SlurmCAFile, Observe: metrics.ObserveSlurm}
+	node, err := slurmclient.New(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	tenant := func(t provider.Tenant) (slurmclient.Interface, error) {
+		cfg := cfg
+		cfg.User = t.User
+		if t.TokenFile != "" {
+			cfg.TokenFile, cfg.User, cfg.JobUser = t.TokenFile, "", t.User
+		}
+		c, err := slurmclient.New(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("slurmrestd client for user %s: %w", t.User, err)
+		}
+		return c, nil
+	}
+	return node, tenant, nil
+}
+
+// providerConfig is the provider's part of the options.
+func providerConfig(o *options) provider.Config {
+	return provider.Config{
+		TranslateConfig: provider.TranslateConfig{NodeName: o.NodeName, Partition: o.Partition, SharedRoot: o.SharedRoot,
+			Runtime: o.Runtime, HostPathPrefixes: splitList(o.HostPathPrefixes), AllowedOptions: splitList(o.AllowedOptions),
+			Allowed: provider.Allowed{Runtimes: splitList(o.AllowedRuntimes), Partitions: splitList(o.AllowedPartitions),
+				Accounts: splitList(o.AllowedAccounts), QOS: splitList(o.AllowedQOS),
+				Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)},
+			RestartBackoff: o.RestartBackoff.Duration, MaxRestartBackoff: o.MaxRestartBackoff.Duration, LogTimeHelper: o.LogTimeHelper},
+		StatusInterval: o.StatusInterval.Duration, Tenancy: o.Tenancy,
+	}
+}
+
+// kubeletAPI sets up the kubelet API's listener and handler: the
+// provider's routes, with webhook authentication when a client CA is set.
+func kubeletAPI(o *options, kube kubernetes.Interface, recorder record.EventRecorder, mux *http.ServeMux) nodeutil.NodeOpt {
+	return func(cfg *nodeutil.NodeConfig) error {
+		cfg.EventRecorder = recorder
+		cfg.HTTPListenAddr = o.Listen
+		cfg.Handler = tailZero(mux)
+		if o.ClientCA == "" {
+			return nil
+		}
+		// Without a client-CA provider the webhook authenticator accepts
+		// bearer tokens only; the API server calls kubelets with a client
+		// certificate.
+		auth, err := nodeutil.WebhookAuth(kube, o.NodeName, func(c *nodeutil.WebhookAuthConfig) error {
+			ca, err := dynamiccertificates.NewDynamicCAContentFromFile("client-ca", o.ClientCA)
+			if err != nil {
+				return err
+			}
+			c.AuthnConfig.ClientCertificateCAContentProvider = ca
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		cfg.Handler = nodeutil.WithAuth(auth, tailZero(mux))
+		return nil
+	}
+}
+
+// serveMetrics serves /metrics and /healthz on addr until stop, which
+// shuts the server down gracefully and waits for it.
+func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (stop func()) {
+	mm := http.NewServeMux()
+	mm.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// Liveness only: the process serves. Readiness of the node (is
+	// slurmrestd answering?) is the node's Ready condition, not the pod's.
+	mm.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	ms := &http.Server{Addr: addr, Handler: mm, ReadHeaderTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := ms.ListenAndServe(); err != nil && err != http.ErrServerClosed {
+			log.G(ctx).WithError(err).Error("metrics server")
+		}
+	}()
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		ms.Shutdown(sctx)
+		<-done
+	}
 }
 
 // servingTLS configures the kubelet API's certificate: the given pair, or

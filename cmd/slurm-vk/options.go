@@ -69,8 +69,37 @@ type options struct {
 	taints []corev1.Taint
 }
 
+// parseOptions reads the flags, the -config file under them, and checks
+// the result.
 func parseOptions(args []string) (*options, error) {
 	o := &options{}
+	fs := o.flagSet()
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if o.Config != "" {
+		// Defaults < file < command line: the file is read over the parsed
+		// options, then the command line is parsed again over the result
+		// (the flags point into o, so only explicit flags change it).
+		b, err := os.ReadFile(o.Config)
+		if err != nil {
+			return nil, err
+		}
+		if err := yaml.UnmarshalStrict(b, o); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Config, err)
+		}
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// flagSet defines the flags, each writing into o.
+func (o *options) flagSet() *flag.FlagSet {
 	fs := flag.NewFlagSet("slurm-vk", flag.ContinueOnError)
 	fs.StringVar(&o.Config, "config", "", "YAML file with any of these options (flags win)")
 	fs.BoolVar(&o.Check, "check", false, "validate the options, print them as YAML, and exit")
@@ -119,24 +148,12 @@ func parseOptions(args []string) (*options, error) {
 	fs.StringVar(&o.NodeLabels, "node-labels", "", "extra node labels, key=value,... (as the kubelet's --node-labels)")
 	fs.StringVar(&o.NodeTaints, "node-taints", "", "extra node taints, key[=value]:Effect,... (as the kubelet's --register-with-taints)")
 	fs.BoolVar(&o.Verbose, "v", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
-	}
-	if o.Config != "" {
-		// Defaults < file < command line: the file is read over the parsed
-		// options, then the command line is parsed again over the result
-		// (the flags point into o, so only explicit flags change it).
-		b, err := os.ReadFile(o.Config)
-		if err != nil {
-			return nil, err
-		}
-		if err := yaml.UnmarshalStrict(b, o); err != nil {
-			return nil, fmt.Errorf("%s: %w", o.Config, err)
-		}
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-	}
+	return fs
+}
+
+// validate checks the options together, and parses the node's labels and
+// taints.
+func (o *options) validate() error {
 	var missing []string
 	for name, v := range map[string]string{"partition": o.Partition, "slurmrestd-url": o.SlurmrestdURL,
 		"slurm-token-file": o.SlurmTokenFile, "fetch-url": o.FetchURL, "fetch-token-file": o.FetchTokenFile, "shared-root": o.SharedRoot} {
@@ -146,33 +163,33 @@ func parseOptions(args []string) (*options, error) {
 	}
 	if len(missing) > 0 {
 		sort.Strings(missing)
-		return nil, fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
+		return fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
 	}
 	if o.ClientCA == "" && !o.InsecureKubeletAPI {
-		return nil, fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
+		return fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
 	}
 	for _, k := range splitList(o.AllowedOptions) {
 		if contains(provider.ReservedOptions, k) {
-			return nil, fmt.Errorf("-allowed-options %q: slurm-vk sets that job field itself, or a slurm-vk.io/ annotation under its allow-list does; the options annotation may not", k)
+			return fmt.Errorf("-allowed-options %q: slurm-vk sets that job field itself, or a slurm-vk.io/ annotation under its allow-list does; the options annotation may not", k)
 		}
 	}
 	if err := o.Tenancy.Validate(); err != nil {
-		return nil, err
+		return err
 	}
 	if o.Tenancy.Mode == provider.TenancyMapped && o.SlurmUser != "" {
-		return nil, fmt.Errorf("-slurm-user %q and tenancy mode %q exclude each other: each namespace's jobs run as its own user", o.SlurmUser, provider.TenancyMapped)
+		return fmt.Errorf("-slurm-user %q and tenancy mode %q exclude each other: each namespace's jobs run as its own user", o.SlurmUser, provider.TenancyMapped)
 	}
 	if o.QueueFactor < 1 {
-		return nil, fmt.Errorf("-queue-factor %v: must be at least 1", o.QueueFactor)
+		return fmt.Errorf("-queue-factor %v: must be at least 1", o.QueueFactor)
 	}
 	var err error
 	if o.labels, err = parseLabels(o.NodeLabels); err != nil {
-		return nil, fmt.Errorf("-node-labels: %w", err)
+		return fmt.Errorf("-node-labels: %w", err)
 	}
 	if o.taints, err = parseTaints(o.NodeTaints); err != nil {
-		return nil, fmt.Errorf("-node-taints: %w", err)
+		return fmt.Errorf("-node-taints: %w", err)
 	}
-	return o, nil
+	return nil
 }
 
 // parseLabels reads key=value,... with the API server's own rules, so a bad
