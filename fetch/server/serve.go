@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -54,7 +55,11 @@ func (s *Server) Serve(ctx context.Context, o ServeOptions) error {
 	if o.Ready != nil {
 		o.Ready(ln.Addr())
 	}
-	go s.Janitor(base, time.Minute)
+	// The janitor is ours: it ends with base, and Serve waits for it, so
+	// nothing touches the root after Serve returns.
+	var janitor sync.WaitGroup
+	janitor.Go(func() { s.Janitor(base, time.Minute) })
+	defer func() { cancelBase(); janitor.Wait() }()
 	errc := make(chan error, 1)
 	go func() {
 		if o.CertFile != "" && o.KeyFile != "" {
