@@ -113,6 +113,45 @@ func TestNeverRunTwice(t *testing.T) {
 	}
 }
 
+// TestLostSubmitAnswer: the provider owns submit-once. A submit whose
+// answer was lost made a job; the next attempt finds it by its comment
+// instead of submitting again, and a delete before that cancels it.
+func TestLostSubmitAnswer(t *testing.T) {
+	for _, deleteFirst := range []bool{false, true} {
+		f := newFakeSlurm()
+		p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
+			f, noFiles{}, lookups)
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
+			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+		ctx := context.Background()
+		if err := p.Recover(ctx, func(string) bool { return true }); err != nil {
+			t.Fatal(err)
+		}
+		f.loseNext = true
+		if err := p.CreatePod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		if deleteFirst {
+			if err := p.DeletePod(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			if len(f.cancelled) != 1 || f.cancelled[0] != 101 {
+				t.Errorf("delete after a lost submit answer cancelled %v, want job 101", f.cancelled)
+			}
+			continue
+		}
+		if err := p.create(ctx, pod); err != nil { // the sync loop's retry
+			t.Fatal(err)
+		}
+		if n := f.reset()["submit"]; n != 1 {
+			t.Errorf("%d submits, want 1", n)
+		}
+		if st, _ := p.get(pod.Namespace, pod.Name); st == nil || st.job != 101 {
+			t.Errorf("not attached to the job the lost answer made: %+v", st)
+		}
+	}
+}
+
 func specFor(pod *corev1.Pod) slurmclient.JobSpec {
 	return slurmclient.JobSpec{Comment: JobComment("n", pod)}
 }

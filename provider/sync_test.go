@@ -28,6 +28,8 @@ type fakeSlurm struct {
 	calls     map[string]int
 	cancelled []slurmclient.JobID
 	nodes     []slurmclient.Node
+	// loseNext makes the next submit create its job but lose the answer.
+	loseNext bool
 }
 
 func newFakeSlurm() *fakeSlurm {
@@ -56,6 +58,10 @@ func (f *fakeSlurm) Submit(_ context.Context, s slurmclient.JobSpec) (slurmclien
 	defer f.mu.Unlock()
 	f.next++
 	f.jobs[f.next] = &slurmclient.Job{ID: f.next, Comment: s.Comment, State: slurmclient.StatePending, StateReason: "Priority", SubmitTime: time.Now()}
+	if f.loseNext {
+		f.loseNext = false
+		return 0, fmt.Errorf("%w: %w", slurmclient.ErrOutcomeUnknown, &slurmclient.Error{Kind: slurmclient.ErrUnavailable, Op: "submit", Err: fmt.Errorf("EOF")})
+	}
 	return f.next, nil
 }
 
@@ -120,10 +126,6 @@ func (f *fakeSlurm) Signal(context.Context, slurmclient.JobID, syscall.Signal) e
 func (f *fakeSlurm) Nodes(context.Context) ([]slurmclient.Node, error) {
 	return f.nodes, f.call("nodes")
 }
-func (f *fakeSlurm) Partitions(context.Context) ([]slurmclient.Partition, error) {
-	return nil, f.call("partitions")
-}
-func (f *fakeSlurm) APIVersion() string { return "v0.0.42" }
 
 func (f *fakeSlurm) set(id slurmclient.JobID, state slurmclient.JobState, reason string) {
 	f.mu.Lock()

@@ -55,16 +55,18 @@ var (
 	ErrForbidden       = model.ErrForbidden
 	ErrRejected        = model.ErrRejected
 	ErrUnavailable     = model.ErrUnavailable
+	ErrOutcomeUnknown  = model.ErrOutcomeUnknown
 )
 
-// Interface is what the provider uses; *Client implements it, and tests
-// use fakes.
+// Interface is what the provider uses, and no more; *Client implements it
+// (and more: Partitions, APIVersion), and tests use fakes.
 type Interface interface {
 	// Ping makes an authenticated call and reports the server's versions.
 	Ping(ctx context.Context) (ServerInfo, error)
-	// Submit submits a batch job. With a non-empty, unique spec.Comment it
-	// never creates a second job for one call, even when the outcome of a
-	// request is unknown.
+	// Submit submits a batch job, once: it is never repeated. A request
+	// whose outcome is unknown (the job may exist) fails with an error that
+	// is both ErrUnavailable and ErrOutcomeUnknown; the caller looks for
+	// the job by its comment before it submits again.
 	Submit(ctx context.Context, spec JobSpec) (JobID, error)
 	Job(ctx context.Context, id JobID) (*Job, error)
 	// JobStates asks for many jobs' states in one request; IDs slurmctld
@@ -79,10 +81,8 @@ type Interface interface {
 	// Signal only delivers sig to a running job's processes; the job ends
 	// however they react (a trapped SIGTERM and exit 143 ends it FAILED).
 	Signal(ctx context.Context, id JobID, sig syscall.Signal) error
+	// Nodes lists the cluster's nodes, for the virtual node's capacity.
 	Nodes(ctx context.Context) ([]Node, error)
-	Partitions(ctx context.Context) ([]Partition, error)
-	// APIVersion is the negotiated version, "" before the first call.
-	APIVersion() string
 }
 
 // Config says how to reach slurmrestd.
@@ -92,10 +92,6 @@ type Config struct {
 	// User goes in X-SLURM-USER-NAME; empty leaves it out (the token's own
 	// user is used).
 	User string
-	// JobUser is who the jobs run as when User is empty and the token is
-	// that user's own: a submit whose outcome is unknown is looked for
-	// among that user's jobs only (with User set, User's).
-	JobUser string
 	// TokenFile holds the JWT; it is re-read when it changes.
 	TokenFile string
 	// APIVersion forces a version (e.g. "v0.0.42"); "" or "auto" picks the
@@ -111,7 +107,7 @@ type Config struct {
 	// (default 2000: 32 KiB of query at most; behind a proxy with an
 	// 8 KiB request-line limit, use 400).
 	MaxIDsPerRequest int
-	// RetryFor bounds retries of a failed read or an unknown submit outcome
+	// RetryFor bounds retries of a failed read, or of a cancel or signal
 	// (default 30s; the caller's context bounds them too).
 	RetryFor time.Duration
 	// Observe, if set, is told of every call of Interface once it ends:

@@ -577,57 +577,39 @@ func TestReadsRetryWhileUnavailable(t *testing.T) {
 	}
 }
 
-// A submit whose answer is lost must not create a second job.
+// A submit whose answer is lost is reported as such, and never repeated.
 func TestSubmitWithUnknownOutcome(t *testing.T) {
-	for _, tt := range []struct {
-		name      string
-		jobExists bool
-		owner     string // the listed job's user
-		wantPosts int32
-	}{
-		{"the job was created", true, "jobuser", 1},
-		{"the job was not created", false, "jobuser", 2},
-		// Someone else's job with a copied comment is not ours.
-		{"another user's job has the comment", true, "mallory", 2},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			ok := load(t, "v0.0.42", "submit-ok")
-			var posts atomic.Int32
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-				switch {
-				case req.Method == http.MethodPost:
-					if posts.Add(1) == 1 {
-						// Drop the connection without an answer.
-						conn, _, _ := w.(http.Hijacker).Hijack()
-						conn.Close()
-						return
-					}
-					ok.serve(w)
-				case strings.HasSuffix(req.URL.Path, "/jobs/"):
-					comment := "other"
-					if tt.jobExists {
-						comment = "pod-uid-1"
-					}
-					w.Header().Set("Content-Type", "application/json")
-					fmt.Fprintf(w, `{"jobs":[{"job_id":4242,"comment":%q,"user_name":%q,"job_state":["PENDING"]}]}`, comment, tt.owner)
-				}
-			}))
-			defer srv.Close()
-			c := newTestClient(t, srv.URL, func(c *Config) { c.APIVersion = "v0.0.42" })
-			id, err := c.Submit(context.Background(), JobSpec{Script: "#!/bin/sh\n", Comment: "pod-uid-1"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if posts.Load() != tt.wantPosts {
-				t.Errorf("%d submits, want %d", posts.Load(), tt.wantPosts)
-			}
-			if tt.wantPosts == 1 && id != 4242 {
-				t.Errorf("id %d, want the existing job 4242", id)
-			}
-			if tt.wantPosts == 2 && id == 4242 {
-				t.Error("returned another job's ID")
-			}
-		})
+	var posts, lists atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		switch {
+		case req.Method == http.MethodPost:
+			posts.Add(1)
+			// Drop the connection without an answer.
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			conn.Close()
+		case strings.HasSuffix(req.URL.Path, "/jobs/"):
+			lists.Add(1)
+		}
+	}))
+	defer srv.Close()
+	c := newTestClient(t, srv.URL, func(c *Config) { c.APIVersion = "v0.0.42" })
+	_, err := c.Submit(context.Background(), JobSpec{Script: "#!/bin/sh\n", Comment: "pod-uid-1"})
+	// The job may exist: the caller must be told so, and nothing may be
+	// submitted again here (the provider looks for the job by its comment).
+	if !errors.Is(err, ErrOutcomeUnknown) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("err %v, want ErrOutcomeUnknown and ErrUnavailable", err)
+	}
+	if posts.Load() != 1 || lists.Load() != 0 {
+		t.Errorf("%d submits and %d job lists, want 1 and 0", posts.Load(), lists.Load())
+	}
+
+	// Slurm's own refusal is a known outcome.
+	r := newReplay(t, "v0.0.42", map[string]string{"POST /job/submit": "submit-bad-partition"})
+	srv2 := httptest.NewServer(r)
+	defer srv2.Close()
+	_, err = newTestClient(t, srv2.URL).Submit(context.Background(), JobSpec{Script: "#!/bin/sh\n", Comment: "pod-uid-1"})
+	if !errors.Is(err, ErrRejected) || errors.Is(err, ErrOutcomeUnknown) {
+		t.Errorf("refused submit: %v, want ErrRejected and a known outcome", err)
 	}
 }
 

@@ -167,7 +167,7 @@ func slurmClients(o *options, metrics *provider.Metrics) (slurmclient.Interface,
 		cfg := cfg
 		cfg.User = t.User
 		if t.TokenFile != "" {
-			cfg.TokenFile, cfg.User, cfg.JobUser = t.TokenFile, "", t.User
+			cfg.TokenFile, cfg.User = t.TokenFile, ""
 		}
 		c, err := slurmclient.New(cfg)
 		if err != nil {

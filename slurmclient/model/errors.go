@@ -23,6 +23,11 @@ var (
 	// ErrUnavailable: slurmrestd or slurmctld could not be reached or failed;
 	// the same request may succeed later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrOutcomeUnknown marks, besides ErrUnavailable, a submit whose
+	// answer was lost (no answer, or a gateway error): the job may exist.
+	// Only the caller can tell (by the job's comment), so it must look
+	// before it submits again.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 )
 
 // SlurmError is one entry of slurmrestd's errors[] array.

@@ -3,6 +3,8 @@ package labenv
 import (
 	"strconv"
 	"strings"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
 // TenancyAttack is a job script that tries, from inside a job of one
@@ -12,14 +14,14 @@ import (
 // VICTIM_COMMENT. Each attempt prints "refused <what>" or "DID <what>";
 // then it submits a job of its own under the victim's comment and prints
 // its ID, and ends with "attack-done".
-const TenancyAttack = `
+var TenancyAttack = strings.NewReplacer("{LOG}", layout.AttemptName("0", layout.KindLog), "{EXIT}", layout.AttemptName("0", layout.KindExit)).Replace(`
 try() { what=$1; shift; if "$@" >/dev/null 2>&1; then echo "DID $what"; else echo "refused $what"; fi; }
 try list-shared-root ls "$SHARED"
 try list-victim ls "$VICTIM"
 try read-secret cat "$VICTIM/$SECRET"
-try read-log cat "$VICTIM/main/0.log"
-try append-log sh -c 'echo forged >>"$VICTIM/main/0.log"'
-try write-marker sh -c 'echo 0 >"$VICTIM/main/0.exit"'
+try read-log cat "$VICTIM/main/{LOG}"
+try append-log sh -c 'echo forged >>"$VICTIM/main/{LOG}"'
+try write-marker sh -c 'echo 0 >"$VICTIM/main/{EXIT}"'
 try rename-victim mv "$VICTIM" "$SHARED/stolen"
 try cancel-victim scancel "$VICTIM_JOB"
 try signal-victim scancel -s KILL "$VICTIM_JOB"
@@ -27,7 +29,7 @@ try hold-victim scontrol hold "$VICTIM_JOB"
 echo forging
 sbatch --parsable --comment="$VICTIM_COMMENT" -o /dev/null --wrap 'sleep 300'
 echo attack-done
-`
+`)
 
 // TenancyAttempts is how many "refused"/"DID" lines TenancyAttack prints.
 const TenancyAttempts = 10
