@@ -37,6 +37,8 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 	p.mu.Lock()
 	sort.Slice(running, func(i, j int) bool { return running[i].polled.Before(running[j].polled) })
 	p.mu.Unlock()
+	// The budget and the turn order measure this loop's own work, so they
+	// are real time, not Config.Now (the pods' clock, frozen in tests).
 	budget := time.Now().Add(p.cfg.StatusInterval)
 	for _, st := range running {
 		if ctx.Err() != nil || time.Now().After(budget) {
