@@ -115,16 +115,7 @@ func (t *translator) script(inits, mains []string) string {
 	// not inherit), so they live on to write each container's marker, and
 	// restart nothing after it.
 	b.WriteString(runFunction)
-	switch t.runtime {
-	case RuntimePodman:
-		b.WriteString(podmanHelpers)
-	case RuntimeCharliecloud:
-		b.WriteString(charliecloudHelpers)
-	case RuntimeApptainer:
-		b.WriteString(imageFileHelpers + apptainerHelpers)
-	case RuntimeEnroot:
-		b.WriteString(imageFileHelpers + enrootHelpers)
-	}
+	b.WriteString(t.rt.helpers)
 	for _, block := range inits {
 		b.WriteString(block)
 	}

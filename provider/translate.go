@@ -127,17 +127,16 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		}
 		runtime = r
 	}
-	switch runtime {
-	case RuntimeApptainer, RuntimeEnroot, RuntimePodman, RuntimeCharliecloud, RuntimeNone:
-	default:
+	rt, ok := runtimes[runtime]
+	if !ok {
 		return nil, invalid("UnsupportedRuntime", "runtime %q: want podman, charliecloud, apptainer, enroot or none", runtime)
 	}
-	t := &translator{pod: pod, cfg: cfg, look: look, runtime: runtime, ref: ref,
+	t := &translator{pod: pod, cfg: cfg, look: look, runtime: runtime, rt: rt, ref: ref,
 		podDir: ref.Path(cfg.SharedRoot), stagedIndex: map[string]int{}}
 	if err := t.volumes(); err != nil {
 		return nil, err
 	}
-	if runtime != RuntimeNone {
+	if rt.image {
 		if err := t.pullSecrets(); err != nil {
 			return nil, err
 		}
@@ -169,7 +168,8 @@ type translator struct {
 	pod     *corev1.Pod
 	cfg     TranslateConfig
 	look    Lookups
-	runtime string
+	runtime string // its name
+	rt      containerRuntime
 	ref     layout.Pod
 	podDir  string // as jobs see it
 
@@ -225,7 +225,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	}
 	rc.command = expandAll(c.Command, env)
 	rc.args = expandAll(c.Args, env)
-	if t.runtime != RuntimeNone {
+	if t.rt.image {
 		if err := rc.validateForContainer(); err != nil {
 			return "", err
 		}
@@ -238,19 +238,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 			fmt.Fprintf(&b, "\t\tmkdir -p %s || exit 125\n", shq(m.host))
 		}
 	}
-	var body string
-	switch t.runtime {
-	case RuntimeNone:
-		body, err = launchNone(rc)
-	case RuntimeApptainer:
-		body, err = t.launchApptainer(rc)
-	case RuntimePodman:
-		body, err = t.launchPodman(rc)
-	case RuntimeCharliecloud:
-		body, err = t.launchCharliecloud(rc)
-	case RuntimeEnroot:
-		body, err = t.launchEnroot(rc)
-	}
+	body, err := t.rt.launch(t, rc)
 	if err != nil {
 		return "", err
 	}

@@ -1,0 +1,24 @@
+package provider
+
+// containerRuntime is one way to start a container on a compute node. Each lives
+// in its own file (runtime_<name>.go); this table is the only other place
+// a runtime is named, so adding or changing one touches its file and,
+// for a new one, a line here.
+type containerRuntime struct {
+	// helpers are shell functions the job script defines once.
+	helpers string
+	// launch returns the lines of a container's shell function that start
+	// it: given its resolved command, env, mounts and image.
+	launch func(t *translator, c resolved) (string, error)
+	// image is false for a runtime that has no image (none): the pod's
+	// pull secrets and the image checks do not apply.
+	image bool
+}
+
+var runtimes = map[string]containerRuntime{
+	RuntimeNone:         {launch: func(_ *translator, c resolved) (string, error) { return launchNone(c) }},
+	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true},
+	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true},
+	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true},
+	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true},
+}
