@@ -262,7 +262,7 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 			return nil, err
 		}
 		if werr := sleep(ctx, bo.NextBackOff()); werr != nil {
-			return nil, fmt.Errorf("%s %s: %w (last error: %v)", method, path, werr, err)
+			return nil, fmt.Errorf("%s %s: %w (last error: %w)", method, path, werr, err)
 		}
 	}
 }

@@ -61,7 +61,7 @@ type scanner struct {
 }
 
 func (s *scanner) errorf(format string, args ...any) error {
-	return fmt.Errorf("jobs/state answer, byte %d: %s", s.i, fmt.Sprintf(format, args...))
+	return fmt.Errorf("jobs/state answer, byte %d: %w", s.i, fmt.Errorf(format, args...))
 }
 
 var errEOF = errors.New("unexpected end")
@@ -89,7 +89,7 @@ func (s *scanner) peek() byte {
 func (s *scanner) expect(c byte) error {
 	if s.peek() != c {
 		if s.i >= len(s.b) {
-			return s.errorf("%v, want %q", errEOF, c)
+			return s.errorf("%w, want %q", errEOF, c)
 		}
 		return s.errorf("got %q, want %q", s.b[s.i], c)
 	}
@@ -138,7 +138,7 @@ func (s *scanner) str() (text []byte, err error) {
 			}
 			var out string
 			if err := json.Unmarshal(s.b[start-1:s.i], &out); err != nil {
-				return nil, s.errorf("string: %v", err)
+				return nil, s.errorf("string: %w", err)
 			}
 			return []byte(out), nil
 		case c == '\\':
@@ -153,7 +153,7 @@ func (s *scanner) str() (text []byte, err error) {
 			s.i++
 		}
 	}
-	return nil, s.errorf("string: %v", errEOF)
+	return nil, s.errorf("string: %w", errEOF)
 }
 
 // open consumes c ('{' or '['); null is an empty one (ok false).
@@ -221,7 +221,7 @@ func (s *scanner) skip() error {
 			}
 		}
 	case 0:
-		return s.errorf("value: %v", errEOF)
+		return s.errorf("value: %w", errEOF)
 	}
 	_, err := s.literal()
 	return err
