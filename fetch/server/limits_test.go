@@ -2,9 +2,15 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
 // waiting is how many log reads wait now.
@@ -61,4 +67,49 @@ func TestLongPollCaps(t *testing.T) {
 	}
 	cancel()
 	until(0)
+}
+
+// TestLongPollPerClientCap: with several clients (nodes), one client's
+// waiting reads take at most its share of the server's places, so a node
+// that follows many logs cannot take them all from the others.
+func TestLongPollPerClientCap(t *testing.T) {
+	nodeB := filepath.Join(t.TempDir(), "node-b")
+	os.WriteFile(nodeB, []byte("node-b-token"), 0o600)
+	e := newEnv(t, func(c *Config) {
+		c.MaxLongPolls, c.MaxLongPollsPerPod = 4, 1 // two callers: 2 each
+		c.Users = map[string]Owner{"bob": {UID: 2002, GID: 2002}}
+		c.Clients = []Client{{Name: "node-b", TokenFile: nodeB, Users: []string{"bob"}}}
+	})
+	pods := make([]layout.Pod, 3)
+	for i := range pods {
+		pods[i] = testPod
+		pods[i].UID = fmt.Sprintf("0b7c6e3a-%04d-2222-3333-444455556666", i)
+		if code, _, body := e.do("PUT", podURL(pods[i]), nil); code != 204 {
+			t.Fatalf("create: %d %s", code, body)
+		}
+		e.writeLogOf(pods[i], "main", 0, "x", nil)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, p := range pods[:2] {
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+podURL(p)+"/containers/main/log?offset=1&wait=60s", nil)
+			req.Header.Set("Authorization", "Bearer "+token)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+	}
+	for deadline := time.Now().Add(30 * time.Second); e.srv.waiting() != 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reads wait, want 2", e.srv.waiting())
+		}
+	}
+	// A third wait of the same client, on a third pod, with the server at
+	// half its places: refused for the client's share.
+	code, h, body := e.do("GET", podURL(pods[2])+"/containers/main/log?offset=1&wait=60s", nil)
+	if code != http.StatusTooManyRequests || h.Get("Retry-After") == "" || !strings.Contains(string(body), "of this client") {
+		t.Errorf("a wait beyond the client's share: %d %v %s, want 429 for the client", code, h, body)
+	}
+	cancel()
 }

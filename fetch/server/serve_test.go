@@ -58,7 +58,7 @@ func TestServe(t *testing.T) {
 		}
 		polled <- err
 	}()
-	for e.srv.polls.active() == 0 {
+	for e.srv.waiting() == 0 {
 		if time.Since(start) > 30*time.Second {
 			t.Fatal("the long-poll never started waiting")
 		}
@@ -79,9 +79,3 @@ func TestServe(t *testing.T) {
 	}
 }
 
-// active is how many reads wait now.
-func (p *polls) active() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.total
-}

@@ -99,15 +99,22 @@ func podURL(p layout.Pod) string { return "/v1/pods/" + p.Namespace + "/" + p.Na
 
 func (e *env) writeLog(container string, attempt int, data string, exit *int) {
 	e.t.Helper()
-	dir := filepath.Join(e.root, testPod.Dir(), container)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	e.writeLogOf(testPod, container, attempt, data, exit)
+}
+
+// writeLogOf writes an attempt's log, and its exit marker if exit is set,
+// into pod's directory, as a job would.
+func (e *env) writeLogOf(pod layout.Pod, container string, attempt int, data string, exit *int) {
+	e.t.Helper()
+	dir := filepath.Join(e.root, pod.Dir())
+	if err := os.MkdirAll(filepath.Join(dir, container), 0o755); err != nil {
 		e.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.log", attempt)), []byte(data), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, layout.LogFile(container, attempt)), []byte(data), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
 	if exit != nil {
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%d.exit", attempt)), []byte(fmt.Sprintf("%d\n", *exit)), 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(dir, layout.ExitFile(container, attempt)), []byte(fmt.Sprintf("%d\n", *exit)), 0o644); err != nil {
 			e.t.Fatal(err)
 		}
 	}
