@@ -78,4 +78,3 @@ func TestServe(t *testing.T) {
 		t.Error("still serving after Serve returned")
 	}
 }
-
