@@ -3,11 +3,16 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -130,38 +135,14 @@ func TestE2EFaults(t *testing.T) {
 	r.kill()
 	time.Sleep(1 * time.Second)
 	r.start()
-	lastFault := time.Now()
-
-	c.waitFor("every pod to end", 8*time.Minute, func() bool {
-		for _, p := range pods {
-			if ph := c.phaseOrGone(p.name); !p.deleted && ph != "Succeeded" && ph != "Failed" {
-				return false
-			}
-		}
-		return true
-	})
-	recovered := time.Since(lastFault)
-	dups, orphans := c.checkFaultInvariants(t, admin, pods)
-	t.Logf("| provider SIGKILL x3, slurmctld and slurmrestd restarts, 10 deletes | %d pods | %d duplicates | %d orphans | all ended %s after the last fault |",
-		len(pods), dups, orphans, recovered.Round(time.Second))
+	c.endScenario(t, admin, pods, time.Now(), 8*time.Minute, "provider SIGKILL x3, slurmctld and slurmrestd restarts, 10 deletes")
 
 	t.Run("slurm-fetchd down while pods are created, slurmrestd hung", func(t *testing.T) {
 		c.t = t
 		c.fetchd.Process.Kill()
 		c.fetchd.Wait()
-		var more []*faultPod
-		var m strings.Builder
-		for i := range 10 {
-			p := &faultPod{name: fmt.Sprintf("fetchless-%d-%d", run, i)}
-			more = append(more, p)
-			m.WriteString(podOn(faultNode, p.name, p.script()) + "---\n")
-		}
-		t.Cleanup(func() {
-			for _, p := range more {
-				c.kubectl("delete", "pod", p.name, "--wait=false", "--ignore-not-found")
-			}
-		})
-		c.apply(m.String())
+		more := c.faultPods(run, "fetchless", 10)
+		c.apply(manifestOf(more))
 		for _, p := range more {
 			p.uid = c.must("get", "pod", p.name, "-o", "jsonpath={.metadata.uid}")
 		}
@@ -188,20 +169,124 @@ func TestE2EFaults(t *testing.T) {
 		c.fetchd = start(c.top, c.bin, "slurm-fetchd", c.fetchdArgs...)
 		time.Sleep(20 * time.Second)
 		rest.Signal(syscall.SIGCONT)
-		lastFault := time.Now()
-		c.waitFor("every pod to end", 5*time.Minute, func() bool {
-			for _, p := range more {
-				if ph := c.phaseOrGone(p.name); ph != "Succeeded" && ph != "Failed" {
-					return false
-				}
-			}
-			return true
-		})
-		recovered := time.Since(lastFault)
-		dups, orphans := c.checkFaultInvariants(t, admin, more)
-		t.Logf("| slurm-fetchd down during creates, then slurmrestd stopped 20 s | %d pods | %d duplicates | %d orphans | all ended %s after the last fault |",
-			len(more), dups, orphans, recovered.Round(time.Second))
+		c.endScenario(t, admin, more, time.Now(), 5*time.Minute, "slurm-fetchd down during creates, then slurmrestd stopped 20 s")
 	})
+
+	t.Run("slurmrestd behind a proxy that loses answers, then answers 503", func(t *testing.T) {
+		c.t = t
+		proxy := newFaultProxy(t, lab.URL)
+		// The provider now reaches slurmrestd through the proxy only.
+		r.kill()
+		args := append([]string(nil), r.args...)
+		for i := range args {
+			if args[i] == "-slurmrestd-url" {
+				args[i+1] = proxy.url
+			}
+		}
+		r.args = args
+		r.start()
+		c.waitReady(faultNode)
+		more := c.faultPods(run, "lost", 10)
+		// Every request reaches slurmrestd, which does it, but its answer
+		// is lost: the proxy says 502. A submit's outcome is unknown, so a
+		// second submit would run the pod twice.
+		proxy.mode.Store(proxyLoseAnswers)
+		c.apply(manifestOf(more))
+		for _, p := range more {
+			p.uid = c.must("get", "pod", p.name, "-o", "jsonpath={.metadata.uid}")
+		}
+		c.waitFor("submits whose answers were lost", 2*time.Minute, func() bool { return proxy.lostSubmits.Load() >= int32(len(more)) })
+		time.Sleep(5 * time.Second)
+		// Then slurmrestd is "down" behind the proxy: 503, nothing reaches it.
+		proxy.mode.Store(proxyUnavailable)
+		time.Sleep(10 * time.Second)
+		proxy.mode.Store(proxyPass)
+		c.endScenario(t, admin, more, time.Now(), 5*time.Minute,
+			fmt.Sprintf("slurmrestd answers lost (502, %d submits) then 503 for 10 s", proxy.lostSubmits.Load()))
+	})
+}
+
+// faultPods are n pods that end with 0, named for the scenario.
+func (c *cluster) faultPods(run int64, scenario string, n int) []*faultPod {
+	var pods []*faultPod
+	for i := range n {
+		pods = append(pods, &faultPod{name: fmt.Sprintf("%s-%d-%d", scenario, run, i)})
+	}
+	c.t.Cleanup(func() {
+		for _, p := range pods {
+			c.kubectl("delete", "pod", p.name, "--wait=false", "--ignore-not-found")
+		}
+	})
+	return pods
+}
+
+func manifestOf(pods []*faultPod) string {
+	var m strings.Builder
+	for _, p := range pods {
+		m.WriteString(podOn(faultNode, p.name, p.script()) + "---\n")
+	}
+	return m.String()
+}
+
+// endScenario waits (up to d) for every pod not deleted to end, checks the
+// invariants every fault scenario shares, and logs the scenario's row of
+// the table in issue #13's note.
+func (c *cluster) endScenario(t *testing.T, admin *slurmclient.Client, pods []*faultPod, lastFault time.Time, d time.Duration, label string) {
+	t.Helper()
+	c.waitFor("every pod to end", d, func() bool {
+		for _, p := range pods {
+			if ph := c.phaseOrGone(p.name); !p.deleted && ph != "Succeeded" && ph != "Failed" {
+				return false
+			}
+		}
+		return true
+	})
+	recovered := time.Since(lastFault)
+	dups, orphans := c.checkFaultInvariants(t, admin, pods)
+	t.Logf("| %s | %d pods | %d duplicates | %d orphans | all ended %s after the last fault |",
+		label, len(pods), dups, orphans, recovered.Round(time.Second))
+}
+
+// Fault proxy modes.
+const (
+	proxyPass        int32 = iota // forward, answer what slurmrestd says
+	proxyLoseAnswers              // forward, but answer 502: the request was done
+	proxyUnavailable              // answer 503 without forwarding
+)
+
+// faultProxy stands between the provider and slurmrestd, on loopback, as
+// a gateway or load balancer would, and fails the way one does.
+type faultProxy struct {
+	url         string
+	mode        atomic.Int32
+	lostSubmits atomic.Int32
+}
+
+func newFaultProxy(t *testing.T, upstream string) *faultProxy {
+	u, err := url.Parse(upstream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &faultProxy{}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch p.mode.Load() {
+		case proxyUnavailable:
+			http.Error(w, "upstream unavailable", http.StatusServiceUnavailable)
+		case proxyLoseAnswers:
+			rec := httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			if r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/job/submit") && rec.Code == http.StatusOK {
+				p.lostSubmits.Add(1)
+			}
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		default:
+			rp.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	p.url = srv.URL
+	return p
 }
 
 func atoi(t *testing.T, s string) int {
