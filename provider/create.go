@@ -71,6 +71,16 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 		p.track(pod, adopted)
 		return nil
 	}
+	// A job Slurm knows comes first: one whose submit answer was lost may
+	// be running (its files say it started, not that it died).
+	if uncertain {
+		if id, found, err := p.findJob(ctx, JobComment(p.cfg.NodeName, pod)); err != nil {
+			return err
+		} else if found {
+			p.track(pod, id)
+			return nil
+		}
+	}
 	if seenBefore || uncertain {
 		if done, err := p.ranBefore(ctx, pod); err != nil || done {
 			return err
@@ -90,14 +100,6 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 	p.mu.Unlock()
 	if err := p.stageFiles(ctx, pod, tenant, plan); err != nil {
 		return err
-	}
-	if uncertain {
-		if id, found, err := p.findJob(ctx, plan.Spec.Comment); err != nil {
-			return err
-		} else if found {
-			p.track(pod, id)
-			return nil
-		}
 	}
 	return p.submit(ctx, pod, plan)
 }

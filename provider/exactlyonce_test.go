@@ -115,12 +115,15 @@ func TestNeverRunTwice(t *testing.T) {
 
 // TestLostSubmitAnswer: the provider owns submit-once. A submit whose
 // answer was lost made a job; the next attempt finds it by its comment
-// instead of submitting again, and a delete before that cancels it.
+// instead of submitting again, also when the job has started meanwhile
+// (its log exists, no exit marker yet: it runs, it did not die), and a
+// delete before that cancels it.
 func TestLostSubmitAnswer(t *testing.T) {
 	for _, deleteFirst := range []bool{false, true} {
 		f := newFakeSlurm()
+		started := markerFiles{infos: map[string]fetchclient.Info{"main": {Exists: true}}}
 		p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
-			f, noFiles{}, lookups)
+			f, started, lookups)
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
 			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
 		ctx := context.Background()
@@ -146,7 +149,7 @@ func TestLostSubmitAnswer(t *testing.T) {
 		if n := f.reset()["submit"]; n != 1 {
 			t.Errorf("%d submits, want 1", n)
 		}
-		if st, _ := p.get(pod.Namespace, pod.Name); st == nil || st.job != 101 {
+		if st, _ := p.get(pod.Namespace, pod.Name); st == nil || st.job != 101 || st.final {
 			t.Errorf("not attached to the job the lost answer made: %+v", st)
 		}
 	}

@@ -67,7 +67,7 @@ func (r *faultRig) restartLab(t *testing.T, daemons ...string) {
 }
 
 // TestE2EFaults: 100 pods in flight while the provider is killed with
-// SIGKILL and restarted three times, slurmctld and slurmrestd are
+// SIGKILL and restarted four times (the first while it creates them), slurmctld and slurmrestd are
 // restarted, and a tenth of the pods are deleted (some while pending,
 // some running, some while the provider is down). At the end the same
 // invariants as every fault scenario: each pod in its final phase with its
@@ -115,6 +115,15 @@ func TestE2EFaults(t *testing.T) {
 		}
 	}
 	c.apply(manifest.String())
+	// Killed while it creates them: as soon as it has reported a pod.
+	reported := func() int {
+		out, _ := c.kubectl("get", "pods", "--field-selector", "spec.nodeName="+faultNode, "-o", "jsonpath={.items[*].status.startTime}")
+		return len(strings.Fields(out))
+	}
+	c.waitFor("the provider to create pods", 2*time.Minute, func() bool { return reported() > 0 })
+	r.kill()
+	midCreate := reported()
+	r.start()
 	for _, p := range pods {
 		p.uid = c.must("get", "pod", p.name, "-o", "jsonpath={.metadata.uid}")
 	}
@@ -135,10 +144,33 @@ func TestE2EFaults(t *testing.T) {
 	r.kill()
 	time.Sleep(1 * time.Second)
 	r.start()
-	c.endScenario(t, admin, pods, time.Now(), 8*time.Minute, "provider SIGKILL x3, slurmctld and slurmrestd restarts, 10 deletes")
+	c.endScenario(t, admin, pods, time.Now(), 8*time.Minute,
+		fmt.Sprintf("provider SIGKILL x4 (first with %d of %d pods created), slurmctld and slurmrestd restarts, 10 deletes", midCreate, len(pods)))
 
 	t.Run("slurm-fetchd down while pods are created, slurmrestd hung", func(t *testing.T) {
 		c.t = t
+		// Three pods print a line a second while everything below happens;
+		// kubectl logs -f follows each from before the fetch endpoint goes.
+		followers := c.faultPods(run, "follow", 3)
+		const lines = 45
+		var want []string
+		for i := 1; i <= lines; i++ {
+			want = append(want, fmt.Sprintf("line %d", i))
+		}
+		var fm strings.Builder
+		for _, p := range followers {
+			fm.WriteString(podOn(faultNode, p.name, fmt.Sprintf(`for i in $(seq 1 %d); do echo "line $i"; sleep 1; done`, lines)) + "---\n")
+		}
+		c.apply(fm.String())
+		followed := make(chan string, len(followers))
+		for _, p := range followers {
+			c.waitFor(p.name+" to run", 2*time.Minute, func() bool { return c.phase(p.name) == "Running" })
+			go func() {
+				out, err := c.kubectl("logs", "-f", p.name)
+				followed <- fmt.Sprintf("%s %v\n%s", p.name, err, out)
+			}()
+		}
+		time.Sleep(2 * time.Second)
 		c.fetchd.Process.Kill()
 		c.fetchd.Wait()
 		more := c.faultPods(run, "fetchless", 10)
@@ -169,7 +201,18 @@ func TestE2EFaults(t *testing.T) {
 		c.fetchd = start(c.top, c.bin, "slurm-fetchd", c.fetchdArgs...)
 		time.Sleep(20 * time.Second)
 		rest.Signal(syscall.SIGCONT)
-		c.endScenario(t, admin, more, time.Now(), 5*time.Minute, "slurm-fetchd down during creates, then slurmrestd stopped 20 s")
+		c.endScenario(t, admin, more, time.Now(), 5*time.Minute, "slurm-fetchd down during creates and 3 logs -f, then slurmrestd stopped 20 s")
+		for range followers {
+			select {
+			case got := <-followed:
+				name, out, _ := strings.Cut(got, "\n")
+				if out != strings.Join(want, "\n") {
+					t.Errorf("logs -f of %s through the storm: %q", name, got)
+				}
+			case <-time.After(3 * time.Minute):
+				t.Fatal("a logs -f did not end after its container")
+			}
+		}
 	})
 
 	t.Run("slurmrestd behind a proxy that loses answers, then answers 503", func(t *testing.T) {
