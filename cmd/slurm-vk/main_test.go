@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -58,9 +59,12 @@ func TestLabVirtualNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- serve(ctx, o, kube) }()
+	stopped := false
 	defer func() {
-		cancel()
-		<-errc
+		if !stopped {
+			cancel()
+			<-errc
+		}
 	}()
 
 	var n *corev1.Node
@@ -163,6 +167,24 @@ func TestLabVirtualNode(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode < 400 {
 			t.Errorf("exec: HTTP %d %s", resp.StatusCode, b)
+		}
+	}
+
+	// SIGTERM (the context): serve returns, and nothing of it listens on.
+	cancel()
+	stopped = true
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("serve after its context ended: %v", err)
+		}
+	case <-time.After(time.Minute): // generous: only a hang fails
+		t.Fatal("serve did not return within a minute of its context ending")
+	}
+	for _, p := range []int{port, metricsPort} {
+		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+			c.Close()
+			t.Errorf("port %d still listens after serve returned", p)
 		}
 	}
 }
