@@ -137,6 +137,11 @@ func (p *Provider) plan(ctx context.Context, pod *corev1.Pod) (*Plan, Tenant, er
 	var bad *InvalidPodError
 	switch {
 	case err == nil:
+		if why := p.noNodeFits(plan.Spec); why != "" {
+			log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("reason", ReasonNoNodeFits).Warn(why)
+			p.fail(pod, ReasonNoNodeFits, why)
+			return nil, tenant, nil
+		}
 		if plan.Spec.Account == "" {
 			plan.Spec.Account = tenant.Account
 		}

@@ -287,30 +287,33 @@ func TestLabProvider(t *testing.T) {
 		}
 	})
 
-	t.Run("more CPUs than the partition has: Slurm's verdict shown", func(t *testing.T) {
+	t.Run("more CPUs than any node has: refused before Slurm, with the numbers", func(t *testing.T) {
+		// Slurm 24.11 refuses such a job at submit and 26.05 queues it for
+		// ever: the provider, which knows the nodes, says so first.
+		var node corev1.Node
+		np := NewNodeProvider(NodeConfig{Name: r.cfg.NodeName, Partition: r.lab.Partition}, r.slurm, &node)
+		np.Prime(ctx, &node)
+		cfg := r.cfg
+		cfg.NodeSizes = np.NodeSizes
+		sized := New(cfg, r.slurm, r.files, r.look)
+		sized.NotifyPods(r.ctx(t), r.record)
 		pod := labPod("toobig", corev1.Container{Name: "main", Command: []string{"true"}, Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(fmt.Sprint(4 * r.lab.CPUs))}}})
-		if err := p.CreatePod(ctx, pod); err != nil {
+			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(fmt.Sprint(r.lab.CPUs + 1))}}})
+		if err := sized.CreatePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		// Slurm 24.11 refuses such a job at submit; 26.05 queues it. Either
-		// way the pod must say what Slurm said.
-		got := r.waitFor(t, pod, "showing Slurm's verdict", func(p *corev1.Pod) bool {
-			if p.Status.Phase == corev1.PodFailed {
-				return true
-			}
-			w := p.Status.ContainerStatuses[0].State.Waiting
-			return p.Status.Phase == corev1.PodPending && w != nil && w.Reason != ReasonSubmitted
-		})
-		switch got.Status.Phase {
-		case corev1.PodFailed:
-			if got.Status.Reason != ReasonRejected || !strings.Contains(got.Status.Message, "Requested node configuration is not available") {
-				t.Errorf("rejected: %s %s", got.Status.Reason, got.Status.Message)
-			}
-		default:
-			t.Logf("Slurm %s queues it: %s", r.lab.Version, got.Status.Message)
-			if err := p.DeletePod(ctx, pod); err != nil {
-				t.Fatal(err)
+		got := r.waitFor(t, pod, "failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
+		want := fmt.Sprintf("the pod needs %d CPUs", r.lab.CPUs+1)
+		if got.Status.Reason != ReasonNoNodeFits || !strings.Contains(got.Status.Message, want) || !strings.Contains(got.Status.Message, fmt.Sprintf("has %d CPUs", r.lab.CPUs)) {
+			t.Errorf("pod %s %q, want %s naming %d CPUs needed and %d on the largest node", got.Status.Reason, got.Status.Message, ReasonNoNodeFits, r.lab.CPUs+1, r.lab.CPUs)
+		}
+		jobs, err := r.slurm.Jobs(ctx, slurmclient.JobFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, j := range jobs {
+			if j.Comment == JobComment(r.cfg.NodeName, pod) {
+				t.Errorf("job %d submitted for a pod no node can hold", j.ID)
 			}
 		}
 	})

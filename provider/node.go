@@ -23,8 +23,13 @@ const (
 	LabelPartition    = "slurm-vk.io/partition"
 	LabelCluster      = "slurm-vk.io/cluster"
 	LabelSlurmVersion = "slurm-vk.io/slurm-version"
-	TaintKey          = "virtual-kubelet.io/provider"
-	TaintValue        = "slurm"
+	// The largest node of the partition (most CPUs, then memory): what
+	// one pod can have, as a pod runs on one node.
+	LabelLargestNodeCPUs   = "slurm-vk.io/largest-node-cpus"
+	LabelLargestNodeMemory = "slurm-vk.io/largest-node-memory"
+	LabelLargestNodeGPUs   = "slurm-vk.io/largest-node-gpus"
+	TaintKey               = "virtual-kubelet.io/provider"
+	TaintValue             = "slurm"
 )
 
 // NodeConfig describes the virtual node.
@@ -59,8 +64,9 @@ type NodeProvider struct {
 	cfg   NodeConfig
 	slurm slurmclient.Interface
 
-	mu   sync.Mutex
-	node *corev1.Node
+	mu    sync.Mutex
+	node  *corev1.Node
+	sizes []NodeSize // the partition's nodes, as last read
 }
 
 var _ node.NodeProvider = (*NodeProvider)(nil)
@@ -101,6 +107,9 @@ func (np *NodeProvider) Prime(ctx context.Context, n *corev1.Node) {
 	np.refresh(ctx)
 	np.mu.Lock()
 	defer np.mu.Unlock()
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
 	for k, v := range np.node.Labels {
 		n.Labels[k] = v
 	}
@@ -147,9 +156,10 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 	ready := corev1.NodeCondition{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "SlurmReachable",
 		Message: "slurmrestd answers and accepts the token", LastHeartbeatTime: now}
 	var capacity corev1.ResourceList
+	var sizes []NodeSize
 	info, err := np.slurm.Ping(ctx)
 	if err == nil {
-		capacity, err = np.capacity(ctx)
+		capacity, sizes, err = np.capacity(ctx)
 	}
 	if err != nil {
 		ready.Status = corev1.ConditionFalse
@@ -170,6 +180,12 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 		}
 		if info.SlurmVersion != "" && n.Labels[LabelSlurmVersion] != info.SlurmVersion {
 			n.Labels[LabelSlurmVersion], changed = info.SlurmVersion, true
+		}
+		np.sizes = sizes
+		for k, v := range largestLabels(sizes) {
+			if n.Labels[k] != v {
+				n.Labels[k], changed = v, true
+			}
 		}
 		if !equalResources(n.Status.Capacity, capacity) {
 			n.Status.Capacity, n.Status.Allocatable, changed = capacity, np.allocatable(capacity), true
@@ -233,12 +249,13 @@ func (np *NodeProvider) allocatable(capacity corev1.ResourceList) corev1.Resourc
 }
 
 // capacity sums the CPUs, memory and GPUs of the partition's nodes.
-func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, error) {
+func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []NodeSize, error) {
 	nodes, err := np.slurm.Nodes(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var cpus, gpus, memMB int64
+	var sizes []NodeSize
 	for _, n := range nodes {
 		in := false
 		for _, p := range n.Partitions {
@@ -247,12 +264,14 @@ func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, erro
 		if !in {
 			continue
 		}
-		cpus += int64(n.CPUs)
-		memMB += n.MemoryMB
-		gpus += gresGPUs(n.Gres)
+		size := NodeSize{Name: n.Name, CPUs: int64(n.CPUs), MemoryMB: n.MemoryMB, GPUs: gresGPUs(n.Gres)}
+		sizes = append(sizes, size)
+		cpus += size.CPUs
+		memMB += size.MemoryMB
+		gpus += size.GPUs
 	}
 	if cpus == 0 {
-		return nil, fmt.Errorf("partition %q has no nodes", np.cfg.Partition)
+		return nil, nil, fmt.Errorf("partition %q has no nodes", np.cfg.Partition)
 	}
 	list := corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewQuantity(cpus, resource.DecimalSI),
@@ -262,7 +281,15 @@ func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, erro
 	if gpus > 0 {
 		list["nvidia.com/gpu"] = *resource.NewQuantity(gpus, resource.DecimalSI)
 	}
-	return list, nil
+	return list, sizes, nil
+}
+
+// NodeSizes are the partition's nodes as last read from Slurm; nil until
+// a read succeeded. The provider checks that a pod fits one of them.
+func (np *NodeProvider) NodeSizes() []NodeSize {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	return np.sizes
 }
 
 var gresGPU = regexp.MustCompile(`(?:^|,)gpu(?::[^:,(]+)?:(\d+)`)

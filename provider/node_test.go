@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,6 +43,41 @@ func TestNodeCapacityAndQueueFactor(t *testing.T) {
 		if n.Labels["site/x"] != "y" || n.Labels[LabelPartition] != "debug" || len(n.Spec.Taints) != 2 || n.Spec.Taints[1].Key != "gpu" {
 			t.Errorf("labels %v taints %v", n.Labels, n.Spec.Taints)
 		}
+		if n.Labels[LabelLargestNodeCPUs] != "4" || n.Labels[LabelLargestNodeMemory] != "8Gi" || n.Labels[LabelLargestNodeGPUs] != "2" {
+			t.Errorf("largest node labels %v, want c1's 4 CPUs, 8Gi, 2 GPUs", n.Labels)
+		}
+	}
+}
+
+// TestNoNodeFits: a pod that no single node of the partition can hold
+// fails before it is submitted, with the numbers; one that some node
+// holds (all of CPUs, memory and GPUs on the same node) goes on.
+func TestNoNodeFits(t *testing.T) {
+	sizes := []NodeSize{{Name: "c1", CPUs: 4, MemoryMB: 8192, GPUs: 2}, {Name: "c2", CPUs: 8, MemoryMB: 1024}}
+	for _, tt := range []struct {
+		name string
+		spec slurmclient.JobSpec
+		want string // "" fits; else in the message
+	}{
+		{"fits the wide node", slurmclient.JobSpec{Partition: "debug", CPUsPerTask: 8, MemoryMB: 1024}, ""},
+		{"fits the GPU node", slurmclient.JobSpec{Partition: "debug", CPUsPerTask: 2, Gres: "gpu:2"}, ""},
+		{"no default CPUs: one", slurmclient.JobSpec{Partition: "debug"}, ""},
+		{"CPUs of one node, memory of the other", slurmclient.JobSpec{Partition: "debug", CPUsPerTask: 8, MemoryMB: 2048},
+			"the pod needs 8 CPUs, 2Gi memory, 0 GPUs on one node; no node of partition debug has that much (the largest, c2, has 8 CPUs, 1Gi memory, 0 GPUs)"},
+		{"more GPUs than any node", slurmclient.JobSpec{Partition: "debug", Gres: "gpu:3"}, "3 GPUs"},
+		{"another partition: Slurm decides", slurmclient.JobSpec{Partition: "long", CPUsPerTask: 64}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := New(Config{TranslateConfig: TranslateConfig{Partition: "debug"}, NodeSizes: func() []NodeSize { return sizes }}, newFakeSlurm(), noFiles{}, lookups)
+			got := p.noNodeFits(tt.spec)
+			if (tt.want == "") != (got == "") || !strings.Contains(got, tt.want) {
+				t.Errorf("noNodeFits = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	unknown := New(Config{TranslateConfig: TranslateConfig{Partition: "debug"}, NodeSizes: func() []NodeSize { return nil }}, newFakeSlurm(), noFiles{}, lookups)
+	if got := unknown.noNodeFits(slurmclient.JobSpec{Partition: "debug", CPUsPerTask: 1000}); got != "" {
+		t.Errorf("with no sizes known yet: %q, want no verdict", got)
 	}
 }
 

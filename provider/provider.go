@@ -64,6 +64,9 @@ type Config struct {
 	// TenantClient makes the client that acts for a mapped tenant: submit,
 	// signal and cancel of its jobs. Nil: the node's client for all.
 	TenantClient func(Tenant) (slurmclient.Interface, error)
+	// NodeSizes, if set, are the partition's nodes (NodeProvider.NodeSizes):
+	// a pod that fits none fails before it is submitted.
+	NodeSizes func() []NodeSize
 }
 
 // Provider runs pods as Slurm jobs. One Provider serves one virtual node,

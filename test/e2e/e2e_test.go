@@ -479,6 +479,23 @@ func TestE2EMore(t *testing.T) {
 		}
 	})
 
+	t.Run("a pod no node can hold fails at once, with the numbers; the node shows its largest", func(t *testing.T) {
+		c.t = t
+		if got := c.must("get", "node", nodeName, "-o", `jsonpath={.metadata.labels.slurm-vk\.io/largest-node-cpus}`); got != fmt.Sprint(c.lab.CPUs) {
+			t.Errorf("largest-node-cpus label %q, want %d", got, c.lab.CPUs)
+		}
+		// Bound to the node directly: the scheduler would hold it back
+		// (Insufficient cpu) while the partition is one node, but with a
+		// queue factor, or several smaller nodes, it lets such pods through.
+		huge := c.unique(t, "huge")
+		m := strings.Replace(pod(huge, "true"), "    command:", fmt.Sprintf("    resources:\n      requests:\n        cpu: %d\n    command:", c.lab.CPUs+1), 1)
+		c.apply(strings.Replace(m, "  nodeSelector:\n    kubernetes.io/hostname: "+nodeName+"\n", "  nodeName: "+nodeName+"\n", 1))
+		c.waitFor("Failed", 2*time.Minute, func() bool { return c.phase(huge) == "Failed" })
+		if got := c.must("get", "pod", huge, "-o", "jsonpath={.status.reason}: {.status.message}"); !strings.HasPrefix(got, "NoNodeLargeEnough: the pod needs "+fmt.Sprint(c.lab.CPUs+1)+" CPUs") {
+			t.Errorf("status %q, want NoNodeLargeEnough with the numbers", got)
+		}
+	})
+
 	t.Run("logs -f through a restart of the fetch endpoint", func(t *testing.T) {
 		c.t = t
 		name := c.unique(t, "steady")
