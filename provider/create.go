@@ -101,6 +101,16 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 	if err := p.stageFiles(ctx, pod, tenant, plan); err != nil {
 		return err
 	}
+	if uncertain {
+		// Again, right before submitting: a lost request may have made its
+		// job while the files were staged.
+		if id, found, err := p.findJob(ctx, plan.Spec.Comment); err != nil {
+			return err
+		} else if found {
+			p.track(pod, id)
+			return nil
+		}
+	}
 	return p.submit(ctx, pod, plan)
 }
 
@@ -211,7 +221,14 @@ func (p *Provider) submit(ctx context.Context, pod *corev1.Pod, plan *Plan) erro
 	default:
 		p.mu.Lock()
 		p.uncertain[pod.UID] = true
+		gone := p.isGone(pod.UID)
 		p.mu.Unlock()
+		if gone && errors.Is(err, slurmclient.ErrOutcomeUnknown) {
+			// Deleted while the submit was under way: DeletePod may not have
+			// known to look for a job, so the job the lost answer may have
+			// made is looked for here.
+			p.cancelLost(ctx, pod)
+		}
 		return fmt.Errorf("submit job: %w", err)
 	}
 	logger.WithField("job", id).Info("submitted")
@@ -238,6 +255,24 @@ func (p *Provider) displace(pod *corev1.Pod) *podState {
 		close(st.done)
 	}
 	return st
+}
+
+// cancelLost cancels the job a lost submit answer may have made for a pod
+// deleted meanwhile, trying for as long as the Slurm client retries a read
+// (bounded by ctx). What it cannot reach, Recover cancels at the next
+// start (the job of a pod that is gone).
+func (p *Provider) cancelLost(ctx context.Context, pod *corev1.Pod) {
+	logger := log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name))
+	id, found, err := p.findJob(ctx, JobComment(p.cfg.NodeName, pod))
+	switch {
+	case err != nil:
+		logger.WithError(err).Warn("a submit's answer was lost for a deleted pod, and its job cannot be looked for now; it is cancelled at the next start")
+	case found:
+		p.track(pod, id) // cancels it: the pod is gone
+	}
+	p.mu.Lock()
+	delete(p.uncertain, pod.UID)
+	p.mu.Unlock()
 }
 
 func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.JobID, bool, error) {

@@ -123,7 +123,9 @@ func (p *Provider) DeletePod(ctx context.Context, pod *corev1.Pod) error {
 	p.gone[pod.UID] = p.cfg.Now()
 	st, ok := p.pods[pod.UID]
 	adopted, isAdopted := p.adopt[JobComment(p.cfg.NodeName, pod)]
-	uncertain := p.uncertain[pod.UID]
+	// As in create: a lost submit answer, or a pod seen before a restart
+	// whose recovery failed, may have a job nobody tracks.
+	uncertain := p.uncertain[pod.UID] || (pod.Status.StartTime != nil && !p.recovered)
 	p.mu.Unlock()
 	if !ok && isAdopted {
 		return p.deleteAdopted(ctx, pod, adopted)

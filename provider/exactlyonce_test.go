@@ -155,6 +155,36 @@ func TestLostSubmitAnswer(t *testing.T) {
 	}
 }
 
+// TestDeletedDuringLostSubmit: a pod deleted while its submit is on its
+// way, whose answer is then lost: the job the submit made is found and
+// cancelled, though the delete came before anyone knew to look for it.
+func TestDeletedDuringLostSubmit(t *testing.T) {
+	f := newFakeSlurm()
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
+		f, noFiles{}, lookups)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+	ctx := context.Background()
+	if err := p.Recover(ctx, func(string) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	f.loseNext = true
+	f.onLose = func() {
+		if err := p.DeletePod(ctx, pod); err != nil {
+			t.Errorf("delete: %v", err)
+		}
+	}
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.cancelled) != 1 || f.cancelled[0] != 101 {
+		t.Errorf("cancelled %v, want job 101, made by the submit whose answer was lost", f.cancelled)
+	}
+	if n := f.reset()["submit"]; n != 1 {
+		t.Errorf("%d submits, want 1", n)
+	}
+}
+
 func specFor(pod *corev1.Pod) slurmclient.JobSpec {
 	return slurmclient.JobSpec{Comment: JobComment("n", pod)}
 }

@@ -23,44 +23,47 @@ type NodeSize struct {
 }
 
 func (s NodeSize) String() string {
-	return fmt.Sprintf("%d CPUs, %s memory, %d GPUs", s.CPUs, resource.NewQuantity(s.MemoryMB<<20, resource.BinarySI), s.GPUs)
+	return fmt.Sprintf("%d CPUs, %s memory, %d GPUs", s.CPUs, memory(s.MemoryMB), s.GPUs)
 }
 
 func (s NodeSize) holds(need NodeSize) bool {
 	return s.CPUs >= need.CPUs && s.MemoryMB >= need.MemoryMB && s.GPUs >= need.GPUs
 }
 
-// larger orders nodes by CPUs, then memory, then GPUs.
-func (s NodeSize) larger(o NodeSize) bool {
-	if s.CPUs != o.CPUs {
-		return s.CPUs > o.CPUs
-	}
-	if s.MemoryMB != o.MemoryMB {
-		return s.MemoryMB > o.MemoryMB
-	}
-	return s.GPUs > o.GPUs
+// most is, per resource, the most any one node has, and a node that has
+// it (not necessarily the same node for each).
+type most struct {
+	cpus, mem, gpus NodeSize
 }
 
-func largest(sizes []NodeSize) (NodeSize, bool) {
-	var big NodeSize
+func mostOf(sizes []NodeSize) (m most, ok bool) {
 	for i, s := range sizes {
-		if i == 0 || s.larger(big) {
-			big = s
+		if i == 0 || s.CPUs > m.cpus.CPUs {
+			m.cpus = s
+		}
+		if i == 0 || s.MemoryMB > m.mem.MemoryMB {
+			m.mem = s
+		}
+		if i == 0 || s.GPUs > m.gpus.GPUs {
+			m.gpus = s
 		}
 	}
-	return big, len(sizes) > 0
+	return m, len(sizes) > 0
 }
 
-// largestLabels are the node labels that publish the largest node's size.
+func memory(mb int64) string { return resource.NewQuantity(mb<<20, resource.BinarySI).String() }
+
+// largestLabels are the node labels that publish, per resource, the most
+// one node of the partition has: the most one pod can ask for.
 func largestLabels(sizes []NodeSize) map[string]string {
-	big, ok := largest(sizes)
+	m, ok := mostOf(sizes)
 	if !ok {
 		return nil
 	}
 	return map[string]string{
-		LabelLargestNodeCPUs:   strconv.FormatInt(big.CPUs, 10),
-		LabelLargestNodeMemory: resource.NewQuantity(big.MemoryMB<<20, resource.BinarySI).String(),
-		LabelLargestNodeGPUs:   strconv.FormatInt(big.GPUs, 10),
+		LabelLargestNodeCPUs:   strconv.FormatInt(m.cpus.CPUs, 10),
+		LabelLargestNodeMemory: memory(m.mem.MemoryMB),
+		LabelLargestNodeGPUs:   strconv.FormatInt(m.gpus.GPUs, 10),
 	}
 }
 
@@ -78,10 +81,10 @@ func (p *Provider) noNodeFits(spec slurmclient.JobSpec) string {
 			return ""
 		}
 	}
-	big, ok := largest(sizes)
+	m, ok := mostOf(sizes)
 	if !ok {
 		return ""
 	}
-	return fmt.Sprintf("the pod needs %s on one node; no node of partition %s has that much (the largest, %s, has %s). A pod runs on one node: lower its requests",
-		need, spec.Partition, big.Name, big)
+	return fmt.Sprintf("the pod needs %s on one node; no node of partition %s has that much (at most %d CPUs, on %s; %s memory, on %s; %d GPUs, on %s). A pod runs on one node: lower its requests",
+		need, spec.Partition, m.cpus.CPUs, m.cpus.Name, memory(m.mem.MemoryMB), m.mem.Name, m.gpus.GPUs, m.gpus.Name)
 }

@@ -304,7 +304,7 @@ func TestLabProvider(t *testing.T) {
 		}
 		got := r.waitFor(t, pod, "failed", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodFailed })
 		want := fmt.Sprintf("the pod needs %d CPUs", r.lab.CPUs+1)
-		if got.Status.Reason != ReasonNoNodeFits || !strings.Contains(got.Status.Message, want) || !strings.Contains(got.Status.Message, fmt.Sprintf("has %d CPUs", r.lab.CPUs)) {
+		if got.Status.Reason != ReasonNoNodeFits || !strings.Contains(got.Status.Message, want) || !strings.Contains(got.Status.Message, fmt.Sprintf("at most %d CPUs", r.lab.CPUs)) {
 			t.Errorf("pod %s %q, want %s naming %d CPUs needed and %d on the largest node", got.Status.Reason, got.Status.Message, ReasonNoNodeFits, r.lab.CPUs+1, r.lab.CPUs)
 		}
 		jobs, err := r.slurm.Jobs(ctx, slurmclient.JobFilter{})

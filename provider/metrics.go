@@ -44,6 +44,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // ObserveSlurm counts and times one slurmrestd call; it is
 // slurmclient.Config.Observe.
 func (m *Metrics) ObserveSlurm(op string, elapsed time.Duration, err error) {
+	if m == nil {
+		return
+	}
 	outcome := "ok"
 	for _, k := range []error{slurmclient.ErrNotFound, slurmclient.ErrUnauthenticated, slurmclient.ErrForbidden, slurmclient.ErrRejected, slurmclient.ErrUnavailable} {
 		if err != nil && errors.Is(err, k) {

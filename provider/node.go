@@ -23,8 +23,8 @@ const (
 	LabelPartition    = "slurm-vk.io/partition"
 	LabelCluster      = "slurm-vk.io/cluster"
 	LabelSlurmVersion = "slurm-vk.io/slurm-version"
-	// The largest node of the partition (most CPUs, then memory): what
-	// one pod can have, as a pod runs on one node.
+	// Per resource, the most one node of the partition has: the most one
+	// pod can ask for, as a pod runs on one node.
 	LabelLargestNodeCPUs   = "slurm-vk.io/largest-node-cpus"
 	LabelLargestNodeMemory = "slurm-vk.io/largest-node-memory"
 	LabelLargestNodeGPUs   = "slurm-vk.io/largest-node-gpus"

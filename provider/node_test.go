@@ -63,7 +63,7 @@ func TestNoNodeFits(t *testing.T) {
 		{"fits the GPU node", slurmclient.JobSpec{Partition: "debug", CPUsPerTask: 2, Gres: "gpu:2"}, ""},
 		{"no default CPUs: one", slurmclient.JobSpec{Partition: "debug"}, ""},
 		{"CPUs of one node, memory of the other", slurmclient.JobSpec{Partition: "debug", CPUsPerTask: 8, MemoryMB: 2048},
-			"the pod needs 8 CPUs, 2Gi memory, 0 GPUs on one node; no node of partition debug has that much (the largest, c2, has 8 CPUs, 1Gi memory, 0 GPUs)"},
+			"the pod needs 8 CPUs, 2Gi memory, 0 GPUs on one node; no node of partition debug has that much (at most 8 CPUs, on c2; 8Gi memory, on c1; 2 GPUs, on c1)"},
 		{"more GPUs than any node", slurmclient.JobSpec{Partition: "debug", Gres: "gpu:3"}, "3 GPUs"},
 		{"another partition: Slurm decides", slurmclient.JobSpec{Partition: "long", CPUsPerTask: 64}, ""},
 	} {

@@ -28,8 +28,10 @@ type fakeSlurm struct {
 	calls     map[string]int
 	cancelled []slurmclient.JobID
 	nodes     []slurmclient.Node
-	// loseNext makes the next submit create its job but lose the answer.
+	// loseNext makes the next submit create its job but lose the answer;
+	// onLose, if set, runs then, as if while the answer was on its way.
 	loseNext bool
+	onLose   func()
 }
 
 func newFakeSlurm() *fakeSlurm {
@@ -60,6 +62,11 @@ func (f *fakeSlurm) Submit(_ context.Context, s slurmclient.JobSpec) (slurmclien
 	f.jobs[f.next] = &slurmclient.Job{ID: f.next, Comment: s.Comment, State: slurmclient.StatePending, StateReason: "Priority", SubmitTime: time.Now()}
 	if f.loseNext {
 		f.loseNext = false
+		if f.onLose != nil {
+			f.mu.Unlock()
+			f.onLose()
+			f.mu.Lock()
+		}
 		return 0, fmt.Errorf("%w: %w", slurmclient.ErrOutcomeUnknown, &slurmclient.Error{Kind: slurmclient.ErrUnavailable, Op: "submit", Err: fmt.Errorf("EOF")})
 	}
 	return f.next, nil
