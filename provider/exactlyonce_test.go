@@ -120,17 +120,9 @@ func TestNeverRunTwice(t *testing.T) {
 // delete before that cancels it.
 func TestLostSubmitAnswer(t *testing.T) {
 	for _, deleteFirst := range []bool{false, true} {
-		f := newFakeSlurm()
 		started := markerFiles{infos: map[string]fetchclient.Info{"main": {Exists: true}}}
-		p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
-			f, started, lookups)
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
-			Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+		p, f, pod := lostSubmitRig(t, started)
 		ctx := context.Background()
-		if err := p.Recover(ctx, func(string) bool { return true }); err != nil {
-			t.Fatal(err)
-		}
-		f.loseNext = true
 		if err := p.CreatePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
@@ -159,16 +151,8 @@ func TestLostSubmitAnswer(t *testing.T) {
 // way, whose answer is then lost: the job the submit made is found and
 // cancelled, though the delete came before anyone knew to look for it.
 func TestDeletedDuringLostSubmit(t *testing.T) {
-	f := newFakeSlurm()
-	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
-		f, noFiles{}, lookups)
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
-		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+	p, f, pod := lostSubmitRig(t, noFiles{})
 	ctx := context.Background()
-	if err := p.Recover(ctx, func(string) bool { return true }); err != nil {
-		t.Fatal(err)
-	}
-	f.loseNext = true
 	f.onLose = func() {
 		if err := p.DeletePod(ctx, pod); err != nil {
 			t.Errorf("delete: %v", err)
@@ -183,6 +167,22 @@ func TestDeletedDuringLostSubmit(t *testing.T) {
 	if n := f.reset()["submit"]; n != 1 {
 		t.Errorf("%d submits, want 1", n)
 	}
+}
+
+// lostSubmitRig is a recovered provider on files whose next submit will
+// make its job and lose the answer, and a pod to create.
+func lostSubmitRig(t *testing.T, files Files) (*Provider, *fakeSlurm, *corev1.Pod) {
+	t.Helper()
+	f := newFakeSlurm()
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}},
+		f, files, lookups)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+	if err := p.Recover(context.Background(), func(string) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	f.loseNext = true
+	return p, f, pod
 }
 
 func specFor(pod *corev1.Pod) slurmclient.JobSpec {

@@ -198,9 +198,8 @@ func (s *Server) containers(w http.ResponseWriter, r *http.Request, pod layout.P
 			return
 		}
 	}
-	pr, err := s.openPod(r, pod)
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, ok := s.podDir(w, r, pod)
+	if !ok {
 		return
 	}
 	defer pr.Close()

@@ -90,12 +90,12 @@ func openPlain(pr *os.Root, name string) (*os.File, error) {
 // openStream opens the pod's directory and looks at one container's
 // output. On failure it has written the answer and reports false.
 func (s *Server) openStream(w http.ResponseWriter, r *http.Request, pod layout.Pod, q *streamQuery) (*os.Root, streamState, bool) {
-	pr, err := s.openPod(r, pod)
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, ok := s.podDir(w, r, pod)
+	if !ok {
 		return nil, streamState{}, false
 	}
 	if q.latest {
+		var err error
 		if q.attempt, err = latestAttempt(pr, q.container); err != nil {
 			pr.Close()
 			s.fsError(w, "container directory", err)

@@ -29,6 +29,17 @@ func (s *Server) openPod(r *http.Request, pod layout.Pod) (*os.Root, error) {
 	return pr, nil
 }
 
+// podDir opens the request's pod directory (openPod), or answers why it
+// cannot; not ok: the answer is written.
+func (s *Server) podDir(w http.ResponseWriter, r *http.Request, pod layout.Pod) (*os.Root, bool) {
+	pr, err := s.openPod(r, pod)
+	if err != nil {
+		s.fsError(w, "pod directory", err)
+		return nil, false
+	}
+	return pr, true
+}
+
 func chown(r *os.Root, name string, o *Owner) error {
 	if o == nil {
 		return nil
@@ -105,9 +116,8 @@ func (s *Server) createPod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		s.fsError(w, "pod directory", err)
 		return
 	}
-	pr, err := s.openPod(r, pod)
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, ok := s.podDir(w, r, pod)
+	if !ok {
 		return
 	}
 	defer pr.Close()

@@ -38,9 +38,8 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 		writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("file larger than %d bytes", s.cfg.MaxUpload))
 		return
 	}
-	pr, err := s.openPod(r, pod)
-	if err != nil {
-		s.fsError(w, "pod directory", err)
+	pr, ok := s.podDir(w, r, pod)
+	if !ok {
 		return
 	}
 	defer pr.Close()
