@@ -51,6 +51,7 @@ var ReservedOptions = []string{
 	"environment", "group_id", "memory_per_cpu", "memory_per_node", "name", "partition", "qos", "reservation", "script",
 	"standard_error", "standard_input", "standard_output", "time_limit", "tres_per_job", "tres_per_node", "tres_per_task",
 	"user_id", "gres", "clusters", "cluster_constraint", "prefer", "burst_buffer", "chdir",
+	"minimum_nodes", "maximum_nodes", "nodes", "tasks", "tasks_per_node", "minimum_cpus", "shared",
 }
 
 // reservedOption tells whether the options annotation may never set key.

@@ -14,6 +14,28 @@ const (
 	AnnotationOptions = AnnotationPrefix + "options"
 )
 
+// Annotations of a job's shape over nodes and tasks (shape.go). A pod with
+// any of them is a job of tasks; the pod's requests are the job's total.
+const (
+	AnnotationNodes         = AnnotationPrefix + "nodes" // N, or MIN-MAX
+	AnnotationTasks         = AnnotationPrefix + "tasks" // in all
+	AnnotationTasksPerNode  = AnnotationPrefix + "tasks-per-node"
+	AnnotationCPUsPerTask   = AnnotationPrefix + "cpus-per-task"
+	AnnotationGPUsPerTask   = AnnotationPrefix + "gpus-per-task"
+	AnnotationGPUsPerNode   = AnnotationPrefix + "gpus-per-node"
+	AnnotationMemoryPerNode = AnnotationPrefix + "memory-per-node" // a quantity: 4Gi
+	AnnotationMemoryPerCPU  = AnnotationPrefix + "memory-per-cpu"
+	AnnotationExclusive     = AnnotationPrefix + "exclusive" // whole nodes
+	AnnotationLauncher      = AnnotationPrefix + "launcher"  // LauncherSrun or LauncherNone
+	AnnotationTaskLabels    = AnnotationPrefix + "task-labels"
+)
+
+// Launchers of a job with a shape.
+const (
+	LauncherSrun = "srun" // srun runs the pod's container as every task
+	LauncherNone = "none" // the container runs once and starts the tasks itself (mpirun)
+)
+
 // Runtimes a container can run under.
 const (
 	RuntimeApptainer    = "apptainer"

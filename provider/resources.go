@@ -49,14 +49,13 @@ func (t *translator) jobSpec() (slurmclient.JobSpec, error) {
 	// Containers run at once, init containers one by one: the job needs
 	// the larger of the containers' sum and the biggest init container.
 	cpu, mem, gpu := effective(p.Spec.Containers, p.Spec.InitContainers)
-	if cpu > 0 {
-		spec.CPUsPerTask = int(math.Ceil(float64(cpu) / 1000))
-	}
-	if mem > 0 {
-		spec.MemoryMB = int64(math.Ceil(float64(mem) / (1 << 20)))
-	}
-	if gpu > 0 {
-		spec.Gres = fmt.Sprintf("gpu:%d", gpu)
+	if t.shape != nil {
+		if err := t.shape.fit(cpu, mem, gpu); err != nil {
+			return spec, err
+		}
+		t.shape.apply(&spec)
+	} else {
+		oneTask(&spec, cpu, mem, gpu)
 	}
 	if d := p.Spec.ActiveDeadlineSeconds; d != nil && *d > 0 {
 		spec.TimeLimit = time.Duration(*d) * time.Second
@@ -77,6 +76,20 @@ func (t *translator) jobSpec() (slurmclient.JobSpec, error) {
 		spec.Extra = opts
 	}
 	return spec, nil
+}
+
+// oneTask sizes a pod without a shape: one task on one node with all of
+// the pod's requests.
+func oneTask(spec *slurmclient.JobSpec, cpu, mem, gpu int64) {
+	if cpu > 0 {
+		spec.CPUsPerTask = int(math.Ceil(float64(cpu) / 1000))
+	}
+	if mem > 0 {
+		spec.MemoryMB = mebibytes(mem)
+	}
+	if gpu > 0 {
+		spec.Gres = fmt.Sprintf("gpu:%d", gpu)
+	}
 }
 
 // effective returns the pod's CPU (millicores), memory (bytes) and GPUs:

@@ -13,12 +13,15 @@ type containerRuntime struct {
 	// image is false for a runtime that has no image (none): the pod's
 	// pull secrets and the image checks do not apply.
 	image bool
+	// vars are the shell variables helpers sets, which a container's
+	// function uses: srun's tasks get them too (tasks.go).
+	vars []string
 }
 
 var runtimes = map[string]containerRuntime{
 	RuntimeNone:         {launch: func(_ *translator, c resolved) (string, error) { return launchNone(c) }},
-	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true},
-	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true},
-	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true},
-	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true},
+	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"podman"}},
+	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true, vars: []string{"ch_run", "svk_ch_storage"}},
+	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true, vars: []string{"svk_cache"}},
+	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true, vars: []string{"svk_cache"}},
 }

@@ -65,6 +65,13 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	fmt.Fprintf(&b, "\t\t%s || exit $?\n", shqAll(pull))
 
 	line := []string{"run", "--rm", "--pull=never", "--userns=keep-id", "--network=host", "--env", "SLURM_JOB_ID", "--env", "SLURM_JOB_NODELIST"}
+	if t.shape != nil {
+		// A task of a job with a shape: Slurm's task variables and the
+		// PMI ones that MPI ranks wire up with. (Not --ipc=host: it needs
+		// /dev/mqueue, which not every node has; ranks on a node talk
+		// through the network instead of shared memory.)
+		line = append(line, "--env", "SLURM_*", "--env", "SLURMD_NODENAME", "--env", "PMI_*", "--env", "PMIX_*", "--env", "OMPI_*")
+	}
 	for _, e := range c.env {
 		if e.file == "" && !strings.Contains(e.value, refMark) {
 			line = append(line, "--env", e.name+"="+e.value)
@@ -96,7 +103,7 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	// The job's user inside too, whatever the image's USER says: files in
 	// volumes and on the shared file system belong to the user, as with
 	// every HPC container runtime.
-	fmt.Fprintf(&b, "\t\texec \"$podman\" %s --user \"$(id -u):$(id -g)\" --name \"slurm-vk-${SLURM_JOB_ID}-%s\" %s %s\n",
+	fmt.Fprintf(&b, "\t\texec \"$podman\" %s --user \"$(id -u):$(id -g)\" --name \"slurm-vk-${SLURM_JOB_ID}-%s${svk_task:+.$svk_task}\" %s %s\n",
 		shqAll(line), c.name, shq(c.image), shqAll(c.args))
 	return b.String(), nil
 }

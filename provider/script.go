@@ -116,6 +116,9 @@ func (t *translator) script(inits, mains []string) string {
 	// restart nothing after it.
 	b.WriteString(runFunction)
 	b.WriteString(t.rt.helpers)
+	if t.shape != nil && t.shape.launcher == LauncherSrun {
+		b.WriteString(t.tasksFunction())
+	}
 	for _, block := range inits {
 		b.WriteString(block)
 	}
@@ -127,7 +130,12 @@ func (t *translator) script(inits, mains []string) string {
 	}
 	b.WriteString("pids=()\n")
 	for _, c := range t.pod.Spec.Containers {
-		fmt.Fprintf(&b, "run %s c_%s %s &\npids+=($!)\n", shq(c.Name), envSafe(c.Name), restartPolicy(t.pod))
+		f := "c_" + envSafe(c.Name)
+		if t.shape != nil && t.shape.launcher == LauncherSrun {
+			fmt.Fprintf(&b, "%s_tasks() { svk_tasks %s; }\n", f, f)
+			f += "_tasks"
+		}
+		fmt.Fprintf(&b, "run %s %s %s &\npids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod))
 	}
 	b.WriteString(`trap '' TERM
 status=0

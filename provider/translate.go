@@ -133,6 +133,15 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	}
 	t := &translator{pod: pod, cfg: cfg, look: look, runtime: runtime, rt: rt, ref: ref,
 		podDir: ref.Path(cfg.SharedRoot), stagedIndex: map[string]int{}}
+	var err error
+	if t.shape, err = parseShape(pod); err != nil {
+		return nil, err
+	}
+	if t.shape != nil {
+		if err := t.shape.containers(pod); err != nil {
+			return nil, err
+		}
+	}
 	if err := t.volumes(); err != nil {
 		return nil, err
 	}
@@ -172,6 +181,7 @@ type translator struct {
 	rt      containerRuntime
 	ref     layout.Pod
 	podDir  string // as jobs see it
+	shape   *shape // nil: one task on one node
 
 	staged      []StagedFile
 	stagedIndex map[string]int

@@ -104,8 +104,14 @@ func goldenPods() map[string]*corev1.Pod {
 		VolumeMounts: []corev1.VolumeMount{{Name: "scratch", MountPath: "/scratch"}}})
 	charliecloud.Annotations = map[string]string{AnnotationRuntime: RuntimeCharliecloud}
 	charliecloud.Spec.Volumes = []corev1.Volume{{Name: "scratch", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	// A job of tasks: 2 nodes of 2 tasks, each task the podman container.
+	shaped := basePod("shaped", corev1.Container{Name: "ranks", Image: "docker.io/library/mpi:1", Command: []string{"hello"}, Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: quantity("8"), corev1.ResourceMemory: quantity("4Gi"), "nvidia.com/gpu": quantity("4")}}})
+	shaped.Spec.InitContainers = []corev1.Container{{Name: "stage", Command: []string{"true"}, Image: "docker.io/library/busybox:1"}}
+	shaped.Annotations = map[string]string{AnnotationRuntime: RuntimePodman, AnnotationNodes: "2", AnnotationTasksPerNode: "2",
+		AnnotationTaskLabels: "true", AnnotationExclusive: "true"}
 	return map[string]*corev1.Pod{"hostile": hostile, "secrets": secrets, "multi": multi, "apptainer": apptainer, "podman": podman, "enroot": enroot,
-		"charliecloud": charliecloud}
+		"charliecloud": charliecloud, "shaped": shaped}
 }
 
 // golden renders a plan for comparison: the spec (without the script), the

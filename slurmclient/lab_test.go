@@ -271,14 +271,22 @@ func TestLab(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(nodes) != 1 || nodes[0].CPUs != lab.CPUs || nodes[0].MemoryMB == 0 {
-					t.Errorf("nodes = %+v", nodes)
+				if len(nodes) != len(lab.Nodes) {
+					t.Fatalf("nodes = %+v, want %v", nodes, lab.Nodes)
+				}
+				for i, n := range nodes {
+					if n.Name != lab.Nodes[i] || n.CPUs != lab.NodeCPUs[i] || n.MemoryMB == 0 {
+						t.Errorf("node %d = %+v, want %s with %d CPUs", i, n, lab.Nodes[i], lab.NodeCPUs[i])
+					}
+				}
+				if g := nodes[len(nodes)-1].Gres; !strings.Contains(g, fmt.Sprintf("gpu:%d", lab.GPUs)) {
+					t.Errorf("last node's gres %q, want gpu:%d", g, lab.GPUs)
 				}
 				parts, err := c.Partitions(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				if len(parts) != 1 || parts[0].Name != lab.Partition || parts[0].TotalCPUs != lab.CPUs {
+				if len(parts) != 1 || parts[0].Name != lab.Partition || parts[0].TotalCPUs != lab.TotalCPUs || parts[0].TotalNodes != len(lab.Nodes) {
 					t.Errorf("partitions = %+v", parts)
 				}
 			})

@@ -84,7 +84,7 @@ func TestLabVirtualNode(t *testing.T) {
 		n.Labels[provider.LabelPartition] != lab.Partition || n.Labels[provider.LabelSlurmVersion] != lab.Version || n.Labels["site.example/gpu"] != "none" {
 		t.Errorf("node taints %v labels %v", n.Spec.Taints, n.Labels)
 	}
-	if cpu := n.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != int64(lab.CPUs) || n.Status.DaemonEndpoints.KubeletEndpoint.Port != int32(port) {
+	if cpu := n.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != int64(lab.TotalCPUs) || n.Status.DaemonEndpoints.KubeletEndpoint.Port != int32(port) {
 		t.Errorf("capacity %v, kubelet port %d", n.Status.Capacity, n.Status.DaemonEndpoints.KubeletEndpoint.Port)
 	}
 

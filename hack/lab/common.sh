@@ -1,9 +1,9 @@
 # Shared settings for the Slurm lab scripts. Sourced, not executed.
 #
-# The lab is a single-node Slurm cluster in a debootstrap root file system,
+# The lab is a two-node Slurm cluster (c1, c2: two slurmd on this host) in a debootstrap root file system,
 # with rootless podman for jobs and an image registry on loopback:
-#   LAB_SUITE=trixie  -> Slurm 24.11 (REST API v0.0.40-42), ports 6817/6818/6820, registry 6850/6851
-#   LAB_SUITE=sid     -> Slurm 26.05 (REST API v0.0.42-45), ports 7817/7818/7820, registry 7850/7851
+#   LAB_SUITE=trixie  -> Slurm 24.11 (REST API v0.0.40-42), ports 6817/6818-6819/6820, registry 6850/6851
+#   LAB_SUITE=sid     -> Slurm 26.05 (REST API v0.0.42-45), ports 7817/7818-7819/7820, registry 7850/7851
 # Both suites can run at the same time.
 
 set -euo pipefail
@@ -29,7 +29,8 @@ SHARED=${LAB_SHARED:-$LAB_DIR/shared}
 ENV_FILE=$LAB_DIR/lab.env
 
 SLURMCTLD_PORT=$((PORT_BASE + 17))
-SLURMD_PORT=$((PORT_BASE + 18))
+SLURMD_PORT=$((PORT_BASE + 18))  # c1
+SLURMD2_PORT=$((PORT_BASE + 19)) # c2
 SLURMRESTD_PORT=$((PORT_BASE + 20))
 REGISTRY_PORT=$((PORT_BASE + 50))         # anonymous pulls
 REGISTRY_PRIVATE_PORT=$((PORT_BASE + 51)) # basic auth
@@ -42,6 +43,10 @@ JOB_USER2=${LAB_JOB_USER2:-jobuser2}
 JOB_UID2=${LAB_JOB_UID2:-1501}
 LAB_CPUS=${LAB_CPUS:-4}
 LAB_MEM_MB=${LAB_MEM_MB:-8192}
+# The second node, smaller than the first, with GPUs (numbers only).
+LAB_CPUS2=${LAB_CPUS2:-2}
+LAB_MEM_MB2=${LAB_MEM_MB2:-4096}
+LAB_GPUS2=2 # gres.conf has two lines
 TOKEN_LIFESPAN=${LAB_TOKEN_LIFESPAN:-86400}
 
 SLURM_PACKAGES="munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin"

@@ -6,7 +6,8 @@
 need_root
 for d in "$@"; do
 	case $d in
-	slurmctld | slurmd | slurmrestd) pid_stop "$STATE" "$d" 30 ;;
+	slurmctld | slurmrestd) pid_stop "$STATE" "$d" 30 ;;
+	slurmd) for n in c1 c2; do pid_stop "$STATE" "slurmd-$n" 30; done ;;
 	*)
 		log "lab-restart: $d is not a daemon this script restarts (slurmctld, slurmd, slurmrestd)"
 		exit 2

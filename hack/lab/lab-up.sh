@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Bring up the Slurm lab: build (or reuse) the root file system, configure a
-# single-node cluster, start munged, slurmctld, slurmd and slurmrestd, and the
+# two-node cluster, start munged, slurmctld, a slurmd per node and slurmrestd, and the
 # image registry; mint a JWT for the job user and write $ENV_FILE for the tests.
 # slurmd runs in a private mount namespace whose root is the rootfs entered
 # with pivot_root (not chroot), so that jobs may run rootless containers.
@@ -151,7 +151,11 @@ configure() {
 	chmod 0400 "$ROOTFS/etc/munge/munge.key"
 
 	cat >"$ROOTFS/etc/slurm/slurm.conf" <<EOF
-# Written by hack/lab/lab-up.sh: a single-node lab cluster.
+# Written by hack/lab/lab-up.sh: a two-node lab cluster. Both slurmd run on
+# this host, each with its own node name and port (so the spool, PID and
+# log files are per node, %n); c1 is the larger and is filled first
+# (Weight), c2 is smaller and has two GPUs that are only numbers (gres.conf
+# Count, no device files).
 ClusterName=lab-$LAB_SUITE
 SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$SLURMCTLD_PORT
@@ -161,11 +165,11 @@ AuthType=auth/munge
 AuthAltTypes=auth/jwt
 AuthAltParameters=jwt_key=/etc/slurm/jwt_hs256.key
 StateSaveLocation=/var/lib/slurm/slurmctld
-SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmdSpoolDir=/var/lib/slurm/slurmd/%n
 SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
+SlurmdPidFile=/run/slurmd-%n.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=/var/log/slurm/slurmd-%n.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -176,9 +180,18 @@ ReturnToService=2
 MaxJobCount=100000
 SlurmdParameters=config_overrides
 SchedulerParameters=defer_batch
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$LAB_CPUS RealMemory=$LAB_MEM_MB State=UNKNOWN
-PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+GresTypes=gpu
+NodeName=c1 NodeAddr=127.0.0.1 Port=$SLURMD_PORT CPUs=$LAB_CPUS RealMemory=$LAB_MEM_MB Weight=1 State=UNKNOWN
+NodeName=c2 NodeAddr=127.0.0.1 Port=$SLURMD2_PORT CPUs=$LAB_CPUS2 RealMemory=$LAB_MEM_MB2 Gres=gpu:$LAB_GPUS2 Weight=2 State=UNKNOWN
+PartitionName=debug Nodes=c1,c2 Default=YES MaxTime=INFINITE State=UP
 EOF
+	# Slurm ignores a GPU without a device file; nothing opens these (no
+	# cgroup constrains devices here), jobs only see the GPUs' numbers.
+	{
+		echo "# Written by hack/lab/lab-up.sh: c2's GPUs are numbers, not devices."
+		echo "NodeName=c2 Name=gpu File=/dev/null"
+		echo "NodeName=c2 Name=gpu File=/dev/zero"
+	} >"$ROOTFS/etc/slurm/gres.conf"
 	echo 'CgroupPlugin=disabled' >"$ROOTFS/etc/slurm/cgroup.conf"
 
 	# Container runtime settings of the site (here: the lab), not of jobs:
@@ -196,7 +209,7 @@ EOF
 	if [ ! -s "$STATE/registry-password" ]; then
 		(umask 077 && head -c 18 /dev/urandom | base64 >"$STATE/registry-password")
 	fi
-	mkdir -p "$ROOTFS"/var/lib/slurm/{slurmctld,slurmd} "$ROOTFS/var/log/slurm"
+	mkdir -p "$ROOTFS"/var/lib/slurm/{slurmctld,slurmd/c1,slurmd/c2} "$ROOTFS/var/log/slurm"
 	in_chroot chown -R slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
 }
 
@@ -224,8 +237,11 @@ wait_for() {
 	return 1
 }
 
+# node_ready: every node up (idle, or running jobs).
 node_ready() {
-	in_chroot sinfo -h -N -o %t | grep -Eq '^(idle|mix|mixed|alloc|allocated)$'
+	local states
+	states=$(in_chroot sinfo -h -N -o %t) && [ -n "$states" ] &&
+		! grep -Evq '^(idle|mix|mixed|alloc|allocated)$' <<<"$states"
 }
 
 # enter_rootfs starts the holder of the lab's mount namespace: a private
@@ -288,12 +304,15 @@ start() {
 	start_daemon munged chroot --userspec=munge:munge "$ROOTFS" /usr/sbin/munged -F
 	wait_for munged 40 test -S "$ROOTFS/run/munge/munge.socket.2"
 	start_daemon slurmctld chroot "$ROOTFS" /usr/sbin/slurmctld -D
-	start_daemon slurmd nsenter -t "$(cat "$STATE/labns.pid")" -m -- /usr/sbin/slurmd -D -N localhost
+	local n
+	for n in c1 c2; do
+		start_daemon "slurmd-$n" nsenter -t "$(cat "$STATE/labns.pid")" -m -- /usr/sbin/slurmd -D -N "$n"
+	done
 	start_daemon slurmrestd env SLURM_JWT=daemon chroot "$ROOTFS" /usr/sbin/slurmrestd \
 		-u slurmrestd -g slurmrestd -a rest_auth/jwt -s openapi/slurmctld "127.0.0.1:$SLURMRESTD_PORT"
 	wait_for slurmctld 60 in_chroot scontrol ping
-	# ReturnToService=2 brings the node back from a previous run's DOWN state.
-	wait_for "node idle" 60 node_ready
+	# ReturnToService=2 brings the nodes back from a previous run's DOWN state.
+	wait_for "nodes idle" 60 node_ready
 }
 
 write_env() {
@@ -330,6 +349,9 @@ SLURM_LAB_ADMIN_TOKEN_FILE=$STATE/admin-token
 SLURM_LAB_SHARED=$SHARED
 SLURM_LAB_PARTITION=debug
 SLURM_LAB_CPUS=$LAB_CPUS
+SLURM_LAB_NODES=c1,c2
+SLURM_LAB_NODE_CPUS=$LAB_CPUS,$LAB_CPUS2
+SLURM_LAB_GPUS=$LAB_GPUS2
 SLURM_LAB_ROOTFS=$ROOTFS
 SLURM_LAB_RUNTIMES=none,podman,charliecloud
 SLURM_LAB_REGISTRY=127.0.0.1:$REGISTRY_PORT

@@ -26,6 +26,14 @@ type JobSpec struct {
 	CPUsPerTask int           // 0: Slurm's default
 	MemoryMB    int64         // memory per node in MiB; 0: Slurm's default
 	Gres        string        // generic resources per node, e.g. "gpu:2"
+	// The shape of a job over several nodes; zero values are Slurm's
+	// defaults (one task on one node).
+	MinNodes, MaxNodes int    // node count range; MaxNodes 0: MinNodes
+	Tasks              int    // tasks in all
+	TasksPerNode       int    // tasks on each node
+	MemoryPerCPUMB     int64  // memory per CPU in MiB, instead of MemoryMB
+	GresPerTask        string // generic resources per task, e.g. "gpu:1"
+	Exclusive          bool   // whole nodes, shared with no other job
 	TimeLimit   time.Duration // rounded up to whole minutes; 0: partition default
 	Hold        bool          // submit held (priority 0)
 

@@ -113,6 +113,25 @@ func submitBody(s model.JobSpec) ([]byte, error) {
 	if s.Gres != "" {
 		d.TresPerNode = ptr("gres/" + s.Gres)
 	}
+	if s.GresPerTask != "" {
+		d.TresPerTask = ptr("gres/" + s.GresPerTask)
+	}
+	if s.MemoryPerCPUMB > 0 {
+		d.MemoryPerCpu = &V0045Uint64NoValStruct{Set: ptr(true), Number: &s.MemoryPerCPUMB}
+	}
+	if s.MinNodes > 0 {
+		d.MinimumNodes = ptr(int32(s.MinNodes))
+		d.MaximumNodes = ptr(int32(max(s.MaxNodes, s.MinNodes)))
+	}
+	if s.Tasks > 0 {
+		d.Tasks = ptr(int32(s.Tasks))
+	}
+	if s.TasksPerNode > 0 {
+		d.TasksPerNode = ptr(int32(s.TasksPerNode))
+	}
+	if s.Exclusive {
+		d.Shared = sharedNone()
+	}
 	if s.TimeLimit > 0 {
 		min := int32((s.TimeLimit + time.Minute - 1) / time.Minute)
 		d.TimeLimit = &V0045Uint32NoValStruct{Set: ptr(true), Number: &min}

@@ -30,7 +30,13 @@ type Lab struct {
 	AdminTokenFile string
 	Shared         string // directory seen at the same path by jobs and the host
 	Partition      string
-	CPUs           int // CPUs of the single node
+	CPUs           int // CPUs of the largest node (c1)
+	// Nodes are the lab's node names, NodeCPUs their CPUs, and GPUs the
+	// GPUs of the last (gres, numbers only).
+	Nodes     []string
+	NodeCPUs  []int
+	TotalCPUs int
+	GPUs      int
 	Rootfs         string
 	Runtimes       []string // container runtimes jobs can use: none, podman
 	// Registry serves the lab's test images anonymously; RegistryPrivate
@@ -112,10 +118,22 @@ func Load(path string) (*Lab, error) {
 		RegistryUser:         kv["SLURM_LAB_REGISTRY_USER"],
 		RegistryPasswordFile: kv["SLURM_LAB_REGISTRY_PASSWORD_FILE"],
 	}
-	for k, dst := range map[string]*int{"SLURM_LAB_UID": &l.UID, "SLURM_LAB_UID2": &l.UID2, "SLURM_LAB_CPUS": &l.CPUs} {
+	for k, dst := range map[string]*int{"SLURM_LAB_UID": &l.UID, "SLURM_LAB_UID2": &l.UID2, "SLURM_LAB_CPUS": &l.CPUs, "SLURM_LAB_GPUS": &l.GPUs} {
 		if *dst, err = strconv.Atoi(kv[k]); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", path, k, err)
+			return nil, fmt.Errorf("%s: %s: %w (an older lab: run make lab-up again)", path, k, err)
 		}
+	}
+	l.Nodes = strings.Split(kv["SLURM_LAB_NODES"], ",")
+	for _, c := range strings.Split(kv["SLURM_LAB_NODE_CPUS"], ",") {
+		n, err := strconv.Atoi(c)
+		if err != nil {
+			return nil, fmt.Errorf("%s: SLURM_LAB_NODE_CPUS: %w", path, err)
+		}
+		l.NodeCPUs = append(l.NodeCPUs, n)
+		l.TotalCPUs += n
+	}
+	if len(l.Nodes) != len(l.NodeCPUs) {
+		return nil, fmt.Errorf("%s: SLURM_LAB_NODES and SLURM_LAB_NODE_CPUS differ in length", path)
 	}
 	if l.URL == "" || l.User == "" || l.TokenFile == "" || l.Shared == "" || l.User2 == "" || l.AdminTokenFile == "" {
 		return nil, fmt.Errorf("%s: missing SLURM_LAB_URL, _USER, _TOKEN_FILE, _SHARED, _USER2 or _ADMIN_TOKEN_FILE (an older lab: run make lab-up again)", path)
