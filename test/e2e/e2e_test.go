@@ -484,9 +484,8 @@ func TestE2EMore(t *testing.T) {
 		if got := c.must("get", "node", nodeName, "-o", `jsonpath={.metadata.labels.slurm-vk\.io/largest-node-cpus}`); got != fmt.Sprint(c.lab.CPUs) {
 			t.Errorf("largest-node-cpus label %q, want %d", got, c.lab.CPUs)
 		}
-		// Bound to the node directly: the scheduler would hold it back
-		// (Insufficient cpu) while the partition is one node, but with a
-		// queue factor, or several smaller nodes, it lets such pods through.
+		// Bound to the node directly, as the scheduler would bind it: the
+		// partition's two nodes have more CPUs in all than either has.
 		huge := c.unique(t, "huge")
 		m := strings.Replace(pod(huge, "true"), "    command:", fmt.Sprintf("    resources:\n      requests:\n        cpu: %d\n    command:", c.lab.CPUs+1), 1)
 		c.apply(strings.Replace(m, "  nodeSelector:\n    kubernetes.io/hostname: "+nodeName+"\n", "  nodeName: "+nodeName+"\n", 1))
