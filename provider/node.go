@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,6 +58,9 @@ type NodeConfig struct {
 	QueueFactor float64
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Runtime is the container runtime jobs run pods with, for the
+	// node's system info.
+	Runtime string
 }
 
 // NodeProvider keeps the virtual node's capacity and readiness current.
@@ -96,6 +100,10 @@ func NewNodeProvider(cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node
 	n.Status.NodeInfo.OperatingSystem = "linux"
 	n.Status.NodeInfo.Architecture = "amd64"
 	n.Status.NodeInfo.KubeletVersion = "slurm-vk"
+	if cfg.Runtime != "" {
+		// Its version is the compute nodes', which the node cannot see.
+		n.Status.NodeInfo.ContainerRuntimeVersion = cfg.Runtime + "://slurm-job"
+	}
 	return &NodeProvider{cfg: cfg, slurm: slurm, node: n.DeepCopy()}
 }
 
@@ -157,9 +165,10 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 		Message: "slurmrestd answers and accepts the token", LastHeartbeatTime: now}
 	var capacity corev1.ResourceList
 	var sizes []NodeSize
+	var nodes []slurmclient.Node
 	info, err := np.slurm.Ping(ctx)
 	if err == nil {
-		capacity, sizes, err = np.capacity(ctx)
+		capacity, sizes, nodes, err = np.capacity(ctx)
 	}
 	if err != nil {
 		ready.Status = corev1.ConditionFalse
@@ -182,6 +191,9 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 			n.Labels[LabelSlurmVersion], changed = info.SlurmVersion, true
 		}
 		np.sizes = sizes
+		if ni := nodeInfo(n.Status.NodeInfo, info, np.cfg.Partition, nodes); ni != n.Status.NodeInfo {
+			n.Status.NodeInfo, changed = ni, true
+		}
 		for k, v := range largestLabels(sizes) {
 			if n.Labels[k] != v {
 				n.Labels[k], changed = v, true
@@ -248,14 +260,16 @@ func (np *NodeProvider) allocatable(capacity corev1.ResourceList) corev1.Resourc
 	return out
 }
 
-// capacity sums the CPUs, memory and GPUs of the partition's nodes.
-func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []NodeSize, error) {
+// capacity sums the CPUs, memory and GPUs of the partition's nodes, and
+// returns their sizes and the nodes themselves.
+func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []NodeSize, []slurmclient.Node, error) {
 	nodes, err := np.slurm.Nodes(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var cpus, gpus, memMB int64
 	var sizes []NodeSize
+	var mine []slurmclient.Node
 	for _, n := range nodes {
 		in := false
 		for _, p := range n.Partitions {
@@ -264,6 +278,7 @@ func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []No
 		if !in {
 			continue
 		}
+		mine = append(mine, n)
 		size := NodeSize{Name: n.Name, CPUs: int64(n.CPUs), MemoryMB: n.MemoryMB, GPUs: gresGPUs(n.Gres)}
 		sizes = append(sizes, size)
 		cpus += size.CPUs
@@ -271,7 +286,7 @@ func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []No
 		gpus += size.GPUs
 	}
 	if cpus == 0 {
-		return nil, nil, fmt.Errorf("partition %q has no nodes", np.cfg.Partition)
+		return nil, nil, nil, fmt.Errorf("partition %q has no nodes", np.cfg.Partition)
 	}
 	list := corev1.ResourceList{
 		corev1.ResourceCPU:    *resource.NewQuantity(cpus, resource.DecimalSI),
@@ -281,7 +296,53 @@ func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []No
 	if gpus > 0 {
 		list["nvidia.com/gpu"] = *resource.NewQuantity(gpus, resource.DecimalSI)
 	}
-	return list, sizes, nil
+	return list, sizes, mine, nil
+}
+
+// nodeInfo is the node's system info as kubectl get nodes -o wide shows
+// it: Slurm's version and cluster as the OS image, and the kernel and
+// architecture of the partition's compute nodes (the most common, when
+// they differ).
+func nodeInfo(ni corev1.NodeSystemInfo, info slurmclient.ServerInfo, partition string, nodes []slurmclient.Node) corev1.NodeSystemInfo {
+	if info.SlurmVersion != "" {
+		where := "partition " + partition
+		if info.Cluster != "" {
+			where = "cluster " + info.Cluster + ", " + where
+		}
+		ni.OSImage = fmt.Sprintf("Slurm %s (%s)", info.SlurmVersion, where)
+	}
+	kernels, arches := map[string]int{}, map[string]int{}
+	for _, n := range nodes {
+		// "Linux 6.1.0-28-amd64 #1 SMP ...": the release, as uname -r.
+		if f := strings.Fields(n.OperatingSystem); len(f) >= 2 {
+			kernels[f[1]]++
+		}
+		if n.Architecture != "" {
+			arches[n.Architecture]++
+		}
+	}
+	if k := mostCommon(kernels); k != "" {
+		ni.KernelVersion = k
+	}
+	switch mostCommon(arches) {
+	case "x86_64":
+		ni.Architecture = "amd64"
+	case "aarch64":
+		ni.Architecture = "arm64"
+	case "ppc64le":
+		ni.Architecture = "ppc64le"
+	}
+	return ni
+}
+
+func mostCommon(counts map[string]int) string {
+	best, n := "", 0
+	for k, c := range counts {
+		if c > n || c == n && k < best {
+			best, n = k, c
+		}
+	}
+	return best
 }
 
 // NodeSizes are the partition's nodes as last read from Slurm; nil until

@@ -14,9 +14,11 @@ import (
 func TestNodeCapacityAndQueueFactor(t *testing.T) {
 	slurm := newFakeSlurm()
 	slurm.nodes = []slurmclient.Node{
-		{Name: "c1", CPUs: 4, MemoryMB: 8192, Gres: "gpu:a100:2", Partitions: []string{"debug", "all"}},
-		{Name: "c2", CPUs: 2, MemoryMB: 1024, Partitions: []string{"debug"}},
-		{Name: "x1", CPUs: 64, MemoryMB: 1 << 20, Partitions: []string{"other"}},
+		{Name: "c1", CPUs: 4, MemoryMB: 8192, Gres: "gpu:a100:2", Partitions: []string{"debug", "all"},
+			OperatingSystem: "Linux 6.1.0-28-arm64 #1 SMP Debian", Architecture: "aarch64"},
+		{Name: "c2", CPUs: 2, MemoryMB: 1024, Partitions: []string{"debug"},
+			OperatingSystem: "Linux 6.1.0-28-arm64 #1 SMP Debian", Architecture: "aarch64"},
+		{Name: "x1", CPUs: 64, MemoryMB: 1 << 20, Partitions: []string{"other"}, OperatingSystem: "Linux 5.14.0 #1", Architecture: "x86_64"},
 	}
 	for _, tc := range []struct {
 		factor                    float64
@@ -28,7 +30,7 @@ func TestNodeCapacityAndQueueFactor(t *testing.T) {
 		{2.5, "6", "9Gi", "2", "110", "15", "23040Mi", "5"},
 	} {
 		n := &corev1.Node{}
-		NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 110, QueueFactor: tc.factor,
+		NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 110, QueueFactor: tc.factor, Runtime: RuntimePodman,
 			Labels: map[string]string{"site/x": "y"}, Taints: []corev1.Taint{{Key: "gpu", Effect: corev1.TaintEffectNoSchedule}}}, slurm, n).Prime(context.Background(), n)
 		c, a := n.Status.Capacity, n.Status.Allocatable
 		q := func(l corev1.ResourceList, name corev1.ResourceName) string { v := l[name]; return v.String() }
@@ -45,6 +47,12 @@ func TestNodeCapacityAndQueueFactor(t *testing.T) {
 		}
 		if n.Labels[LabelLargestNodeCPUs] != "4" || n.Labels[LabelLargestNodeMemory] != "8Gi" || n.Labels[LabelLargestNodeGPUs] != "2" {
 			t.Errorf("largest node labels %v, want c1's 4 CPUs, 8Gi, 2 GPUs", n.Labels)
+		}
+		// The system info is the partition's nodes', not another partition's.
+		want := corev1.NodeSystemInfo{OSImage: "Slurm 24.11.5 (partition debug)", KernelVersion: "6.1.0-28-arm64", Architecture: "arm64",
+			OperatingSystem: "linux", KubeletVersion: "slurm-vk", ContainerRuntimeVersion: "podman://slurm-job"}
+		if n.Status.NodeInfo != want {
+			t.Errorf("node info %+v, want %+v", n.Status.NodeInfo, want)
 		}
 	}
 }

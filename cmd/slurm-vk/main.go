@@ -123,7 +123,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			Secret:    func(ns, name string) (*corev1.Secret, error) { return pc.Secrets.Secrets(ns).Get(name) },
 			Pod:       func(ns, name string) (*corev1.Pod, error) { return pc.Pods.Pods(ns).Get(name) },
 		}
-		np := provider.NewNodeProvider(provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods,
+		np := provider.NewNodeProvider(provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods, Runtime: o.Runtime,
 			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor}, slurm, pc.Node)
 		np.Prime(ctx, pc.Node)
 		cfg.NodeSizes = np.NodeSizes

@@ -84,6 +84,12 @@ func TestLabVirtualNode(t *testing.T) {
 		n.Labels[provider.LabelPartition] != lab.Partition || n.Labels[provider.LabelSlurmVersion] != lab.Version || n.Labels["site.example/gpu"] != "none" {
 		t.Errorf("node taints %v labels %v", n.Spec.Taints, n.Labels)
 	}
+	// kubectl get nodes -o wide: Slurm as the OS image, the compute
+	// nodes' kernel, the runtime.
+	if ni := n.Status.NodeInfo; ni.OSImage != fmt.Sprintf("Slurm %s (cluster lab-%s, partition %s)", lab.Version, lab.Suite, lab.Partition) ||
+		ni.KernelVersion == "" || ni.ContainerRuntimeVersion != o.Runtime+"://slurm-job" {
+		t.Errorf("node info %+v", ni)
+	}
 	if cpu := n.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != int64(lab.TotalCPUs) || n.Status.DaemonEndpoints.KubeletEndpoint.Port != int32(port) {
 		t.Errorf("capacity %v, kubelet port %d", n.Status.Capacity, n.Status.DaemonEndpoints.KubeletEndpoint.Port)
 	}

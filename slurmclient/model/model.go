@@ -23,19 +23,19 @@ type JobSpec struct {
 	Reservation string
 	Constraints string
 
-	CPUsPerTask int           // 0: Slurm's default
-	MemoryMB    int64         // memory per node in MiB; 0: Slurm's default
-	Gres        string        // generic resources per node, e.g. "gpu:2"
+	CPUsPerTask int    // 0: Slurm's default
+	MemoryMB    int64  // memory per node in MiB; 0: Slurm's default
+	Gres        string // generic resources per node, e.g. "gpu:2"
 	// The shape of a job over several nodes; zero values are Slurm's
 	// defaults (one task on one node).
-	MinNodes, MaxNodes int    // node count range; MaxNodes 0: MinNodes
-	Tasks              int    // tasks in all
-	TasksPerNode       int    // tasks on each node
-	MemoryPerCPUMB     int64  // memory per CPU in MiB, instead of MemoryMB
-	GresPerTask        string // generic resources per task, e.g. "gpu:1"
-	Exclusive          bool   // whole nodes, shared with no other job
-	TimeLimit   time.Duration // rounded up to whole minutes; 0: partition default
-	Hold        bool          // submit held (priority 0)
+	MinNodes, MaxNodes int           // node count range; MaxNodes 0: MinNodes
+	Tasks              int           // tasks in all
+	TasksPerNode       int           // tasks on each node
+	MemoryPerCPUMB     int64         // memory per CPU in MiB, instead of MemoryMB
+	GresPerTask        string        // generic resources per task, e.g. "gpu:1"
+	Exclusive          bool          // whole nodes, shared with no other job
+	TimeLimit          time.Duration // rounded up to whole minutes; 0: partition default
+	Hold               bool          // submit held (priority 0)
 
 	// Extra are further fields of slurmrestd's job description, by their REST
 	// names (e.g. "nice", "exclusive"), merged over the fields above. The
@@ -153,6 +153,10 @@ type Node struct {
 	Partitions   []string
 	Features     []string
 	SlurmVersion string
+	// OperatingSystem and Architecture are as slurmd reports them
+	// (uname: "Linux 6.1.0-28-amd64 #1 SMP ...", "x86_64").
+	OperatingSystem string
+	Architecture    string
 }
 
 // Partition is one Slurm partition.

@@ -334,6 +334,9 @@ func (b *Backend) Nodes(ctx context.Context) ([]model.Node, error) {
 			Partitions:   deref(n.Partitions),
 			Features:     deref(n.ActiveFeatures),
 			SlurmVersion: deref(n.Version),
+
+			OperatingSystem: deref(n.OperatingSystem),
+			Architecture:    deref(n.Architecture),
 		})
 	}
 	return out, nil

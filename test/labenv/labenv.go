@@ -37,8 +37,8 @@ type Lab struct {
 	NodeCPUs  []int
 	TotalCPUs int
 	GPUs      int
-	Rootfs         string
-	Runtimes       []string // container runtimes jobs can use: none, podman
+	Rootfs    string
+	Runtimes  []string // container runtimes jobs can use: none, podman
 	// Registry serves the lab's test images anonymously; RegistryPrivate
 	// the same images to RegistryUser with the password in
 	// RegistryPasswordFile only (host:port, plain HTTP, on loopback).
