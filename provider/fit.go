@@ -127,7 +127,11 @@ func jobNeedsOf(spec slurmclient.JobSpec) jobNeeds {
 		minPerNode: max(spec.TasksPerNode, 1),
 		maxPerNode: spec.TasksPerNode,
 	}
-	j.tasks = max(spec.Tasks, j.minPerNode*j.nodes)
+	j.tasks = j.minPerNode * j.nodes
+	if spec.Tasks > 0 {
+		// With a task count, Slurm takes tasks per node as a maximum.
+		j.minPerNode, j.tasks = 1, spec.Tasks
+	}
 	return j
 }
 

@@ -99,7 +99,7 @@ func parseShape(pod *corev1.Pod) (*shape, error) {
 	}{{AnnotationMemoryPerNode, &s.memPerNodeMB}, {AnnotationMemoryPerCPU, &s.memPerCPUMB}} {
 		if v, ok := a[c.key]; ok {
 			q, err := resource.ParseQuantity(v)
-			if err != nil || q.Sign() <= 0 {
+			if err != nil || q.Sign() <= 0 || q.Value() > 1<<50 {
 				return nil, invalid(ReasonInvalidShape, "annotation %s: %q is not a positive quantity such as 4Gi", c.key, v)
 			}
 			*c.dst = mebibytes(q.Value())
@@ -148,7 +148,7 @@ func parseShape(pod *corev1.Pod) (*shape, error) {
 // count parses a positive whole number of an annotation.
 func count(key, v string) (int, error) {
 	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < 1 || n > 1<<20 {
+	if err != nil || n < 1 || n > 65535 { // Slurm's counts are 16-bit
 		return 0, invalid(ReasonInvalidShape, "annotation %s: %q is not a whole number from 1", key, v)
 	}
 	return n, nil
@@ -201,6 +201,9 @@ func (s *shape) fit(cpuMilli, memBytes, gpus int64) error {
 		}
 		s.gpusPerTask = gpus / tasks
 	}
+	if s.gpusPerTask > 0 && s.tasks == 0 && s.minNodes != s.maxNodes {
+		return invalid(ReasonInvalidShape, "GPUs per task over a range of nodes need a task count (Slurm's rule): set %s, or use %s", AnnotationTasks, AnnotationGPUsPerNode)
+	}
 	return nil
 }
 
@@ -231,8 +234,16 @@ func (s *shape) apply(spec *slurmclient.JobSpec) {
 // containers checks the pod's containers against the launcher: srun runs
 // one container as every task; init containers run once before it, in the
 // job's first node's batch step.
-func (s *shape) containers(pod *corev1.Pod) error {
-	if s.launcher != LauncherSrun || len(pod.Spec.Containers) == 1 {
+func (s *shape) containers(pod *corev1.Pod, runtime string) error {
+	if s.launcher != LauncherSrun {
+		return nil
+	}
+	// Tasks tell ranks apart by Slurm's variables: runtimes that start the
+	// container from a clean environment would make every task rank 0.
+	if runtime != RuntimeNone && runtime != RuntimePodman {
+		return invalid(ReasonInvalidShape, "launcher %s runs tasks with runtimes %s and %s; runtime %s does not pass a task's Slurm variables into its container: use %s: %s and start the tasks inside the container", LauncherSrun, RuntimeNone, RuntimePodman, runtime, AnnotationLauncher, LauncherNone)
+	}
+	if len(pod.Spec.Containers) == 1 {
 		return nil
 	}
 	var names []string

@@ -53,6 +53,10 @@ func TestShape(t *testing.T) {
 		{name: "fewer tasks than nodes", ann: map[string]string{AnnotationNodes: "3", AnnotationTasks: "2"}, err: "2 tasks cannot cover 3 nodes"},
 		{name: "bad launcher", ann: map[string]string{AnnotationLauncher: "mpirun"}, err: `"mpirun": want srun`},
 		{name: "bad memory", ann: map[string]string{AnnotationMemoryPerCPU: "-1"}, err: "not a positive quantity"},
+		{name: "GPUs per task over a range need a task count", ann: map[string]string{AnnotationNodes: "1-2"}, requests: rl("2", "", "2"),
+			err: "GPUs per task over a range of nodes need a task count"},
+		{name: "srun tasks with a runtime that starts from a clean environment", ann: map[string]string{AnnotationNodes: "2", AnnotationRuntime: RuntimeCharliecloud},
+			requests: rl("2", "", ""), err: "runtime charliecloud does not pass a task's Slurm variables"},
 		{name: "srun runs one container", ann: map[string]string{AnnotationNodes: "2"}, requests: rl("2", "", ""), containers: 2,
 			err: "with launcher srun, the pod's one container runs as every task of the job; this pod has 2 (c0, c1)"},
 	} {
@@ -119,6 +123,7 @@ func TestShapeFits(t *testing.T) {
 			"the job needs 3 tasks of 1 CPUs, 0 memory, 0 GPUs each on 3 nodes or more (each node at least 1 tasks: 1 CPUs, 0 memory, 0 GPUs); partition debug has 2 nodes, 2 of them large enough, which hold 2 of its tasks (c1: 4 CPUs, 8Gi memory, 0 GPUs; c2: 2 CPUs, 4Gi memory, 2 GPUs)"},
 		{"3 CPUs per node on 2 nodes", slurmclient.JobSpec{MinNodes: 2, MaxNodes: 2, Tasks: 2, TasksPerNode: 1, CPUsPerTask: 3}, "1 of them large enough"},
 		{"7 tasks", slurmclient.JobSpec{Tasks: 7, CPUsPerTask: 1}, "which hold 6 of its tasks"},
+		{"with a task count, tasks per node is a maximum (2 + 1)", slurmclient.JobSpec{MinNodes: 2, MaxNodes: 2, Tasks: 3, TasksPerNode: 2, CPUsPerTask: 2}, ""},
 		{"GPUs per node on 2 nodes", slurmclient.JobSpec{MinNodes: 2, MaxNodes: 2, Tasks: 2, Gres: "gpu:1"}, "1 of them large enough"},
 		{"3 GPU tasks", slurmclient.JobSpec{Tasks: 3, GresPerTask: "gpu:1"}, "which hold 2 of its tasks"},
 		{"one task, too big: the annotation is named", slurmclient.JobSpec{CPUsPerTask: 5}, "spread it over nodes with the annotation " + AnnotationNodes},

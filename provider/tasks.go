@@ -3,6 +3,8 @@ package provider
 import (
 	"strconv"
 	"strings"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
 // ReasonTaskFailed ends a container of a multi-task job whose task failed:
@@ -12,42 +14,44 @@ const ReasonTaskFailed = "TaskFailed"
 // tasksFunction is the script's svk_tasks for launcher srun: it runs a
 // container's function as every task of the job. Each task is a new shell
 // on its node, so it gets the script's functions and the variables they
-// read (declare prints both, quoted for the shell), and svk_task, which
-// names the task (a container runtime's container name must differ per
-// task). srun's stderr (its own messages and the tasks' stderr) goes to the
-// container's log through tee, which keeps a copy, and the pipeline ends
-// only when tee has written its last byte, before run writes the exit
-// marker; the first srun message that names a failed task becomes the
-// marker's reason, and its exit code the container's. With
-// --kill-on-bad-exit a failed task ends the others, and srun exits with
-// the highest code of its tasks.
+// read (declare prints both, quoted for the shell) through the environment,
+// not srun's command line, which ps shows and Slurm's accounting keeps;
+// the task unsets it before the container starts. svk_task names the task
+// (a container runtime's container name must differ per task).
+//
+// srun's messages go to the container's log with the tasks' output. When
+// srun fails and no task left a reason of its own (a failed pull), the
+// first srun message that names a failed task becomes the reason, and that
+// task's exit code the container's: srun's own is the highest of its tasks,
+// which may be a task the failure ended (143). --kill-on-bad-exit ends the
+// other tasks when one fails.
 func (t *translator) tasksFunction() string {
-	vars := append([]string{"pod_dir", "dir"}, t.rt.vars...)
-	// srun takes the job's tasks and nodes from the allocation, but not
-	// what each task gets: a job submitted through slurmrestd has no
-	// sbatch to leave them in the environment.
+	vars := append([]string{"pod_dir", "dir", "n"}, t.rt.vars...)
+	// srun takes the job's nodes from the allocation, but not what each
+	// task gets: a job submitted through slurmrestd has no sbatch to leave
+	// them in the environment.
 	opts := " --kill-on-bad-exit=1 --cpus-per-task=" + strconv.Itoa(t.shape.cpusPerTask)
+	if t.shape.tasks == 0 {
+		opts += " --ntasks-per-node=" + strconv.Itoa(max(t.shape.tasksPerNode, 1))
+	}
 	if t.shape.gpusPerTask > 0 {
 		opts += " --gpus-per-task=" + strconv.FormatInt(t.shape.gpusPerTask, 10)
 	}
 	if t.shape.labels {
 		opts += " --label"
 	}
-	return strings.NewReplacer("{OPTS}", opts, "{VARS}", strings.Join(vars, " "), "{REASON}", ReasonTaskFailed).Replace(
+	return strings.NewReplacer("{OPTS}", opts, "{VARS}", strings.Join(vars, " "), "{TASKFAILED}", ReasonTaskFailed,
+		"{LOG}", layout.AttemptName("$n", layout.KindLog), "{REASON}", layout.ReasonName("$n")).Replace(
 		`svk_tasks() { # FUNC: FUNC as every task of the job
-	local err rc m
-	err=$(mktemp) || return 125
-	{ srun{OPTS} bash -c "$(declare -f; declare -p {VARS} 2>/dev/null)"'
-svk_task=$SLURM_STEP_ID.$SLURM_PROCID
-'"$1" 2>&1 1>&3 3>&- | tee "$err"; } 3>&1
-	rc=${PIPESTATUS[0]}
-	if [ "$rc" -ne 0 ] && m=$(grep -m1 '^srun: error: .*task' "$err"); then
-		svk_reason {REASON} "${m#srun: error: }"
-		# The failed task's code, not the highest: that is of a task
-		# the failure ended (143, SIGTERM).
-		case $m in *"Exited with exit code "[0-9]*) rc=${m##* } ;; esac
+	local rc m c
+	svk_prologue="$(declare -f; declare -p {VARS} 2>/dev/null)" \
+		srun{OPTS} bash -c 'eval "$svk_prologue" && unset svk_prologue && svk_task=$SLURM_STEP_ID.$SLURM_PROCID && "$0"' "$1"
+	rc=$?
+	if [ "$rc" -ne 0 ] && [ ! -s "$dir/{REASON}" ] && m=$(grep -a -m1 '^srun: error: .*task' "$dir/{LOG}"); then
+		svk_reason {TASKFAILED} "${m#srun: error: }"
+		c=${m##* }
+		case $c in [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) rc=$c ;; esac
 	fi
-	rm -f "$err"
 	return "$rc"
 }
 `)

@@ -138,7 +138,7 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		return nil, err
 	}
 	if t.shape != nil {
-		if err := t.shape.containers(pod); err != nil {
+		if err := t.shape.containers(pod, runtime); err != nil {
 			return nil, err
 		}
 	}

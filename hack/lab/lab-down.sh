@@ -6,7 +6,8 @@
 need_root
 
 # Reverse start order: clients of slurmctld first, munged last.
-for d in slurmrestd slurmd-c1 slurmd-c2 slurmctld munged registry labns; do
+# (slurmd: the one node of labs before the two-node lab.)
+for d in slurmrestd slurmd-c1 slurmd-c2 slurmd slurmctld munged registry labns; do
 	# 30 s: slurmctld takes more than 5 to save 10,000 jobs.
 	pid_stop "$STATE" "$d" 30
 done

@@ -311,6 +311,9 @@ start() {
 	start_daemon slurmrestd env SLURM_JWT=daemon chroot "$ROOTFS" /usr/sbin/slurmrestd \
 		-u slurmrestd -g slurmrestd -a rest_auth/jwt -s openapi/slurmctld "127.0.0.1:$SLURMRESTD_PORT"
 	wait_for slurmctld 60 in_chroot scontrol ping
+	# A node a previous run left drained (a kill that failed) stays so
+	# under ReturnToService=2; the lab starts with every node in service.
+	in_chroot scontrol update nodename=ALL state=resume >/dev/null 2>&1 || :
 	# ReturnToService=2 brings the nodes back from a previous run's DOWN state.
 	wait_for "nodes idle" 60 node_ready
 }
