@@ -28,6 +28,7 @@ const (
 	AnnotationExclusive     = AnnotationPrefix + "exclusive" // whole nodes
 	AnnotationLauncher      = AnnotationPrefix + "launcher"  // LauncherSrun or LauncherNone
 	AnnotationTaskLabels    = AnnotationPrefix + "task-labels"
+	AnnotationMPI           = AnnotationPrefix + "mpi" // srun --mpi: pmi2, pmix, ...
 )
 
 // Launchers of a job with a shape.

@@ -14,7 +14,8 @@ import (
 )
 
 // TestLabShape runs jobs of tasks on the lab's two nodes: srun starts the
-// pod's container as every task (runtime none and podman), each task's
+// pod's container as every task (runtime none and podman; MPI ranks with
+// Slurm's PMI2), each task's
 // output is in the container's log, GPUs per task reach the tasks, a failed
 // task fails the pod with srun's words, and a shape no set of nodes can
 // ever hold is refused before Slurm with the numbers.
@@ -62,6 +63,18 @@ func TestLabShape(t *testing.T) {
 	t.Run("2 nodes: srun runs the container on both, task labels on", func(t *testing.T) {
 		pod := run(t, shaped("two", map[string]string{AnnotationNodes: "2", AnnotationTaskLabels: "true"}, "2", "", sh("main", task)), corev1.PodSucceeded)
 		want := []string{"0: task 0 of 2 on " + r.lab.Nodes[0], "1: task 1 of 2 on " + r.lab.Nodes[1]}
+		if got := lines(t, pod); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("logs %q, want %q", got, want)
+		}
+	})
+
+	t.Run("MPI across 2 nodes: 4 ranks over Slurm's PMI2 (MPICH), an allreduce", func(t *testing.T) {
+		pod := run(t, shaped("mpi", map[string]string{AnnotationNodes: "2", AnnotationTasksPerNode: "2", AnnotationMPI: "pmi2"}, "4", "",
+			corev1.Container{Name: "ranks", Command: []string{"mpi-hello"}}), corev1.PodSucceeded)
+		var want []string
+		for rank := range 4 {
+			want = append(want, fmt.Sprintf("rank %d of 4 on %s, allreduce 4", rank, r.lab.Nodes[rank/2]))
+		}
 		if got := lines(t, pod); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("logs %q, want %q", got, want)
 		}

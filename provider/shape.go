@@ -3,6 +3,7 @@ package provider
 import (
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -21,7 +22,7 @@ const (
 // shapeAnnotations are the annotations that give a pod a job shape.
 var shapeAnnotations = []string{AnnotationNodes, AnnotationTasks, AnnotationTasksPerNode, AnnotationCPUsPerTask,
 	AnnotationGPUsPerTask, AnnotationGPUsPerNode, AnnotationMemoryPerNode, AnnotationMemoryPerCPU,
-	AnnotationExclusive, AnnotationLauncher, AnnotationTaskLabels}
+	AnnotationExclusive, AnnotationLauncher, AnnotationTaskLabels, AnnotationMPI}
 
 // shape is a job over one or more nodes, as the pod's annotations and
 // requests give it. The pod's requests are the job's total (the Kubernetes
@@ -39,7 +40,11 @@ type shape struct {
 	exclusive          bool
 	launcher           string // LauncherSrun or LauncherNone
 	labels             bool   // srun --label
+	mpi                string // srun --mpi: Slurm's MPI plugin; "": its MpiDefault
 }
+
+// mpiPlugin is the form of Slurm's MPI plugin names (pmi2, pmix_v5, none).
+var mpiPlugin = regexp.MustCompile(`^[a-z][a-z0-9_]{0,31}$`)
 
 // parseShape reads the pod's shape annotations; nil when it has none (one
 // task on one node, as every pod without them).
@@ -129,6 +134,15 @@ func parseShape(pod *corev1.Pod) (*shape, error) {
 		if s.gpusPerNode > 0 || s.memPerNodeMB > 0 {
 			return nil, invalid(ReasonInvalidShape, "amounts per node (%s, %s) need the annotation %s", AnnotationGPUsPerNode, AnnotationMemoryPerNode, AnnotationNodes)
 		}
+	}
+	if v, ok := a[AnnotationMPI]; ok {
+		if !mpiPlugin.MatchString(v) {
+			return nil, invalid(ReasonInvalidShape, "annotation %s: %q is not the name of one of Slurm's MPI plugins (pmi2, pmix, none)", AnnotationMPI, v)
+		}
+		if s.launcher != LauncherSrun {
+			return nil, invalid(ReasonInvalidShape, "annotation %s is srun's: with %s: %s the container starts the tasks itself", AnnotationMPI, AnnotationLauncher, s.launcher)
+		}
+		s.mpi = v
 	}
 	if s.gpusPerTask > 0 && s.gpusPerNode > 0 {
 		return nil, invalid(ReasonInvalidShape, "annotations %s and %s: give one of them", AnnotationGPUsPerTask, AnnotationGPUsPerNode)

@@ -51,6 +51,8 @@ func TestShape(t *testing.T) {
 		{name: "both GPU annotations", ann: map[string]string{AnnotationNodes: "2", AnnotationGPUsPerTask: "1", AnnotationGPUsPerNode: "1"}, err: "give one of them"},
 		{name: "per node without nodes", ann: map[string]string{AnnotationTasks: "2", AnnotationMemoryPerNode: "1Gi"}, err: "need the annotation slurm-vk.io/nodes"},
 		{name: "fewer tasks than nodes", ann: map[string]string{AnnotationNodes: "3", AnnotationTasks: "2"}, err: "2 tasks cannot cover 3 nodes"},
+		{name: "MPI plugin not a name", ann: map[string]string{AnnotationNodes: "1", AnnotationMPI: "pmi2 --x"}, err: `"pmi2 --x" is not the name of one of Slurm's MPI plugins`},
+		{name: "MPI is srun's", ann: map[string]string{AnnotationNodes: "1", AnnotationMPI: "pmi2", AnnotationLauncher: LauncherNone}, err: "annotation slurm-vk.io/mpi is srun's"},
 		{name: "bad launcher", ann: map[string]string{AnnotationLauncher: "mpirun"}, err: `"mpirun": want srun`},
 		{name: "bad memory", ann: map[string]string{AnnotationMemoryPerCPU: "-1"}, err: "not a positive quantity"},
 		{name: "GPUs per task over a range need a task count", ann: map[string]string{AnnotationNodes: "1-2"}, requests: rl("2", "", "2"),

@@ -40,6 +40,9 @@ func (t *translator) tasksFunction() string {
 	if t.shape.labels {
 		opts += " --label"
 	}
+	if t.shape.mpi != "" {
+		opts += " --mpi=" + t.shape.mpi // a plugin name: [a-z0-9_] only
+	}
 	return strings.NewReplacer("{OPTS}", opts, "{VARS}", strings.Join(vars, " "), "{TASKFAILED}", ReasonTaskFailed,
 		"{LOG}", layout.AttemptName("$n", layout.KindLog), "{REASON}", layout.ReasonName("$n")).Replace(
 		`svk_tasks() { # FUNC: FUNC as every task of the job

@@ -109,7 +109,7 @@ func goldenPods() map[string]*corev1.Pod {
 		Requests: corev1.ResourceList{corev1.ResourceCPU: quantity("8"), corev1.ResourceMemory: quantity("4Gi"), "nvidia.com/gpu": quantity("4")}}})
 	shaped.Spec.InitContainers = []corev1.Container{{Name: "stage", Command: []string{"true"}, Image: "docker.io/library/busybox:1"}}
 	shaped.Annotations = map[string]string{AnnotationRuntime: RuntimePodman, AnnotationNodes: "2", AnnotationTasksPerNode: "2",
-		AnnotationTaskLabels: "true", AnnotationExclusive: "true"}
+		AnnotationTaskLabels: "true", AnnotationExclusive: "true", AnnotationMPI: "pmix"}
 	return map[string]*corev1.Pod{"hostile": hostile, "secrets": secrets, "multi": multi, "apptainer": apptainer, "podman": podman, "enroot": enroot,
 		"charliecloud": charliecloud, "shaped": shaped}
 }

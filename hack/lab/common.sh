@@ -51,9 +51,10 @@ TOKEN_LIFESPAN=${LAB_TOKEN_LIFESPAN:-86400}
 
 SLURM_PACKAGES="munge slurmctld slurmd slurmrestd slurm-client slurm-wlm-jwt-plugin"
 # Rootless podman and Charliecloud for jobs (runc: crun refuses the host's
-# hybrid cgroups), the CA store for the lab registry's certificate, and a
-# static busybox the registry builds its test images from.
-CONTAINER_PACKAGES="podman uidmap runc catatonit charliecloud-runtime charliecloud-builders ca-certificates busybox-static"
+# hybrid cgroups), the CA store for the lab registry's certificate, a
+# static busybox the registry builds its test images from, and MPICH for
+# jobs of tasks (srun --mpi=pmi2).
+CONTAINER_PACKAGES="podman uidmap runc catatonit charliecloud-runtime charliecloud-builders ca-certificates busybox-static mpich"
 
 log() { printf 'lab[%s]: %s\n' "$LAB_SUITE" "$*" >&2; }
 

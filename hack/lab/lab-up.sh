@@ -279,6 +279,16 @@ install_tools() {
 	(cd "$REPO_ROOT" && CGO_ENABLED=0 go build -trimpath -o "$tmp" ./cmd/slurm-vk-logtime)
 	chmod 0755 "$tmp"
 	mv -f "$tmp" "$ROOTFS/usr/local/bin/slurm-vk-logtime"
+	# mpi-hello (jobs of tasks' MPI test), linked against the rootfs's
+	# MPICH by the host's gcc; unresolved symbols are MPICH's dependencies,
+	# found at run time in the rootfs.
+	tmp="$ROOTFS/usr/local/bin/.mpi-hello.new"
+	gcc -O2 -o "$tmp" "$REPO_ROOT/hack/lab/mpi-hello.c" "$ROOTFS/usr/lib/$(gcc -dumpmachine)/libmpich.so.12" \
+		-Wl,--allow-shlib-undefined 2>"$LAB_DIR/mpi-hello.log" || {
+		cat "$LAB_DIR/mpi-hello.log" >&2
+		exit 1
+	}
+	mv -f "$tmp" "$ROOTFS/usr/local/bin/mpi-hello"
 }
 
 start_registry() {

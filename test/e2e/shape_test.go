@@ -11,8 +11,8 @@ import (
 
 // TestE2EShape: jobs of tasks over the lab's two nodes, through kubectl:
 // the pod's container runs as a task on each node, kubectl logs shows
-// both, kubectl delete ends every task; a batch/v1 Job of such pods
-// completes.
+// both, kubectl delete ends every task; a batch/v1 Job of two-node MPI
+// pods completes.
 func TestE2EShape(t *testing.T) {
 	c := setup(t)
 	if len(c.lab.Nodes) < 2 {
@@ -47,7 +47,7 @@ func TestE2EShape(t *testing.T) {
 		c.waitFor("every task's process to end", time.Minute, func() bool { return processes(t, marker) == 0 })
 	})
 
-	t.Run("a batch/v1 Job of two-node pods completes", func(t *testing.T) {
+	t.Run("a batch/v1 Job of two-node MPI pods completes", func(t *testing.T) {
 		c.t = t
 		name := fmt.Sprintf("shaped-batch-%d", time.Now().UnixNano()%1000000)
 		t.Cleanup(func() { c.kubectl("delete", "job", name, "--wait=false", "--ignore-not-found") })
@@ -63,6 +63,7 @@ spec:
     metadata:
       annotations:
         slurm-vk.io/nodes: "2"
+        slurm-vk.io/mpi: pmi2
     spec:
       nodeSelector:
         kubernetes.io/hostname: %s
@@ -73,7 +74,7 @@ spec:
       containers:
       - name: ranks
         image: none
-        command: ["/bin/sh", "-c", "echo rank $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME"]
+        command: ["mpi-hello"]
         resources:
           requests:
             cpu: "2"
@@ -82,9 +83,18 @@ spec:
 			out, _ := c.kubectl("get", "job", name, "-o", "jsonpath={.status.succeeded}")
 			return out == "2"
 		})
-		logs := c.must("logs", "job/"+name)
-		if !strings.Contains(logs, "of 2 on "+c.lab.Nodes[0]) || !strings.Contains(logs, "of 2 on "+c.lab.Nodes[1]) {
-			t.Errorf("the Job's logs %q, want a rank on each node", logs)
+		// Every pod's ranks found each other: a world of 2, one rank per node.
+		pods := strings.Fields(c.must("get", "pods", "-l", "job-name="+name, "-o", "jsonpath={.items[*].metadata.name}"))
+		if len(pods) != 2 {
+			t.Fatalf("the Job's pods %v, want 2", pods)
+		}
+		for _, p := range pods {
+			logs := c.must("logs", p)
+			for rank, node := range c.lab.Nodes[:2] {
+				if want := fmt.Sprintf("rank %d of 2 on %s, allreduce 2", rank, node); !strings.Contains(logs, want) {
+					t.Errorf("pod %s's logs %q, want %q", p, logs, want)
+				}
+			}
 		}
 	})
 
