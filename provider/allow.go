@@ -52,6 +52,8 @@ var ReservedOptions = []string{
 	"standard_error", "standard_input", "standard_output", "time_limit", "tres_per_job", "tres_per_node", "tres_per_task",
 	"user_id", "gres", "clusters", "cluster_constraint", "prefer", "burst_buffer", "chdir",
 	"minimum_nodes", "maximum_nodes", "nodes", "tasks", "tasks_per_node", "minimum_cpus", "shared",
+	// The job's size beside its shape: the pod's requests account for it.
+	"maximum_cpus", "minimum_cpus_per_node", "overcommit", "cpus_per_tres", "memory_per_tres", "ntasks_per_tres",
 }
 
 // reservedOption tells whether the options annotation may never set key.

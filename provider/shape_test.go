@@ -20,6 +20,7 @@ func TestShape(t *testing.T) {
 		ann        map[string]string
 		requests   corev1.ResourceList
 		containers int
+		cfg        func(*TranslateConfig)
 		want       want   // the shape fields of the spec
 		err        string // reason: message part
 	}{
@@ -51,6 +52,8 @@ func TestShape(t *testing.T) {
 		{name: "both GPU annotations", ann: map[string]string{AnnotationNodes: "2", AnnotationGPUsPerTask: "1", AnnotationGPUsPerNode: "1"}, err: "give one of them"},
 		{name: "per node without nodes", ann: map[string]string{AnnotationTasks: "2", AnnotationMemoryPerNode: "1Gi"}, err: "need the annotation slurm-vk.io/nodes"},
 		{name: "fewer tasks than nodes", ann: map[string]string{AnnotationNodes: "3", AnnotationTasks: "2"}, err: "2 tasks cannot cover 3 nodes"},
+		{name: "whole nodes only where the site allows them", ann: map[string]string{AnnotationNodes: "2", AnnotationExclusive: "true"}, requests: rl("2", "", ""),
+			cfg: func(c *TranslateConfig) { c.AllowedOptions = []string{"nice"} }, err: ReasonAnnotationNotAllowed + ": annotation slurm-vk.io/exclusive: whole nodes are not allowed"},
 		{name: "MPI plugin not a name", ann: map[string]string{AnnotationNodes: "1", AnnotationMPI: "pmi2 --x"}, err: `"pmi2 --x" is not the name of one of Slurm's MPI plugins`},
 		{name: "MPI is srun's", ann: map[string]string{AnnotationNodes: "1", AnnotationMPI: "pmi2", AnnotationLauncher: LauncherNone}, err: "annotation slurm-vk.io/mpi is srun's"},
 		{name: "bad launcher", ann: map[string]string{AnnotationLauncher: "mpirun"}, err: `"mpirun": want srun`},
@@ -70,7 +73,11 @@ func TestShape(t *testing.T) {
 			cs[0].Resources.Requests = tt.requests
 			pod := basePod("shape", cs...)
 			pod.Annotations = tt.ann
-			plan, err := Translate(pod, testCfg, lookups)
+			cfg := testCfg
+			if tt.cfg != nil {
+				tt.cfg(&cfg)
+			}
+			plan, err := Translate(pod, cfg, lookups)
 			if tt.err != "" {
 				var inv *InvalidPodError
 				if !errors.As(err, &inv) || !strings.Contains(err.Error(), tt.err) {

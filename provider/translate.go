@@ -141,6 +141,11 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		if err := t.shape.containers(pod, runtime); err != nil {
 			return nil, err
 		}
+		// Whole nodes are the site's to give, as the options annotation's
+		// "exclusive" is.
+		if t.shape.exclusive && !contains(cfg.AllowedOptions, "exclusive") {
+			return nil, invalid(ReasonAnnotationNotAllowed, "annotation %s: whole nodes are not allowed on this node (its administrators allow them by listing exclusive in the allowed options)", AnnotationExclusive)
+		}
 	}
 	if err := t.volumes(); err != nil {
 		return nil, err

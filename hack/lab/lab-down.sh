@@ -5,6 +5,16 @@
 . "$(dirname "$0")/common.sh"
 need_root
 
+# Jobs first, while slurmctld runs: a job's slurmstepd is no daemon of
+# ours to stop by PID, and must not outlive the lab's nodes.
+if pid_alive slurmctld && in_chroot scancel --user="$JOB_USER" >/dev/null 2>&1 &&
+	in_chroot scancel --user="$JOB_USER2" >/dev/null 2>&1; then
+	for _ in $(seq 60); do
+		[ -z "$(in_chroot squeue -h -t running,completing,configuring -o %i 2>/dev/null)" ] && break
+		sleep 0.5
+	done
+fi
+
 # Reverse start order: clients of slurmctld first, munged last.
 # (slurmd: the one node of labs before the two-node lab.)
 for d in slurmrestd slurmd-c1 slurmd-c2 slurmd slurmctld munged registry labns; do
