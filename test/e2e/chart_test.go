@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,10 +23,12 @@ const (
 	chartNode = "slurm-chart"
 )
 
-// TestChart installs the chart with helm, then runs slurm-vk the way the
-// chart's Deployment would on a kubelet (this control plane has no real
-// nodes to run it): its args, its config file, its Secret and ConfigMap
-// mounts and its ServiceAccount's token, nothing else. The node registers,
+// TestChart builds the provider image (make image) and pushes it to the
+// lab's registry, installs the chart with helm to use it, then runs the
+// chart's Deployment's pod the way a kubelet would (this control plane has
+// no real nodes to run it): its image under the lab's rootless podman, its
+// args, its config file, its Secret and ConfigMap mounts and its
+// ServiceAccount's token, nothing else. The node registers,
 // a pod runs and its logs come back through the API server; so the chart's
 // configuration and RBAC suffice. kubectl auth can-i then shows what that
 // identity may not do.
@@ -57,7 +60,9 @@ func TestChart(t *testing.T) {
 	c.clearNode(chartNode)
 	c.kubectl("delete", "node", chartNode, "--ignore-not-found")
 	runCmd(h, "--kubeconfig", c.kubeconfig, "-n", chartNS, "uninstall", "slurm-vk", "--wait")
+	repo, digest := c.pushImage(t)
 	notes := helm("install", "slurm-vk", "../../charts/slurm-vk", "-n", chartNS,
+		"--set", "image.repository="+repo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Always",
 		"--set", "partitions[0].name="+c.lab.Partition, "--set", "partitions[0].nodeName="+chartNode,
 		"--set", `partitions[0].labels.site\.example/tier=e2e`,
 		"--set", "slurmrestd.url="+c.lab.URL, "--set", "slurmrestd.user="+c.lab.User,
@@ -83,15 +88,20 @@ func TestChart(t *testing.T) {
 		return out != ""
 	})
 
-	args := c.podFromDeployment(t, "slurm-vk-"+c.lab.Partition, "slurm-vk")
-	metrics := freeAddr(t)
 	// Only where the pod would listen changes: loopback, not every interface.
-	start(t, c.bin, "slurm-vk", append(args, "-listen", "127.0.0.1:10250", "-metrics-listen", metrics)...)
+	podman := c.runDeploymentPod(t, "slurm-vk-"+c.lab.Partition, "slurm-vk", "-listen", "127.0.0.1:10250", "-metrics-listen", freeAddr(t))
 	c.waitReady(chartNode)
 	if tier := c.must("get", "node", chartNode, "-o", `jsonpath={.metadata.labels.site\.example/tier}`); tier != "e2e" {
 		t.Errorf("node label site.example/tier = %q", tier)
 	}
 
+	t.Run("the provider is the image make image built, as user 65532", func(t *testing.T) {
+		c.t = t
+		ctr := "slurm-vk-e2e-" + c.lab.Suite
+		if got := podman("inspect", "--format", "{{.ImageDigest}} {{.State.Running}} {{.Config.User}}", ctr); got != digest+" true 65532:65532" {
+			t.Errorf("podman inspect %s: %q, want %q", ctr, got, digest+" true 65532:65532")
+		}
+	})
 	t.Run("a pod runs, logs come back through the API server", func(t *testing.T) {
 		c.t = t
 		name := c.unique(t, "charted")
@@ -172,22 +182,41 @@ func TestChart(t *testing.T) {
 	})
 }
 
-// podFromDeployment does for a Deployment's pod what a kubelet would: it
-// writes its Secret and ConfigMap volumes under a directory standing for
-// the container's file system, gets its ServiceAccount a token, and
-// returns the container's args with paths and $(POD_IP) resolved, plus a
-// kubeconfig carrying that token (in place of the in-cluster config).
-func (c *cluster) podFromDeployment(t *testing.T, name, container string) []string {
+// imageTag is the tag of the provider image the e2e builds.
+const imageTag = "e2e"
+
+// pushImage builds the provider image as make image does (in Go, the
+// same target) and pushes it to the lab's registry; it returns the
+// repository and the image's digest.
+func (c *cluster) pushImage(t *testing.T) (repo, digest string) {
+	repo = c.lab.Registry + "/slurm-vk/slurm-vk"
+	cmd := exec.Command("make", "--no-print-directory", "image", "IMAGE_PUSH="+repo+":"+imageTag,
+		"IMAGE_CA="+filepath.Join(filepath.Dir(c.lab.Rootfs), "state", "registry-tls", "ca.crt"))
+	cmd.Dir = "../.."
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("make image: %v\n%s", err, out)
+	}
+	lines := strings.Fields(string(out))
+	if len(lines) == 0 || !strings.HasPrefix(lines[len(lines)-1], "sha256:") {
+		t.Fatalf("make image printed no digest: %s", out)
+	}
+	return repo, lines[len(lines)-1]
+}
+
+// runDeploymentPod does for a Deployment's pod what a kubelet would, with
+// the lab's rootless podman as the container runtime: it writes the pod's
+// Secret and ConfigMap volumes to files and mounts them at their
+// mountPath, gives the pod its ServiceAccount's token where in-cluster
+// clients look for it, and runs the container's image with its args
+// ($(POD_IP) resolved), env and security context; extra args follow. The
+// container's output goes to c.bin/<container>.log.
+func (c *cluster) runDeploymentPod(t *testing.T, name, container string, extra ...string) (podman func(args ...string) string) {
 	var d appsv1.Deployment
 	if err := json.Unmarshal([]byte(c.must("-n", chartNS, "get", "deployment", name, "-o", "json")), &d); err != nil {
 		t.Fatal(err)
 	}
 	spec := d.Spec.Template.Spec
-	fsRoot := t.TempDir()
-	vols := map[string]corev1.Volume{}
-	for _, v := range spec.Volumes {
-		vols[v.Name] = v
-	}
 	var ctr *corev1.Container
 	for i := range spec.Containers {
 		if spec.Containers[i].Name == container {
@@ -197,58 +226,132 @@ func (c *cluster) podFromDeployment(t *testing.T, name, container string) []stri
 	if ctr == nil {
 		t.Fatalf("deployment %s has no container %s", name, container)
 	}
-	var mounts []string
+	vols := map[string]corev1.Volume{}
+	for _, v := range spec.Volumes {
+		vols[v.Name] = v
+	}
+	// The pod's files, where the lab's mount namespace sees them too.
+	root, err := os.MkdirTemp(c.lab.Shared, "chart-pod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	os.Chmod(root, 0o711)
+	// The container's user (65532) is the job user on the host
+	// (--userns=keep-id), as fsGroup would make the files its own.
+	write := func(dir string, files map[string][]byte) {
+		os.MkdirAll(dir, 0o700)
+		os.Chown(dir, c.lab.UID, c.lab.UID)
+		for f, data := range files {
+			p := filepath.Join(dir, f)
+			if err := os.WriteFile(p, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			os.Chown(p, c.lab.UID, c.lab.UID)
+		}
+	}
+	run := []string{"run", "--rm", "--name", "slurm-vk-e2e-" + c.lab.Suite, "--pull=always", "--network=host",
+		"--userns=keep-id:uid=65532,gid=65532"}
 	for _, m := range ctr.VolumeMounts {
 		v, ok := vols[m.Name]
 		if !ok {
 			t.Fatalf("mount %s: no volume", m.Name)
 		}
-		files := c.volumeFiles(t, v)
-		dir := filepath.Join(fsRoot, m.MountPath)
-		os.MkdirAll(dir, 0o755)
-		for f, data := range files {
-			if err := os.WriteFile(filepath.Join(dir, f), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		mounts = append(mounts, m.MountPath)
+		dir := filepath.Join(root, m.Name)
+		write(dir, c.volumeFiles(t, v))
+		run = append(run, "--volume", dir+":"+m.MountPath+":ro")
 	}
-	// Paths inside the container live under fsRoot here.
-	relocate := func(s string) string {
-		for _, m := range mounts {
-			s = strings.ReplaceAll(s, m+"/", filepath.Join(fsRoot, m)+"/")
-		}
-		return s
+	ca, err := os.ReadFile(c.cp["CONTROLPLANE_CA"])
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, m := range mounts {
-		dir := filepath.Join(fsRoot, m)
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if strings.HasSuffix(e.Name(), ".yaml") {
-				p := filepath.Join(dir, e.Name())
-				b, _ := os.ReadFile(p)
-				os.WriteFile(p, []byte(relocate(string(b))), 0o600)
-			}
+	sa := filepath.Join(root, "serviceaccount")
+	write(sa, map[string][]byte{
+		"token":     []byte(c.must("-n", chartNS, "create", "token", spec.ServiceAccountName, "--duration=1h")),
+		"ca.crt":    ca,
+		"namespace": []byte(chartNS),
+	})
+	run = append(run, "--volume", sa+":/var/run/secrets/kubernetes.io/serviceaccount:ro")
+	server, err := url.Parse(c.must("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	run = append(run, "--env", "KUBERNETES_SERVICE_HOST="+server.Hostname(), "--env", "KUBERNETES_SERVICE_PORT="+server.Port())
+	for _, e := range ctr.Env {
+		if e.ValueFrom == nil {
+			run = append(run, "--env", e.Name+"="+e.Value)
 		}
 	}
-	sa := spec.ServiceAccountName
-	token := c.must("-n", chartNS, "create", "token", sa, "--duration=1h")
-	server := c.must("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}")
-	kubeconfig := filepath.Join(fsRoot, "kubeconfig")
-	os.WriteFile(kubeconfig, []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters: [{name: e2e, cluster: {server: %q, certificate-authority: %q}}]
-users: [{name: %s, user: {token: %q}}]
-contexts: [{name: e2e, context: {cluster: e2e, user: %s}}]
-current-context: e2e
-`, server, c.cp["CONTROLPLANE_CA"], sa, token, sa)), 0o600)
-
-	var args []string
+	if sc := ctr.SecurityContext; sc != nil {
+		if sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem {
+			run = append(run, "--read-only")
+		}
+		if sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation {
+			run = append(run, "--security-opt=no-new-privileges")
+		}
+		if sc.Capabilities != nil && len(sc.Capabilities.Drop) == 1 && sc.Capabilities.Drop[0] == "ALL" {
+			run = append(run, "--cap-drop=all")
+		}
+	}
+	if psc := spec.SecurityContext; psc != nil && psc.RunAsUser != nil {
+		run = append(run, "--user", fmt.Sprintf("%d:%d", *psc.RunAsUser, *psc.RunAsUser))
+	}
+	run = append(run, ctr.Image)
 	for _, a := range ctr.Args {
-		a = strings.ReplaceAll(a, "$(POD_IP)", "127.0.0.1")
-		args = append(args, relocate(a))
+		run = append(run, strings.ReplaceAll(a, "$(POD_IP)", "127.0.0.1"))
 	}
-	return append(args, "-kubeconfig", kubeconfig)
+	run = append(run, extra...)
+
+	// podman as the job user in the lab's mount namespace, as a job runs
+	// it; setpriv and env exec, so the process started is podman, which
+	// passes SIGINT on to the container.
+	asUser := []string{"-t", c.labNS(t), "-m", "--", "setpriv", "--reuid", fmt.Sprint(c.lab.UID), "--regid", fmt.Sprint(c.lab.UID), "--init-groups",
+		"env", "-i", "HOME=/home/" + c.lab.User, fmt.Sprintf("XDG_RUNTIME_DIR=/run/user/%d", c.lab.UID), "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+		"PODMAN_IGNORE_CGROUPSV1_WARNING=1", "podman"}
+	logf, err := os.Create(filepath.Join(c.bin, container+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", append(asUser, run...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+		}
+		exec.Command("nsenter", append(asUser, "rm", "-f", "slurm-vk-e2e-"+c.lab.Suite)...).Run()
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			if len(b) > 6000 {
+				b = b[len(b)-6000:]
+			}
+			t.Logf("--- %s (podman) log (tail)\n%s", container, b)
+		}
+	})
+	return func(args ...string) string {
+		out, err := exec.Command("nsenter", append(asUser, args...)...).Output()
+		if err != nil {
+			t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+}
+
+// labNS is the PID of the lab's mount namespace holder (hack/lab's labns).
+func (c *cluster) labNS(t *testing.T) string {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(c.lab.Rootfs), "state", "labns.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // volumeFiles reads what a Secret or ConfigMap volume would hold, honouring
