@@ -30,6 +30,14 @@ image: ## Build the provider image in Go, no Docker (static binary, user 65532, 
 	go run ./hack/image -binary $(IMAGE_DIR)/slurm-vk -created $$(git log -1 --format=%ct) -revision $$(git rev-parse HEAD) \
 		-oci-layout $(IMAGE_DIR)/oci $(if $(IMAGE_PUSH),-push $(IMAGE_PUSH)) $(if $(IMAGE_CA),-ca-file $(IMAGE_CA))
 
+.PHONY: chart-push
+CHART_DIR := .cache/chart
+chart-push: ## Package the chart and push it as an OCI artifact to CHART_REGISTRY=host:port/path [CHART_CA=ca.crt]; install it with helm install oci://host:port/path/slurm-vk
+	@test -n "$(CHART_REGISTRY)" || { echo "chart-push: set CHART_REGISTRY=host:port/path" >&2; exit 2; }
+	helm=$${HELM:-$$(hack/tools/helm.sh)} && rm -rf $(CHART_DIR) && mkdir -p $(CHART_DIR) && \
+		$$helm package charts/slurm-vk -d $(CHART_DIR) && \
+		$$helm push $(CHART_DIR)/slurm-vk-*.tgz oci://$(CHART_REGISTRY) $(if $(CHART_CA),--ca-file $(CHART_CA))
+
 .PHONY: test
 test: ## Everything, on a fresh machine: lint, verify, unit and lab tests (trixie, sid), end to end on a real control plane
 	hack/test.sh

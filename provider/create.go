@@ -68,7 +68,7 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 
 	if isAdopted {
 		log.G(ctx).WithField("pod", key(pod.Namespace, pod.Name)).WithField("job", adopted).Info("re-attached to its Slurm job")
-		p.track(pod, adopted)
+		p.reattach(pod, adopted)
 		return nil
 	}
 	// A job Slurm knows comes first: one whose submit answer was lost may
@@ -291,7 +291,19 @@ func (p *Provider) findJob(ctx context.Context, comment string) (slurmclient.Job
 // track starts following a pod's job; its first status is "submitted".
 // A pod deleted while its create was under way is not tracked: its job is
 // cancelled and its directory removed instead.
-func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
+func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) { p.attach(pod, id, false) }
+
+// reattach tracks a pod that recovery found its job for. It keeps the
+// status this node reported last, which the API server's pod carries,
+// until the sync loop reads the job: a restart must not show a running
+// pod as Pending.
+func (p *Provider) reattach(pod *corev1.Pod, id slurmclient.JobID) {
+	p.attach(pod, id, pod.Status.StartTime != nil && pod.Status.Phase != "")
+}
+
+// attach records the pod's job; keep says the pod's status is current, else
+// it is a new job's, pending.
+func (p *Provider) attach(pod *corev1.Pod, id slurmclient.JobID, keep bool) {
 	p.mu.Lock()
 	gone := p.isGone(pod.UID)
 	p.mu.Unlock()
@@ -305,8 +317,10 @@ func (p *Provider) track(pod *corev1.Pod, id slurmclient.JobID) {
 		return
 	}
 	pod = pod.DeepCopy()
-	now := p.cfg.Now()
-	pod.Status = podStatus(pod, observation{job: &slurmclient.Job{ID: id, State: slurmclient.StatePending, SubmitTime: now}}, now)
+	if !keep {
+		now := p.cfg.Now()
+		pod.Status = podStatus(pod, observation{job: &slurmclient.Job{ID: id, State: slurmclient.StatePending, SubmitTime: now}}, now)
+	}
 	st := &podState{pod: pod, job: id, done: make(chan struct{})}
 	p.mu.Lock()
 	p.pods[pod.UID] = st

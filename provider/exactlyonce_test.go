@@ -311,3 +311,48 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 		t.Fatalf("a pending job's pod deleted: %v, cancelled %v", err, cancelled(st.job))
 	}
 }
+
+// TestRestartKeepsStatus: a running pod re-attached to its job after a
+// restart keeps the status it had, Running, until the sync loop reads the
+// job; it is never shown Pending in between.
+func TestRestartKeepsStatus(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeSlurm()
+	cfg := Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", UID: "u-a"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"}}}}}
+	p := New(cfg, f, noFiles{}, lookups)
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := p.get(pod.Namespace, pod.Name)
+	f.set(st.job, slurmclient.StateRunning, "")
+	p.Sync(ctx)
+	reported, err := p.GetPod(ctx, pod.Namespace, pod.Name)
+	if err != nil || reported.Status.Phase != corev1.PodRunning {
+		t.Fatalf("before the restart: %v, %v", reported.Status.Phase, err)
+	}
+
+	// The API server's pod carries what the first provider reported.
+	restarted := New(cfg, f, noFiles{}, lookups)
+	var notified []corev1.PodPhase
+	restarted.notify = func(p *corev1.Pod) { notified = append(notified, p.Status.Phase) }
+	if err := restarted.Recover(ctx, func(uid string) bool { return uid == "u-a" }); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.CreatePod(ctx, reported); err != nil {
+		t.Fatal(err)
+	}
+	got, err := restarted.GetPod(ctx, pod.Namespace, pod.Name)
+	if err != nil || got.Status.Phase != corev1.PodRunning {
+		t.Errorf("re-attached: phase %v, %v; want Running until the sync reads the job", got.Status.Phase, err)
+	}
+	for _, ph := range notified {
+		if ph != corev1.PodRunning {
+			t.Errorf("notified %v after the restart, want nothing but Running", notified)
+		}
+	}
+	if n := f.reset()["submit"]; n != 1 {
+		t.Errorf("%d submits, want the first only", n)
+	}
+}

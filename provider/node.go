@@ -107,6 +107,20 @@ func NewNodeProvider(cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node
 	return &NodeProvider{cfg: cfg, slurm: slurm, node: n.DeepCopy()}
 }
 
+// Carry takes the conditions of the node as the API server has it from an
+// earlier run, so that a restart keeps their transition times where their
+// status has not changed: a node Ready before and after a restart was
+// Ready throughout. Call it before Prime.
+func (np *NodeProvider) Carry(prev *corev1.Node) {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	for _, c := range prev.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			np.node.Status.Conditions = []corev1.NodeCondition{c}
+		}
+	}
+}
+
 // Prime takes the first look at Slurm (bounded, best effort: a Slurm that
 // does not answer makes the node NotReady) and writes what it found into
 // n, the node virtual-kubelet is about to register: capacity, readiness

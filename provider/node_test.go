@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/slurmkube/slurm-vk/slurmclient"
 )
@@ -103,5 +104,30 @@ func TestNodeClock(t *testing.T) {
 	np.Prime(context.Background(), n)
 	if len(n.Status.Conditions) != 1 || !n.Status.Conditions[0].LastHeartbeatTime.Time.Equal(at) || !n.Status.Conditions[0].LastTransitionTime.Time.Equal(at) {
 		t.Errorf("conditions %+v, want stamped %v", n.Status.Conditions, at)
+	}
+}
+
+// TestNodeCarry: after a restart, a node Ready before and now keeps its
+// Ready condition's transition time; one that was not Ready gets a new one.
+func TestNodeCarry(t *testing.T) {
+	slurm := newFakeSlurm()
+	slurm.nodes = []slurmclient.Node{{Name: "c1", CPUs: 4, MemoryMB: 8192, Partitions: []string{"debug"}}}
+	before, now := time.Date(2031, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2031, 1, 2, 0, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		prev corev1.ConditionStatus
+		want time.Time
+	}{{corev1.ConditionTrue, before}, {corev1.ConditionFalse, now}} {
+		prev := &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: tc.prev,
+			Reason: "SlurmReachable", LastTransitionTime: metav1.NewTime(before)}}}}
+		if tc.prev == corev1.ConditionFalse {
+			prev.Status.Conditions[0].Reason = "SlurmUnreachable"
+		}
+		n := &corev1.Node{}
+		np := NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 10, Now: func() time.Time { return now }}, slurm, n)
+		np.Carry(prev)
+		np.Prime(context.Background(), n)
+		if c := n.Status.Conditions; len(c) != 1 || c[0].Status != corev1.ConditionTrue || !c[0].LastTransitionTime.Time.Equal(tc.want) {
+			t.Errorf("was %s: conditions %+v, want Ready since %v", tc.prev, c, tc.want)
+		}
 	}
 }

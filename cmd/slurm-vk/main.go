@@ -27,6 +27,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -125,6 +126,11 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 		}
 		np := provider.NewNodeProvider(provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods, Runtime: o.Runtime,
 			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor}, slurm, pc.Node)
+		// The node as an earlier run left it: a restart keeps its
+		// conditions' transition times (Ready throughout).
+		if prev, err := kube.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{}); err == nil {
+			np.Carry(prev)
+		}
 		np.Prime(ctx, pc.Node)
 		cfg.NodeSizes = np.NodeSizes
 		p = provider.New(cfg, slurm, files, look)

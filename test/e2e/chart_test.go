@@ -9,12 +9,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/slurmkube/slurm-vk/slurmclient"
 	"github.com/slurmkube/slurm-vk/test/helmbin"
 )
 
@@ -61,7 +63,8 @@ func TestChart(t *testing.T) {
 	c.kubectl("delete", "node", chartNode, "--ignore-not-found")
 	runCmd(h, "--kubeconfig", c.kubeconfig, "-n", chartNS, "uninstall", "slurm-vk", "--wait")
 	repo, digest := c.pushImage(t)
-	notes := helm("install", "slurm-vk", "../../charts/slurm-vk", "-n", chartNS,
+	chart, ca := c.pushChart(t)
+	notes := helm("install", "slurm-vk", chart, "--ca-file", ca, "-n", chartNS,
 		"--set", "image.repository="+repo, "--set", "image.tag="+imageTag, "--set", "image.pullPolicy=Always",
 		"--set", "partitions[0].name="+c.lab.Partition, "--set", "partitions[0].nodeName="+chartNode,
 		"--set", `partitions[0].labels.site\.example/tier=e2e`,
@@ -88,8 +91,11 @@ func TestChart(t *testing.T) {
 		return out != ""
 	})
 
+	deployment := "slurm-vk-" + c.lab.Partition
 	// Only where the pod would listen changes: loopback, not every interface.
-	podman := c.runDeploymentPod(t, "slurm-vk-"+c.lab.Partition, "slurm-vk", "-listen", "127.0.0.1:10250", "-metrics-listen", freeAddr(t))
+	extra := []string{"-listen", "127.0.0.1:10250", "-metrics-listen", freeAddr(t)}
+	provider := c.runDeploymentPod(t, deployment, "slurm-vk", extra...)
+	podman := provider.podman
 	c.waitReady(chartNode)
 	if tier := c.must("get", "node", chartNode, "-o", `jsonpath={.metadata.labels.site\.example/tier}`); tier != "e2e" {
 		t.Errorf("node label site.example/tier = %q", tier)
@@ -135,6 +141,48 @@ func TestChart(t *testing.T) {
 			out, _ := c.kubectl("get", "pod", second, "-o", `jsonpath={.spec.nodeName} {.status.containerStatuses[0].state.waiting.reason}`)
 			return out == chartNode+" Resources"
 		})
+	})
+	t.Run("helm test: a pod on the virtual node runs as a Slurm job", func(t *testing.T) {
+		c.t = t
+		out := helm("test", "slurm-vk", "-n", chartNS, "--timeout", "2m", "--logs")
+		if !strings.Contains(out, "slurm-vk-"+c.lab.Partition+"-test") || !strings.Contains(out, "Succeeded") ||
+			!strings.Contains(out, "this pod ran as Slurm job") {
+			t.Errorf("helm test:\n%s", out)
+		}
+	})
+	t.Run("helm upgrade from the registry: the Deployment rolls, the node stays Ready, a running pod runs on", func(t *testing.T) {
+		c.t = t
+		name := c.unique(t, "across-upgrade")
+		c.apply(podOn(chartNode, name, "echo before; sleep 600"))
+		c.waitFor("Running", 2*time.Minute, func() bool { return c.phase(name) == "Running" })
+		uid := c.must("get", "pod", name, "-o", "jsonpath={.metadata.uid}")
+		job := c.slurmJob(uid).ID
+		ready := func() string {
+			return c.must("get", "node", chartNode, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}`)
+		}
+		before, template := ready(), c.must("-n", chartNS, "get", "deployment", deployment, "-o", "jsonpath={.spec.template.metadata.annotations.checksum/config}")
+		// A values change: a new config, so a new pod template.
+		helm("upgrade", "slurm-vk", chart, "--ca-file", ca, "-n", chartNS, "--reuse-values", "--set", "statusInterval=2s")
+		if after := c.must("-n", chartNS, "get", "deployment", deployment, "-o", "jsonpath={.spec.template.metadata.annotations.checksum/config}"); after == template {
+			t.Fatalf("the upgrade left the pod template's config checksum at %s", after)
+		}
+		// What the kubelet does when the ReplicaSet replaces the pod
+		// (strategy Recreate): stop the old, start the new.
+		provider.stop()
+		provider = c.runDeploymentPod(t, deployment, "slurm-vk", extra...)
+		if cfg := c.must("-n", chartNS, "get", "configmap", deployment, "-o", "jsonpath={.data.config\\.yaml}"); !strings.Contains(cfg, "statusInterval: 2s") {
+			t.Errorf("the new pod's config does not have the new statusInterval:\n%s", cfg)
+		}
+		c.waitFor("the new provider to report the pod", time.Minute, func() bool {
+			logs, _ := c.kubectl("logs", name)
+			return logs == "before"
+		})
+		if after := ready(); after != before || !strings.HasPrefix(after, "True ") {
+			t.Errorf("node Ready %q before the upgrade, %q after: want True throughout", before, after)
+		}
+		if j := c.slurmJob(uid); j.ID != job || j.State != slurmclient.StateRunning || c.phase(name) != "Running" {
+			t.Errorf("after the upgrade: job %d %s, pod %s; want job %d still RUNNING and the pod Running", j.ID, j.State, c.phase(name), job)
+		}
 	})
 	t.Run("the provider was never refused by the API server", func(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(c.bin, "slurm-vk.log"))
@@ -211,7 +259,7 @@ func (c *cluster) pushImage(t *testing.T) (repo, digest string) {
 // clients look for it, and runs the container's image with its args
 // ($(POD_IP) resolved), env and security context; extra args follow. The
 // container's output goes to c.bin/<container>.log.
-func (c *cluster) runDeploymentPod(t *testing.T, name, container string, extra ...string) (podman func(args ...string) string) {
+func (c *cluster) runDeploymentPod(t *testing.T, name, container string, extra ...string) *podmanPod {
 	var d appsv1.Deployment
 	if err := json.Unmarshal([]byte(c.must("-n", chartNS, "get", "deployment", name, "-o", "json")), &d); err != nil {
 		t.Fatal(err)
@@ -308,7 +356,7 @@ func (c *cluster) runDeploymentPod(t *testing.T, name, container string, extra .
 	asUser := []string{"-t", c.labNS(t), "-m", "--", "setpriv", "--reuid", fmt.Sprint(c.lab.UID), "--regid", fmt.Sprint(c.lab.UID), "--init-groups",
 		"env", "-i", "HOME=/home/" + c.lab.User, fmt.Sprintf("XDG_RUNTIME_DIR=/run/user/%d", c.lab.UID), "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
 		"PODMAN_IGNORE_CGROUPSV1_WARNING=1", "podman"}
-	logf, err := os.Create(filepath.Join(c.bin, container+".log"))
+	logf, err := os.OpenFile(filepath.Join(c.bin, container+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +365,14 @@ func (c *cluster) runDeploymentPod(t *testing.T, name, container string, extra .
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
+	p := &podmanPod{podman: func(args ...string) string {
+		out, err := exec.Command("nsenter", append(asUser, args...)...).Output()
+		if err != nil {
+			t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
+		}
+		return strings.TrimSpace(string(out))
+	}}
+	p.stop = sync.OnceFunc(func() {
 		cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
 		go func() { cmd.Wait(); close(done) }()
@@ -336,13 +391,29 @@ func (c *cluster) runDeploymentPod(t *testing.T, name, container string, extra .
 			t.Logf("--- %s (podman) log (tail)\n%s", container, b)
 		}
 	})
-	return func(args ...string) string {
-		out, err := exec.Command("nsenter", append(asUser, args...)...).Output()
-		if err != nil {
-			t.Fatalf("podman %s: %v", strings.Join(args, " "), err)
-		}
-		return strings.TrimSpace(string(out))
+	t.Cleanup(p.stop)
+	return p
+}
+
+// podmanPod is a Deployment's pod run by runDeploymentPod: podman runs a
+// podman command as the job user, stop ends the pod (SIGINT, as a kubelet's
+// SIGTERM: the provider shuts down gracefully) and removes its container.
+type podmanPod struct {
+	podman func(args ...string) string
+	stop   func()
+}
+
+// pushChart packages the chart and pushes it to the lab's registry as
+// make chart-push does (the same target); it returns the chart's oci://
+// reference and the registry's CA for helm.
+func (c *cluster) pushChart(t *testing.T) (ref, ca string) {
+	ca = filepath.Join(filepath.Dir(c.lab.Rootfs), "state", "registry-tls", "ca.crt")
+	cmd := exec.Command("make", "--no-print-directory", "chart-push", "CHART_REGISTRY="+c.lab.Registry+"/charts", "CHART_CA="+ca)
+	cmd.Dir = "../.."
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make chart-push: %v\n%s", err, out)
 	}
+	return "oci://" + c.lab.Registry + "/charts/slurm-vk", ca
 }
 
 // labNS is the PID of the lab's mount namespace holder (hack/lab's labns).
