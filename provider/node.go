@@ -114,9 +114,10 @@ func NewNodeProvider(cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node
 func (np *NodeProvider) Carry(prev *corev1.Node) {
 	np.mu.Lock()
 	defer np.mu.Unlock()
+	np.node.Status.Conditions = nil
 	for _, c := range prev.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			np.node.Status.Conditions = []corev1.NodeCondition{c}
+		if c.Type == corev1.NodeReady || c.Type == ConditionSlurmNodesDown {
+			np.node.Status.Conditions = append(np.node.Status.Conditions, c)
 		}
 	}
 }
@@ -217,25 +218,13 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 			n.Status.Capacity, n.Status.Allocatable, changed = capacity, np.allocatable(capacity), true
 		}
 	}
-	var conds []corev1.NodeCondition
-	found := false
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			found = true
-			if c.Status != ready.Status || c.Reason != ready.Reason {
-				ready.LastTransitionTime, changed = now, true
-			} else {
-				ready.LastTransitionTime = c.LastTransitionTime
-			}
-			c = ready
-		}
-		conds = append(conds, c)
+	var moved bool
+	n.Status.Conditions, moved = setCondition(n.Status.Conditions, ready, now)
+	changed = changed || moved
+	if err == nil {
+		n.Status.Conditions, moved = setCondition(n.Status.Conditions, nodesCondition(nodes, now), now)
+		changed = changed || moved
 	}
-	if !found {
-		ready.LastTransitionTime, changed = now, true
-		conds = append(conds, ready)
-	}
-	n.Status.Conditions = conds
 	if ready.Status == corev1.ConditionTrue {
 		n.Status.Phase = corev1.NodeRunning
 	}
@@ -311,6 +300,64 @@ func (np *NodeProvider) capacity(ctx context.Context) (corev1.ResourceList, []No
 		list["nvidia.com/gpu"] = *resource.NewQuantity(gpus, resource.DecimalSI)
 	}
 	return list, sizes, mine, nil
+}
+
+// ConditionSlurmNodesDown is True while some of the partition's nodes are
+// down, drained or failing; its message lists every node with its state
+// and size, for kubectl describe node.
+const ConditionSlurmNodesDown corev1.NodeConditionType = "SlurmNodesDown"
+
+// downStates are Slurm node states (and flags) in which a node runs no new
+// job.
+var downStates = []string{"DOWN", "DRAIN", "FAIL", "NOT_RESPONDING", "INVALID", "INVALID_REG", "POWERED_DOWN"}
+
+// nodesCondition summarizes the partition's nodes.
+func nodesCondition(nodes []slurmclient.Node, now metav1.Time) corev1.NodeCondition {
+	const most = 16
+	var down, list []string
+	for i, n := range nodes {
+		for _, s := range n.State {
+			if contains(downStates, s) {
+				down = append(down, n.Name)
+				break
+			}
+		}
+		if i < most {
+			size := NodeSize{CPUs: int64(n.CPUs), MemoryMB: n.MemoryMB, GPUs: gresGPUs(n.Gres)}
+			list = append(list, fmt.Sprintf("%s %s (%s)", n.Name, strings.ToLower(strings.Join(n.State, "+")), size))
+		}
+	}
+	if len(nodes) > most {
+		list = append(list, fmt.Sprintf("and %d more", len(nodes)-most))
+	}
+	c := corev1.NodeCondition{Type: ConditionSlurmNodesDown, Status: corev1.ConditionFalse, Reason: "AllNodesUp", LastHeartbeatTime: now,
+		Message: fmt.Sprintf("%d nodes: %s", len(nodes), strings.Join(list, "; "))}
+	if len(down) > 0 {
+		c.Status, c.Reason = corev1.ConditionTrue, "NodesDown"
+		c.Message = fmt.Sprintf("%d of %d nodes down or drained (%s). %s", len(down), len(nodes), strings.Join(down, ", "), c.Message)
+	}
+	return c
+}
+
+// setCondition puts c in conds, in place of the condition of its type; the
+// transition time moves only when the status or reason does. moved says
+// whether anything but the heartbeat changed.
+func setCondition(conds []corev1.NodeCondition, c corev1.NodeCondition, now metav1.Time) (out []corev1.NodeCondition, moved bool) {
+	for i, old := range conds {
+		if old.Type != c.Type {
+			continue
+		}
+		if old.Status != c.Status || old.Reason != c.Reason {
+			c.LastTransitionTime, moved = now, true
+		} else {
+			c.LastTransitionTime = old.LastTransitionTime
+			moved = old.Message != c.Message
+		}
+		out = append(append(out, conds[:i]...), c)
+		return append(out, conds[i+1:]...), moved
+	}
+	c.LastTransitionTime = now
+	return append(conds, c), true
 }
 
 // nodeInfo is the node's system info as kubectl get nodes -o wide shows

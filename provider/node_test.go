@@ -102,8 +102,13 @@ func TestNodeClock(t *testing.T) {
 		t.Fatalf("the constructor filled the status: %+v", n.Status)
 	}
 	np.Prime(context.Background(), n)
-	if len(n.Status.Conditions) != 1 || !n.Status.Conditions[0].LastHeartbeatTime.Time.Equal(at) || !n.Status.Conditions[0].LastTransitionTime.Time.Equal(at) {
-		t.Errorf("conditions %+v, want stamped %v", n.Status.Conditions, at)
+	if len(n.Status.Conditions) != 2 {
+		t.Fatalf("conditions %+v, want Ready and %s", n.Status.Conditions, ConditionSlurmNodesDown)
+	}
+	for _, c := range n.Status.Conditions {
+		if !c.LastHeartbeatTime.Time.Equal(at) || !c.LastTransitionTime.Time.Equal(at) {
+			t.Errorf("condition %+v, want stamped %v", c, at)
+		}
 	}
 }
 
@@ -126,8 +131,39 @@ func TestNodeCarry(t *testing.T) {
 		np := NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 10, Now: func() time.Time { return now }}, slurm, n)
 		np.Carry(prev)
 		np.Prime(context.Background(), n)
-		if c := n.Status.Conditions; len(c) != 1 || c[0].Status != corev1.ConditionTrue || !c[0].LastTransitionTime.Time.Equal(tc.want) {
+		if c := n.Status.Conditions; len(c) != 2 || c[0].Type != corev1.NodeReady || c[0].Status != corev1.ConditionTrue || !c[0].LastTransitionTime.Time.Equal(tc.want) {
 			t.Errorf("was %s: conditions %+v, want Ready since %v", tc.prev, c, tc.want)
 		}
+	}
+}
+
+// TestNodesCondition: kubectl describe node lists the partition's nodes
+// with their states and sizes; a drained or down node turns
+// SlurmNodesDown True, naming it.
+func TestNodesCondition(t *testing.T) {
+	slurm := newFakeSlurm()
+	slurm.nodes = []slurmclient.Node{
+		{Name: "c1", CPUs: 4, MemoryMB: 8192, State: []string{"IDLE"}, Partitions: []string{"debug"}},
+		{Name: "c2", CPUs: 2, MemoryMB: 4096, Gres: "gpu:2", State: []string{"MIXED"}, Partitions: []string{"debug"}},
+	}
+	cond := func() corev1.NodeCondition {
+		n := &corev1.Node{}
+		NewNodeProvider(NodeConfig{Name: "vk", Partition: "debug", MaxPods: 10}, slurm, n).Prime(context.Background(), n)
+		for _, c := range n.Status.Conditions {
+			if c.Type == ConditionSlurmNodesDown {
+				return c
+			}
+		}
+		t.Fatalf("no %s condition in %+v", ConditionSlurmNodesDown, n.Status.Conditions)
+		return corev1.NodeCondition{}
+	}
+	c := cond()
+	if want := "2 nodes: c1 idle (4 CPUs, 8Gi memory, 0 GPUs); c2 mixed (2 CPUs, 4Gi memory, 2 GPUs)"; c.Status != corev1.ConditionFalse || c.Message != want {
+		t.Errorf("all up: %s %q, want False %q", c.Status, c.Message, want)
+	}
+	slurm.nodes[1].State = []string{"IDLE", "DRAIN"}
+	c = cond()
+	if c.Status != corev1.ConditionTrue || c.Reason != "NodesDown" || !strings.HasPrefix(c.Message, "1 of 2 nodes down or drained (c2). 2 nodes: c1 idle") {
+		t.Errorf("c2 drained: %s %s %q", c.Status, c.Reason, c.Message)
 	}
 }

@@ -90,6 +90,16 @@ func TestLabVirtualNode(t *testing.T) {
 		ni.KernelVersion == "" || ni.ContainerRuntimeVersion != o.Runtime+"://slurm-job" {
 		t.Errorf("node info %+v", ni)
 	}
+	// kubectl describe node: the partition's real nodes, all up.
+	for _, c := range n.Status.Conditions {
+		if c.Type == provider.ConditionSlurmNodesDown {
+			for _, name := range lab.Nodes {
+				if c.Status != corev1.ConditionFalse || !strings.Contains(c.Message, name+" ") {
+					t.Errorf("condition %s: %s %q, want False naming %s", c.Type, c.Status, c.Message, name)
+				}
+			}
+		}
+	}
 	if cpu := n.Status.Capacity[corev1.ResourceCPU]; cpu.Value() != int64(lab.TotalCPUs) || n.Status.DaemonEndpoints.KubeletEndpoint.Port != int32(port) {
 		t.Errorf("capacity %v, kubelet port %d", n.Status.Capacity, n.Status.DaemonEndpoints.KubeletEndpoint.Port)
 	}
