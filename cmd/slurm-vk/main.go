@@ -26,6 +26,7 @@ import (
 	logruslogger "github.com/virtual-kubelet/virtual-kubelet/log/logrus"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
+	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
@@ -34,6 +35,7 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
 	"sigs.k8s.io/yaml"
 
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
@@ -75,6 +77,9 @@ func run(ctx context.Context, o *options) error {
 	if err != nil {
 		return fmt.Errorf("kubeconfig: %w", err)
 	}
+	// client-go's default (5/s) would hold a burst of pods' status updates
+	// back for minutes; a kubelet's is 50/s for its 110 pods.
+	kcfg.QPS, kcfg.Burst = float32(o.KubeAPIQPS), o.KubeAPIBurst
 	kube, err := kubernetes.NewForConfig(kcfg)
 	if err != nil {
 		return err
@@ -202,6 +207,22 @@ func providerConfig(o *options) provider.Config {
 // provider's routes, with webhook authentication when a client CA is set.
 func kubeletAPI(o *options, kube kubernetes.Interface, recorder record.EventRecorder, mux *http.ServeMux) nodeutil.NodeOpt {
 	return func(cfg *nodeutil.NodeConfig) error {
+		cfg.NumWorkers = o.PodSyncWorkers
+		// virtual-kubelet's queues default to client-go's controller rate
+		// limit, 10 items/s after a burst of 100: a workflow's thousand
+		// pods would wait in it for a minute and a half. The API client's
+		// QPS is the limit that matters; failures still back off per pod.
+		cfg.PodControllerConfigOpts = append(cfg.PodControllerConfigOpts, func(pc *node.PodControllerConfig) error {
+			limiter := func() workqueue.TypedRateLimiter[any] {
+				return workqueue.NewTypedMaxOfRateLimiter(
+					workqueue.NewTypedItemExponentialFailureRateLimiter[any](5*time.Millisecond, 1000*time.Second),
+					&workqueue.TypedBucketRateLimiter[any]{Limiter: rate.NewLimiter(rate.Limit(o.KubeAPIQPS*4), o.KubeAPIBurst*10)})
+			}
+			pc.SyncPodsFromKubernetesRateLimiter = limiter()
+			pc.DeletePodsFromKubernetesRateLimiter = limiter()
+			pc.SyncPodStatusFromProviderRateLimiter = limiter()
+			return nil
+		})
 		cfg.EventRecorder = recorder
 		cfg.HTTPListenAddr = o.Listen
 		cfg.Handler = tailZero(mux)

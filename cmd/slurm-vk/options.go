@@ -57,6 +57,9 @@ type options struct {
 	LogTimeHelper      string          `json:"logTimeHelper"`
 	NodeInterval       metav1.Duration `json:"nodeInterval"`
 	MaxPods            int             `json:"maxPods"`
+	PodSyncWorkers     int             `json:"podSyncWorkers"`
+	KubeAPIQPS         float64         `json:"kubeAPIQPS"`
+	KubeAPIBurst       int             `json:"kubeAPIBurst"`
 	QueueFactor        float64         `json:"queueFactor"`
 	MetricsListen      string          `json:"metricsListen"`
 	NodeLabels         string          `json:"nodeLabels"`
@@ -143,6 +146,12 @@ func (o *options) flagSet() *flag.FlagSet {
 	fs.StringVar(&o.LogTimeHelper, "log-time-helper", provider.DefaultLogTimeHelper, "slurm-vk-logtime as jobs find it (a command in PATH or an absolute path on compute nodes); without it, --timestamps/--since use the log's mtime")
 	fs.DurationVar(&o.NodeInterval.Duration, "node-interval", 30*time.Second, "node capacity and readiness refresh period")
 	fs.IntVar(&o.MaxPods, "max-pods", 1000, "pods this node accepts")
+	// Creating a pod waits on the network (staging, slurmrestd), not the
+	// CPU: virtual-kubelet's default of one worker per CPU made a burst of
+	// pods queue in the provider (bench/chain.sh).
+	fs.IntVar(&o.PodSyncWorkers, "pod-sync-workers", 10, "pods created, updated and deleted at once")
+	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 100, "requests per second to the API server (pod status updates, mostly); one virtual node holds thousands of pods")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 200, "requests to the API server above -kube-api-qps in a burst")
 	fs.Float64Var(&o.QueueFactor, "queue-factor", 1, "offer Kubernetes this many times the partition's CPUs, memory and GPUs, so the excess waits in Slurm's queue (>= 1)")
 	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and liveness at /healthz on this address (empty: off)")
 	fs.StringVar(&o.NodeLabels, "node-labels", "", "extra node labels, key=value,... (as the kubelet's --node-labels)")
@@ -164,6 +173,9 @@ func (o *options) validate() error {
 	if len(missing) > 0 {
 		sort.Strings(missing)
 		return fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
+	}
+	if o.PodSyncWorkers < 1 || o.KubeAPIQPS <= 0 || o.KubeAPIBurst < 1 {
+		return fmt.Errorf("-pod-sync-workers %d, -kube-api-qps %g, -kube-api-burst %d: each must be positive", o.PodSyncWorkers, o.KubeAPIQPS, o.KubeAPIBurst)
 	}
 	if o.ClientCA == "" && !o.InsecureKubeletAPI {
 		return fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
