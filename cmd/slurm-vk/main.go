@@ -79,7 +79,7 @@ func run(ctx context.Context, o *options) error {
 	}
 	// client-go's default (5/s) would hold a burst of pods' status updates
 	// back for minutes; a kubelet's is 50/s for its 110 pods.
-	kcfg.QPS, kcfg.Burst = float32(o.KubeAPIQPS), o.KubeAPIBurst
+	kcfg.QPS, kcfg.Burst = float32(orDefault(o.KubeAPIQPS, defaultKubeAPIQPS)), orDefault(o.KubeAPIBurst, defaultKubeAPIBurst)
 	kube, err := kubernetes.NewForConfig(kcfg)
 	if err != nil {
 		return err
@@ -207,7 +207,7 @@ func providerConfig(o *options) provider.Config {
 // provider's routes, with webhook authentication when a client CA is set.
 func kubeletAPI(o *options, kube kubernetes.Interface, recorder record.EventRecorder, mux *http.ServeMux) nodeutil.NodeOpt {
 	return func(cfg *nodeutil.NodeConfig) error {
-		cfg.NumWorkers = o.PodSyncWorkers
+		cfg.NumWorkers = orDefault(o.PodSyncWorkers, defaultPodSyncWorkers)
 		// virtual-kubelet's queues default to client-go's controller rate
 		// limit, 10 items/s after a burst of 100: a workflow's thousand
 		// pods would wait in it for a minute and a half. The API client's
@@ -216,7 +216,8 @@ func kubeletAPI(o *options, kube kubernetes.Interface, recorder record.EventReco
 			limiter := func() workqueue.TypedRateLimiter[any] {
 				return workqueue.NewTypedMaxOfRateLimiter(
 					workqueue.NewTypedItemExponentialFailureRateLimiter[any](5*time.Millisecond, 1000*time.Second),
-					&workqueue.TypedBucketRateLimiter[any]{Limiter: rate.NewLimiter(rate.Limit(o.KubeAPIQPS*4), o.KubeAPIBurst*10)})
+					&workqueue.TypedBucketRateLimiter[any]{Limiter: rate.NewLimiter(rate.Limit(orDefault(o.KubeAPIQPS, defaultKubeAPIQPS)*4),
+						orDefault(o.KubeAPIBurst, defaultKubeAPIBurst)*10)})
 			}
 			pc.SyncPodsFromKubernetesRateLimiter = limiter()
 			pc.DeletePodsFromKubernetesRateLimiter = limiter()

@@ -149,9 +149,9 @@ func (o *options) flagSet() *flag.FlagSet {
 	// Creating a pod waits on the network (staging, slurmrestd), not the
 	// CPU: virtual-kubelet's default of one worker per CPU made a burst of
 	// pods queue in the provider (bench/chain.sh).
-	fs.IntVar(&o.PodSyncWorkers, "pod-sync-workers", 10, "pods created, updated and deleted at once")
-	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", 100, "requests per second to the API server (pod status updates, mostly); one virtual node holds thousands of pods")
-	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", 200, "requests to the API server above -kube-api-qps in a burst")
+	fs.IntVar(&o.PodSyncWorkers, "pod-sync-workers", defaultPodSyncWorkers, "pods created, updated and deleted at once")
+	fs.Float64Var(&o.KubeAPIQPS, "kube-api-qps", defaultKubeAPIQPS, "requests per second to the API server (pod status updates, mostly); one virtual node holds thousands of pods")
+	fs.IntVar(&o.KubeAPIBurst, "kube-api-burst", defaultKubeAPIBurst, "requests to the API server above -kube-api-qps in a burst")
 	fs.Float64Var(&o.QueueFactor, "queue-factor", 1, "offer Kubernetes this many times the partition's CPUs, memory and GPUs, so the excess waits in Slurm's queue (>= 1)")
 	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and liveness at /healthz on this address (empty: off)")
 	fs.StringVar(&o.NodeLabels, "node-labels", "", "extra node labels, key=value,... (as the kubelet's --node-labels)")
@@ -174,8 +174,8 @@ func (o *options) validate() error {
 		sort.Strings(missing)
 		return fmt.Errorf("missing required options: %s", strings.Join(missing, ", "))
 	}
-	if o.PodSyncWorkers < 1 || o.KubeAPIQPS <= 0 || o.KubeAPIBurst < 1 {
-		return fmt.Errorf("-pod-sync-workers %d, -kube-api-qps %g, -kube-api-burst %d: each must be positive", o.PodSyncWorkers, o.KubeAPIQPS, o.KubeAPIBurst)
+	if o.PodSyncWorkers < 0 || o.KubeAPIQPS < 0 || o.KubeAPIBurst < 0 {
+		return fmt.Errorf("-pod-sync-workers %d, -kube-api-qps %g, -kube-api-burst %d: none may be negative", o.PodSyncWorkers, o.KubeAPIQPS, o.KubeAPIBurst)
 	}
 	if o.ClientCA == "" && !o.InsecureKubeletAPI {
 		return fmt.Errorf("-client-ca is required: without it the kubelet API (container logs, full pod specs) answers anyone who reaches %s; give -insecure-kubelet-api to serve it so anyway", o.Listen)
@@ -266,4 +266,20 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// Defaults of the API and worker options; a zero value (options made in
+// code, a config file without them) means the default.
+const (
+	defaultPodSyncWorkers = 10
+	defaultKubeAPIQPS     = 100
+	defaultKubeAPIBurst   = 200
+)
+
+// orDefault is v, or def when v is not positive.
+func orDefault[T int | float64](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
