@@ -23,6 +23,10 @@ build: ## Compile every package; binaries go to bin/
 	$(GO) build -o bin/ ./...
 
 
+.PHONY: agent
+agent: ## Build the exec agent for compute nodes, static: bin/slurm-vk-agent (copy it where jobs find it: exec.agent)
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/slurm-vk-agent ./cmd/slurm-vk-agent
+
 .PHONY: image
 IMAGE_DIR := .cache/image
 image: ## Build the provider image in Go, no Docker (static binary, user 65532, one commit = one digest) as an OCI layout in .cache/image/oci; IMAGE_PUSH=host:port/repo:tag [IMAGE_CA=ca.crt] pushes it

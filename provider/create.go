@@ -98,6 +98,9 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 		p.byName[key(pod.Namespace, pod.Name)] = pod.UID
 	}
 	p.mu.Unlock()
+	if plan.Agent {
+		plan.Staged = append(plan.Staged, agentToken())
+	}
 	if err := p.stageFiles(ctx, pod, tenant, plan); err != nil {
 		return err
 	}
@@ -317,6 +320,10 @@ func (p *Provider) attach(pod *corev1.Pod, id slurmclient.JobID, keep bool) {
 		return
 	}
 	pod = pod.DeepCopy()
+	// Never read here, and a fifth of a pod's memory (the note on #18):
+	// the status update goes to pods/status, where the API server keeps
+	// the live object's managed fields whatever the request carries.
+	pod.ManagedFields = nil
 	if !keep {
 		now := p.cfg.Now()
 		pod.Status = podStatus(pod, observation{job: &slurmclient.Job{ID: id, State: slurmclient.StatePending, SubmitTime: now}}, now)

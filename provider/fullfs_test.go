@@ -61,7 +61,7 @@ func TestFullFileSystemWhileStaging(t *testing.T) {
 	if last == nil || last.Status.Phase != corev1.PodPending || last.Status.Reason != ReasonStagingFailed || !strings.Contains(last.Status.Message, "no space left") {
 		t.Errorf("the pod's status: %+v, want Pending, %s, saying the file system is full", last.Status, ReasonStagingFailed)
 	}
-	if f.calls["submit"] != 0 {
+	if f.count("submit") != 0 {
 		t.Error("a job was submitted for a pod whose files could not be staged")
 	}
 	var left []string
@@ -81,7 +81,7 @@ func TestFullFileSystemWhileStaging(t *testing.T) {
 		t.Errorf("left after the delete: %v", entries)
 	}
 	size = 16 << 10
-	if err := p.CreatePod(ctx, mk("u-room")); err != nil || f.calls["submit"] != 1 {
-		t.Errorf("with room again: %v, %d submits", err, f.calls["submit"])
+	if err := p.CreatePod(ctx, mk("u-room")); err != nil || f.count("submit") != 1 {
+		t.Errorf("with room again: %v, %d submits", err, f.count("submit"))
 	}
 }

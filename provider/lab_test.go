@@ -35,6 +35,8 @@ type labRig struct {
 	files *fetchclient.Client
 	cfg   Config
 	look  Lookups
+	// fetchURL and fetchToken reach the rig's fetch endpoint.
+	fetchURL, fetchToken string
 
 	mu      sync.Mutex
 	updates map[types.UID][]*corev1.Pod
@@ -60,7 +62,7 @@ func newLabRig(t *testing.T) *labRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &labRig{t: t, lab: lab, slurm: slurm, files: files, updates: map[types.UID][]*corev1.Pod{}, look: lookups,
+	return &labRig{t: t, lab: lab, slurm: slurm, files: files, updates: map[types.UID][]*corev1.Pod{}, look: lookups, fetchURL: url, fetchToken: tok,
 		cfg: Config{TranslateConfig: TranslateConfig{NodeName: "lab-" + lab.Suite, Partition: lab.Partition,
 			SharedRoot: root, Runtime: RuntimeNone, Allowed: Allowed{Runtimes: []string{AllowAny}, Partitions: []string{AllowAny}}},
 			StatusInterval: 200 * time.Millisecond}}

@@ -67,15 +67,19 @@ type Config struct {
 	// NodeSizes, if set, are the partition's nodes (NodeProvider.NodeSizes):
 	// a pod that fits none fails before it is submitted.
 	NodeSizes func() []NodeSize
+	// Tunnel, with TranslateConfig's Agent and AgentURL, serves kubectl
+	// exec; nil: exec is refused.
+	Tunnel Tunnel
 }
 
 // Provider runs pods as Slurm jobs. One Provider serves one virtual node,
 // that is one Slurm partition.
 type Provider struct {
-	cfg   Config
-	slurm slurmclient.Interface
-	files Files
-	look  Lookups
+	cfg    Config
+	slurm  slurmclient.Interface
+	files  Files
+	look   Lookups
+	tunnel Tunnel
 
 	mu     sync.Mutex
 	pods   map[types.UID]*podState
@@ -152,7 +156,7 @@ func New(cfg Config, slurm slurmclient.Interface, files Files, look Lookups) *Pr
 	if cfg.PendingRefreshPerCycle <= 0 {
 		cfg.PendingRefreshPerCycle = 20
 	}
-	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look,
+	p := &Provider{cfg: cfg, slurm: slurm, files: files, look: look, tunnel: cfg.Tunnel,
 		pods: map[types.UID]*podState{}, byName: map[string]types.UID{},
 		adopt: map[string]slurmclient.JobID{}, uncertain: map[types.UID]bool{}, cancels: map[slurmclient.JobID]graceCancel{},
 		clients: map[string]slurmclient.Interface{}, gone: map[types.UID]time.Time{}, creating: map[types.UID]bool{},
@@ -239,11 +243,6 @@ func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
 }
 
 var errUnsupported = "is not supported by the Slurm provider: containers run as Slurm batch jobs"
-
-// RunInContainer implements nodeutil.Provider.
-func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach api.AttachIO) error {
-	return errdefs.InvalidInput("exec " + errUnsupported)
-}
 
 // AttachToContainer implements nodeutil.Provider.
 func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach api.AttachIO) error {

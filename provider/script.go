@@ -25,7 +25,7 @@ var runFunction = func() string {
 	return strings.NewReplacer(
 		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{START}", f(layout.KindStart), "{TIMES}", f(layout.KindTimes),
 		"{REASON}", layout.ReasonName("$n"), "{EXITTMP}", layout.ExitTempName("$n"), "{OLD}", strings.Join(old, " "),
-		"{WORK}", layout.WorkDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
+		"{WORK}", layout.WorkDir, "{PIDS}", layout.PIDsDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
 	).Replace(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
 	local stop=0
 	trap 'stop=1' TERM
@@ -43,6 +43,7 @@ var runFunction = func() string {
 		began=$SECONDS
 		"$2" >>"$dir/{LOG}" 2>&1
 		rc=$?
+		rm -f "$pod_dir/{PIDS}/$1"
 		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
 		{ echo "$rc"; cat "$dir/{REASON}" 2>/dev/null || :; } >"$dir/{EXITTMP}" && mv -f "$dir/{EXITTMP}" "$dir/{EXIT}"
 		rm -f "$dir/{REASON}"
@@ -115,6 +116,7 @@ func (t *translator) script(inits, mains []string) string {
 	// not inherit), so they live on to write each container's marker, and
 	// restart nothing after it.
 	b.WriteString(runFunction)
+	b.WriteString(t.agentLines())
 	b.WriteString(t.rt.helpers)
 	if t.shape != nil && t.shape.launcher == LauncherSrun {
 		b.WriteString(t.tasksFunction())
@@ -144,7 +146,10 @@ for p in "${pids[@]}"; do
 	rc=$?
 	if [ "$status" -eq 0 ] && [ "$rc" -ne 0 ]; then status=$rc; fi
 done
-exit "$status"
 `)
+	if t.agent() {
+		b.WriteString("[ -z \"$svk_agent\" ] || kill \"$svk_agent\" 2>/dev/null\n")
+	}
+	b.WriteString("exit \"$status\"\n")
 	return b.String()
 }

@@ -38,6 +38,13 @@ func newFakeSlurm() *fakeSlurm {
 	return &fakeSlurm{jobs: map[slurmclient.JobID]*slurmclient.Job{}, next: 100, calls: map[string]int{}}
 }
 
+// count is how many times op was called.
+func (f *fakeSlurm) count(op string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[op]
+}
+
 func (f *fakeSlurm) call(op string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

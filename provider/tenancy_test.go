@@ -149,8 +149,8 @@ func TestMappedTenancy(t *testing.T) {
 	if st == nil || st.pod.Status.Phase != corev1.PodFailed || st.pod.Status.Reason != ReasonNamespaceNotAllowed {
 		t.Errorf("unmapped namespace: status %+v, want Failed/%s", st, ReasonNamespaceNotAllowed)
 	}
-	if len(files.created) != 0 || f.calls["submit"] != 0 {
-		t.Errorf("unmapped namespace: directories %v, %d submits; want none", files.created, f.calls["submit"])
+	if len(files.created) != 0 || f.count("submit") != 0 {
+		t.Errorf("unmapped namespace: directories %v, %d submits; want none", files.created, f.count("submit"))
 	}
 
 	bank := tenantPod("bank", "u-bank")

@@ -37,6 +37,11 @@ type TranslateConfig struct {
 	// slurm-vk-logtime). Without it on a compute node, logs are whole but
 	// --timestamps and --since fall back to the log's mtime.
 	LogTimeHelper string
+	// Agent is the tunnel agent (cmd/slurm-vk-agent) as compute nodes
+	// find it, and AgentURL the fetch endpoint as they reach it: with
+	// both, each job starts the agent, which connects out so that kubectl
+	// exec reaches the pod's containers. Without them exec is refused.
+	Agent, AgentURL string
 }
 
 // Defaults for TranslateConfig's restart back-off, as the kubelet's.
@@ -58,6 +63,9 @@ type StagedFile struct {
 type Plan struct {
 	Spec   slurmclient.JobSpec
 	Staged []StagedFile
+	// Agent: the script starts the exec agent, whose token the provider
+	// stages (not here: a translation is the same every time).
+	Agent bool
 }
 
 // InvalidPodError says why a pod cannot run as a Slurm job. The pod fails
@@ -175,7 +183,7 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		return nil, err
 	}
 	spec.Script = t.script(inits, mains)
-	return &Plan{Spec: spec, Staged: t.staged}, nil
+	return &Plan{Spec: spec, Staged: t.staged, Agent: t.agent()}, nil
 }
 
 type translator struct {
@@ -256,6 +264,11 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	body, err := t.rt.launch(t, rc)
 	if err != nil {
 		return "", err
+	}
+	if t.agent() {
+		// The subshell that execs the container records its PID, for the
+		// agent to enter the container by (removed by run when it ends).
+		fmt.Fprintf(&b, "		echo \"$BASHPID\" >\"$pod_dir\"/%s || :\n", shq(path.Join(layout.PIDsDir, c.Name)))
 	}
 	b.WriteString(body)
 	return fmt.Sprintf("c_%s() {\n\t(\n%s\t)\n}\n", envSafe(c.Name), b.String()), nil

@@ -114,6 +114,10 @@ type Config struct {
 	// its operation ("submit", "job_states"...), how long it took with
 	// its retries, and its error. For metrics; it must not block.
 	Observe func(op string, elapsed time.Duration, err error)
+	// WrapTransport, if set, wraps the transport every HTTP request goes
+	// through (as client-go's rest.Config does): to count or trace the
+	// requests themselves, where Observe sees calls.
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Client is the slurmrestd client. The API version is negotiated on first

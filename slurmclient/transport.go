@@ -135,13 +135,14 @@ func newHTTPClient(cfg Config) (*http.Client, string, error) {
 	default:
 		return nil, "", fmt.Errorf("slurmrestd URL %q: want http://, https:// or unix:/path", cfg.URL)
 	}
-	return &http.Client{
-		Transport: &authTransport{
-			base:   tr,
-			user:   cfg.User,
-			tokens: tokenfile.New(cfg.TokenFile),
-			slots:  make(chan struct{}, cfg.MaxConcurrent),
-		},
-		Timeout: cfg.Timeout,
-	}, base, nil
+	var rt http.RoundTripper = &authTransport{
+		base:   tr,
+		user:   cfg.User,
+		tokens: tokenfile.New(cfg.TokenFile),
+		slots:  make(chan struct{}, cfg.MaxConcurrent),
+	}
+	if cfg.WrapTransport != nil {
+		rt = cfg.WrapTransport(rt)
+	}
+	return &http.Client{Transport: rt, Timeout: cfg.Timeout}, base, nil
 }

@@ -33,6 +33,7 @@ func main() {
 		maxUpload = flag.Int64("max-upload", 16<<20, "largest staged file, bytes")
 		maxPolls  = flag.Int("max-long-polls", 4096, "log reads that may wait at once (beyond: 503, retry later)")
 		podPolls  = flag.Int("max-long-polls-per-pod", 32, "log reads that may wait at once on one pod (beyond: 429)")
+		maxAgents = flag.Int("max-agents", 10000, "exec agents (one per running pod with exec) connected at once")
 		retention = flag.Duration("retention", 0, "keep a deleted pod's directory this long (0: remove at once)")
 		uid       = flag.Int("uid", -1, "owner uid of pod directories whose create names no user (single-user tenancy, when running as root)")
 		gid       = flag.Int("gid", -1, "owner gid for those")
@@ -79,7 +80,7 @@ func main() {
 	}
 	s, err := server.New(server.Config{
 		Root: *root, TokenFile: *tokenFile, PollInterval: *poll, MaxWait: *maxWait,
-		MaxUpload: *maxUpload, Retention: *retention, Owner: owner, Users: allowed, Clients: cls, Logger: log,
+		MaxUpload: *maxUpload, MaxAgents: *maxAgents, Retention: *retention, Owner: owner, Users: allowed, Clients: cls, Logger: log,
 		MaxLongPolls: *maxPolls, MaxLongPollsPerPod: *podPolls,
 	})
 	if err != nil {

@@ -41,6 +41,7 @@ import (
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/provider"
 	"github.com/slurmkube/slurm-vk/slurmclient"
+	tunnelclient "github.com/slurmkube/slurm-vk/tunnel/client"
 )
 
 func main() {
@@ -66,6 +67,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx = log.WithLogger(ctx, log.L.WithField("node", o.NodeName))
+	if limit := setMemoryLimit(); limit > 0 {
+		log.G(ctx).WithField("bytes", limit).Info("Go memory limit set from the container's memory limit")
+	}
 	if err := run(ctx, o); err != nil {
 		log.G(ctx).WithError(err).Error("slurm-vk stopped")
 		os.Exit(1)
@@ -190,6 +194,13 @@ func slurmClients(o *options, metrics *provider.Metrics) (slurmclient.Interface,
 	return node, tenant, nil
 }
 
+func orDefaultString(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
 // providerConfig is the provider's part of the options.
 func providerConfig(o *options) provider.Config {
 	return provider.Config{
@@ -198,8 +209,10 @@ func providerConfig(o *options) provider.Config {
 			Allowed: provider.Allowed{Runtimes: splitList(o.AllowedRuntimes), Partitions: splitList(o.AllowedPartitions),
 				Accounts: splitList(o.AllowedAccounts), QOS: splitList(o.AllowedQOS),
 				Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)},
-			RestartBackoff: o.RestartBackoff.Duration, MaxRestartBackoff: o.MaxRestartBackoff.Duration, LogTimeHelper: o.LogTimeHelper},
+			RestartBackoff: o.RestartBackoff.Duration, MaxRestartBackoff: o.MaxRestartBackoff.Duration, LogTimeHelper: o.LogTimeHelper,
+			Agent: o.Agent, AgentURL: orDefaultString(o.AgentURL, o.FetchURL)},
 		StatusInterval: o.StatusInterval.Duration, Tenancy: o.Tenancy,
+		Tunnel: tunnelclient.New(tunnelclient.Config{URL: o.FetchURL, TokenFile: o.FetchTokenFile, CAFile: o.FetchCAFile}),
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/fetch/logtime"
 )
@@ -269,6 +271,59 @@ func BenchmarkIdleFollows1000(b *testing.B) {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// BenchmarkPodDirs20000: what the provider asks of slurm-fetchd for every
+// pod it refreshes (Containers: each container's attempts and exit
+// markers), on a root of PODS (default 20,000) pod directories against a
+// root of 200, alternately, in the same run; and the endpoint's memory
+// with each. Pods are picked at random.
+func BenchmarkPodDirs20000(b *testing.B) {
+	n := 20000
+	if v, err := strconv.Atoi(os.Getenv("PODS")); err == nil && v > 0 {
+		n = v
+	}
+	type side struct {
+		pods []layout.Pod
+		d    *fetchd
+		c    *Client
+		lat  []time.Duration
+	}
+	sides := make([]*side, 2)
+	for i, size := range []int{200, n} {
+		f := newFixture(b)
+		pods := fetchtest.MakePodDirs(b, f.root, size, 10)
+		d := startFetchd(b, f)
+		sides[i] = &side{pods: pods, d: d, c: newClient(b, "http://"+d.addr)}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for j := range sides {
+			s := sides[(i+j)%2] // alternate which side goes first
+			pod := s.pods[rng.IntN(len(s.pods))]
+			t0 := time.Now()
+			got, err := s.c.Containers(ctx, pod, []string{"main"})
+			s.lat = append(s.lat, time.Since(t0))
+			if err != nil || !got["main"].Current.Exited || got["main"].Current.Size == 0 {
+				b.Fatalf("containers of %s: %+v, %v", pod, got, err)
+			}
+		}
+	}
+	b.StopTimer()
+	pct := func(lat []time.Duration, p float64) float64 {
+		slices.Sort(lat)
+		return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000
+	}
+	small, large := sides[0], sides[1]
+	b.ReportMetric(pct(small.lat, 0.5), "p50-ms-200")
+	b.ReportMetric(pct(large.lat, 0.5), fmt.Sprintf("p50-ms-%d", n))
+	b.ReportMetric(pct(small.lat, 0.99), "p99-ms-200")
+	b.ReportMetric(pct(large.lat, 0.99), fmt.Sprintf("p99-ms-%d", n))
+	b.ReportMetric(pct(large.lat, 0.5)/pct(small.lat, 0.5), "p50-ratio")
+	b.ReportMetric(float64(rss(b, strconv.Itoa(small.d.pid())))/(1<<20), "endpoint-MiB-200")
+	b.ReportMetric(float64(rss(b, strconv.Itoa(large.d.pid())))/(1<<20), fmt.Sprintf("endpoint-MiB-%d", n))
 }
 
 // startFetchd runs the real binary on the fixture, with its default

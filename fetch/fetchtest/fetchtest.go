@@ -4,11 +4,15 @@
 package fetchtest
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/fetch/server"
 )
 
@@ -28,4 +32,29 @@ func Start(t testing.TB, cfg server.Config) string {
 	hs.Start()
 	t.Cleanup(func() { hs.Close(); s.Close() })
 	return hs.URL
+}
+
+// MakePodDirs fills root with n pod directories as ended jobs leave them
+// (container main's log and exit marker); every deletedEvery-th one (0:
+// none) carries a fresh deletion marker. For benchmarks at scale.
+func MakePodDirs(tb testing.TB, root string, n, deletedEvery int) []layout.Pod {
+	tb.Helper()
+	pods := make([]layout.Pod, n)
+	for i := range pods {
+		pods[i] = layout.Pod{Namespace: "bench", Name: fmt.Sprintf("work-%d", i), UID: fmt.Sprintf("6f1c2a9e-0000-4000-8000-%012d", i)}
+		dir := filepath.Join(root, pods[i].Dir())
+		if err := os.MkdirAll(filepath.Join(dir, "main"), 0o755); err != nil {
+			tb.Fatal(err)
+		}
+		files := map[string]string{layout.LogFile("main", 0): "started\ndone\n", layout.ExitFile("main", 0): "0\n"}
+		if deletedEvery > 0 && i%deletedEvery == 0 {
+			files[layout.DeletedMarker] = ""
+		}
+		for name, data := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o644); err != nil {
+				tb.Fatal(err)
+			}
+		}
+	}
+	return pods
 }

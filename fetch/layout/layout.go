@@ -11,6 +11,7 @@
 //	    slurm-%j.out                              Slurm's output of the job (not a container's)
 //	    _staged/<path>                            files the provider uploads
 //	    _work/                                    scratch (emptyDir volumes)
+//	    _work/.pids/<container>                   its main process's PID, while it runs (tunnel agent)
 //	    .deleted                                  pod gone; removed after retention
 //
 // Names are validated so that no component can contain '/', '_' (the pod
@@ -216,6 +217,16 @@ func StagedPullCredentials(container string) string { return path.Join("pull", c
 func StagedRuntimeFile(runtime, container, ext string) string {
 	return path.Join(runtime, container+"."+ext)
 }
+
+// StagedAgentToken is the pod's tunnel agent token: the agent started in
+// the job proves with it which pod it serves (package tunnel).
+const StagedAgentToken = "agent/token"
+
+// PIDsDir, relative to the pod directory, holds a file per running
+// container, named for it, with its main process's PID: the job script
+// writes it, the tunnel agent enters the container through it. In _work,
+// which is never served; ".pids" cannot be a volume's name.
+const PIDsDir = WorkDir + "/.pids"
 
 // Staged is a staged file's path relative to the pod directory.
 func Staged(rel string) string { return path.Join(StagedDir, rel) }

@@ -16,7 +16,7 @@ func (s *Server) Janitor(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		s.sweep(time.Now())
+		s.Sweep(time.Now())
 		select {
 		case <-ctx.Done():
 			return
@@ -25,7 +25,9 @@ func (s *Server) Janitor(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (s *Server) sweep(now time.Time) {
+// Sweep removes, once, the pod directories whose deletion marker is
+// older than the retention at now.
+func (s *Server) Sweep(now time.Time) {
 	d, err := s.root.Open(".")
 	if err != nil {
 		s.log.Error("janitor: open root", "err", err)

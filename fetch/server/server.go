@@ -27,6 +27,7 @@ import (
 
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/internal/tokenfile"
+	"github.com/slurmkube/slurm-vk/tunnel/hub"
 )
 
 // Config configures a Server.
@@ -67,6 +68,9 @@ type Config struct {
 	// not listed is refused, so a client cannot make files owned by root or
 	// by a system account.
 	Users map[string]Owner
+	// MaxAgents caps the tunnel agents connected at once (default 10000):
+	// one per running pod with exec enabled.
+	MaxAgents int
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil: a private registry.
@@ -97,6 +101,7 @@ type Server struct {
 	m       metrics
 	polls   polls
 	mux     *http.ServeMux
+	hub     *hub.Hub
 }
 
 type metrics struct {
@@ -122,7 +127,8 @@ func New(cfg Config) (*Server, error) {
 		root.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}}}
+	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}},
+		hub: hub.New(cfg.MaxAgents, cfg.Logger)}
 	reg, gather := cfg.Registerer, cfg.Gatherer
 	if reg == nil {
 		r := prometheus.NewRegistry()
@@ -151,6 +157,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.MaxUpload <= 0 {
 		cfg.MaxUpload = 16 << 20
+	}
+	if cfg.MaxAgents <= 0 {
+		cfg.MaxAgents = 10000
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -235,6 +244,8 @@ func (s *Server) routes(gather prometheus.Gatherer) *http.ServeMux {
 	s.handle(mux, "GET "+pod+"/containers/{container}/log", "log", s.readLog)
 	s.handle(mux, "GET "+pod+"/containers/{container}/info", "info", s.info)
 	s.handle(mux, "GET "+pod+"/containers", "containers", s.containers)
+	s.handle(mux, "GET "+pod+"/tunnel", "tunnel", s.tunnelSession)
+	mux.HandleFunc("GET /v1/agent/{namespace}/{name}/{uid}", s.tunnelAgent)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
@@ -243,6 +254,7 @@ func (s *Server) routes(gather prometheus.Gatherer) *http.ServeMux {
 
 // Close releases the root and the file-system watcher.
 func (s *Server) Close() error {
+	s.hub.Close()
 	s.watch.close()
 	return s.root.Close()
 }

@@ -430,7 +430,7 @@ func TestDeleteAndRetention(t *testing.T) {
 		t.Fatal(code)
 	}
 	dir := filepath.Join(r.root, testPod.Dir())
-	r.srv.sweep(time.Now())
+	r.srv.Sweep(time.Now())
 	if _, err := os.Stat(filepath.Join(dir, "main", "0.log")); err != nil {
 		t.Fatalf("output removed before its retention: %v", err)
 	}
@@ -439,7 +439,7 @@ func TestDeleteAndRetention(t *testing.T) {
 			t.Errorf("%s kept after the pod's delete: %v", d, err)
 		}
 	}
-	r.srv.sweep(time.Now().Add(2 * time.Hour))
+	r.srv.Sweep(time.Now().Add(2 * time.Hour))
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("kept after its retention: %v", err)
 	}

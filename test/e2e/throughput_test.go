@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,7 +36,12 @@ func TestE2EThroughput(t *testing.T) {
 	}
 	runs, _ := strconv.Atoi(os.Getenv("SLURM_VK_BENCH_RUNS"))
 	runs = max(runs, 1)
-	c := setup(t)
+	metrics := freeAddr(t)
+	extra := []string{"-metrics-listen", metrics}
+	if w := os.Getenv("SLURM_VK_BENCH_WORKERS"); w != "" {
+		extra = append(extra, "-pod-sync-workers", w)
+	}
+	c := setup(t, extra...)
 	cfg, err := clientcmd.BuildConfigFromFlags("", c.kubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -50,11 +57,15 @@ func TestE2EThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	var raw, chain [][2]time.Duration
+	var api []time.Duration
 	for run := range runs {
 		rs, rf := c.rawThroughput(t, user, n, run)
-		cs, cf := c.chainThroughput(t, kube, n, run)
+		as := apiThroughput(t, kube, n, run)
+		cs, cf := c.chainThroughput(t, kube, "http://"+metrics+"/metrics", n, run)
 		raw, chain = append(raw, [2]time.Duration{rs, rf}), append(chain, [2]time.Duration{cs, cf})
-		t.Logf("run %d: raw submitted %v finished %v; chain submitted %v finished %v", run, raw[run][0], raw[run][1], chain[run][0], chain[run][1])
+		api = append(api, as)
+		t.Logf("run %d: raw submitted %v finished %v; API server alone created %v; chain submitted %v finished %v",
+			run, raw[run][0], raw[run][1], as, chain[run][0], chain[run][1])
 	}
 	med := func(d [][2]time.Duration, i int) time.Duration {
 		var v []time.Duration
@@ -65,10 +76,14 @@ func TestE2EThroughput(t *testing.T) {
 		return v[len(v)/2]
 	}
 	rs, rf, cs, cf := med(raw, 0), med(raw, 1), med(chain, 0), med(chain, 1)
+	sort.Slice(api, func(a, b int) bool { return api[a] < api[b] })
+	as := api[len(api)/2]
 	t.Logf("%d pods, %d runs, medians (lab %s):", n, runs, c.lab.Suite)
 	t.Logf("  raw slurmrestd: all submitted %6.1fs (%6.1f jobs/s), all finished %6.1fs", rs.Seconds(), float64(n)/rs.Seconds(), rf.Seconds())
+	t.Logf("  API server alone: all created %6.1fs (%6.1f pods/s)", as.Seconds(), float64(n)/as.Seconds())
 	t.Logf("  through chain:  all submitted %6.1fs (%6.1f pods/s), all finished %6.1fs", cs.Seconds(), float64(n)/cs.Seconds(), cf.Seconds())
 	t.Logf("  chain/raw: submission rate %.2f, time to all finished %.2f", rs.Seconds()/cs.Seconds(), cf.Seconds()/rf.Seconds())
+	t.Logf("  chain/API server alone: submission rate %.2f", as.Seconds()/cs.Seconds())
 }
 
 // workers is how many submit at once, in both paths: virtual-kubelet's
@@ -88,6 +103,7 @@ func (c *cluster) rawThroughput(t *testing.T, s *slurmclient.Client, n, run int)
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
+	cpu0 := cpuByProcess()
 	began := time.Now()
 	for range workers {
 		wg.Add(1)
@@ -106,6 +122,7 @@ func (c *cluster) rawThroughput(t *testing.T, s *slurmclient.Client, n, run int)
 	}
 	wg.Wait()
 	submitted = time.Since(began)
+	t.Logf("run %d: raw, while submitting: %s", run, cpuShare(cpu0, cpuByProcess(), submitted))
 	select {
 	case err := <-errs:
 		t.Fatalf("raw submit: %v", err)
@@ -116,22 +133,26 @@ func (c *cluster) rawThroughput(t *testing.T, s *slurmclient.Client, n, run int)
 		if err != nil {
 			return false
 		}
-		done := 0
+		// A job missing from the answer ended more than MinJobAge (5
+		// minutes) ago: slurmctld has forgotten it.
+		live := 0
 		for _, j := range st {
-			if j.State.Terminal() {
-				done++
+			if !j.State.Terminal() {
+				live++
 			}
 		}
-		return done == n
+		return live == 0
 	})
 	return submitted, time.Since(began)
 }
 
 // chainThroughput creates n pods of `true` on the node from workers
-// goroutines, as a workflow engine would, and waits for every pod to have a
-// job in Slurm (submitted) and to succeed (finished); each pod must have
-// exactly one job.
-func (c *cluster) chainThroughput(t *testing.T, kube kubernetes.Interface, n, run int) (submitted, finished time.Duration) {
+// goroutines, as a workflow engine would, and waits for every pod's job to
+// be submitted (slurm-vk's count of submits slurmrestd accepted, at
+// metrics: asking Slurm for its whole job list four times a second would
+// load the very slurmrestd measured) and to succeed (finished); each pod
+// must then have exactly one job in Slurm.
+func (c *cluster) chainThroughput(t *testing.T, kube kubernetes.Interface, metrics string, n, run int) (submitted, finished time.Duration) {
 	ctx := context.Background()
 	ns := fmt.Sprintf("bench-%d-%d", run, time.Now().UnixNano()%100000)
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
@@ -153,6 +174,8 @@ func (c *cluster) chainThroughput(t *testing.T, kube kubernetes.Interface, n, ru
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
+	submits0 := submits(t, metrics)
+	cpu0 := cpuByProcess()
 	began := time.Now()
 	for range workers {
 		wg.Add(1)
@@ -181,8 +204,13 @@ func (c *cluster) chainThroughput(t *testing.T, kube kubernetes.Interface, n, ru
 		}
 		return by
 	}
-	c.waitFor("every pod to have a job in Slurm", 30*time.Minute, func() bool { return len(jobsOf()) >= n })
+	for deadline := time.Now().Add(30 * time.Minute); submits(t, metrics)-submits0 < n; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d pods submitted in 30 minutes", submits(t, metrics)-submits0, n)
+		}
+	}
 	submitted = time.Since(began)
+	t.Logf("run %d: chain, while submitting: %s", run, cpuShare(cpu0, cpuByProcess(), submitted))
 	wg.Wait()
 	c.waitFor("every pod to succeed", 30*time.Minute, func() bool {
 		pods, err := kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{ResourceVersion: "0"})
@@ -229,4 +257,120 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// apiThroughput creates n pods from workers goroutines, bound at creation
+// to a node nothing serves, and reports the time to all created: what the
+// API server (and etcd) alone take, the ceiling of any chain through them.
+func apiThroughput(t *testing.T, kube kubernetes.Interface, n, run int) time.Duration {
+	ctx := context.Background()
+	ns := fmt.Sprintf("bench-api-%d-%d", run, time.Now().UnixNano()%100000)
+	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	defer kube.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	cpu0 := cpuByProcess()
+	began := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%05d", i)},
+					Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, NodeName: "bench-nowhere",
+						Containers: []corev1.Container{{Name: "main", Image: "none", Command: []string{"true"}}}}}
+				if _, err := kube.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+					t.Errorf("create pod %d: %v", i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(began)
+	t.Logf("run %d: API server alone, while creating: %s", run, cpuShare(cpu0, cpuByProcess(), took))
+	return took
+}
+
+// submits reads slurm-vk's count of submits slurmrestd accepted.
+func submits(t *testing.T, metrics string) int {
+	resp, err := http.Get(metrics)
+	if err != nil {
+		t.Fatalf("slurm-vk metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("slurm-vk metrics: %s", resp.Status)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "slurm_vk_slurmrestd_requests_total{") && strings.Contains(line, `op="submit"`) && strings.Contains(line, `outcome="ok"`) {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatalf("slurm-vk metrics: %q: %v", line, err)
+			}
+			return int(v)
+		}
+	}
+	return 0
+}
+
+// cpuByProcess is the CPU time used so far by each process of the chain
+// (by command name, summed), and by the whole machine ("all").
+func cpuByProcess() map[string]time.Duration {
+	names := map[string]bool{"etcd": true, "kube-apiserver": true, "kube-scheduler": true, "kube-controller": true,
+		"slurm-vk": true, "slurm-fetchd": true, "slurmrestd": true, "slurmctld": true, "slurmd": true, "e2e.test": true}
+	out := map[string]time.Duration{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		data, err := os.ReadFile("/proc/" + d.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		lp, rp := strings.IndexByte(string(data), '('), strings.LastIndexByte(string(data), ')')
+		if lp < 0 || rp < lp {
+			continue
+		}
+		name := string(data[lp+1 : rp])
+		if !names[name] {
+			continue
+		}
+		f := strings.Fields(string(data[rp+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[name] += time.Duration(ut+st) * time.Second / 100 // USER_HZ
+	}
+	if data, err := os.ReadFile("/proc/stat"); err == nil {
+		f := strings.Fields(strings.SplitN(string(data), "\n", 2)[0])
+		busy := int64(0)
+		for i, v := range f[1:] {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			if i != 3 && i != 4 { // all but idle and iowait
+				busy += n
+			}
+		}
+		out["all"] = time.Duration(busy) * time.Second / 100
+	}
+	return out
+}
+
+// cpuShare formats each process's share of a core over a window, largest
+// first: "all 190%, kube-apiserver 70%, ...".
+func cpuShare(before, after map[string]time.Duration, window time.Duration) string {
+	type share struct {
+		name string
+		pct  float64
+	}
+	var shares []share
+	for name, d := range after {
+		shares = append(shares, share{name, 100 * (d - before[name]).Seconds() / window.Seconds()})
+	}
+	sort.Slice(shares, func(i, j int) bool { return shares[i].pct > shares[j].pct })
+	var parts []string
+	for _, s := range shares {
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", s.name, s.pct))
+	}
+	return "%core: " + strings.Join(parts, ", ")
 }

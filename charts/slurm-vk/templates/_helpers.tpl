@@ -156,6 +156,8 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "restartBackoff" $v.restartBackoff
   "maxRestartBackoff" $v.maxRestartBackoff
   "logTimeHelper" $v.logTimeHelper
+  "agent" $v.exec.agent
+  "agentURL" $v.exec.agentURL
   "maxPods" (int (ternary $p.maxPods $v.node.maxPods (hasKey $p "maxPods")))
   "queueFactor" (float64 (ternary $p.queueFactor $v.node.queueFactor (hasKey $p "queueFactor")))
   "nodeLabels" (join "," $labelList)

@@ -1,0 +1,129 @@
+package provider
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/slurmclient"
+	"github.com/slurmkube/slurm-vk/tunnel"
+	tunnelclient "github.com/slurmkube/slurm-vk/tunnel/client"
+)
+
+// kubectl exec reaches a running job through the tunnel (package tunnel):
+// the job script starts the agent, which connects out to the fetch
+// endpoint with the pod's agent token; the provider's session meets it
+// there.
+
+// Tunnel opens exec sessions on a pod's agent; *tunnelclient.Client is one.
+type Tunnel interface {
+	Exec(ctx context.Context, ns, name, uid string, req tunnel.Request, s tunnelclient.Streams) (tunnel.Exit, error)
+}
+
+var _ Tunnel = (*tunnelclient.Client)(nil)
+
+// agent says whether the job starts the tunnel agent: configured, and the
+// containers run on the batch step's node (srun's tasks run elsewhere).
+func (t *translator) agent() bool {
+	return t.cfg.Agent != "" && t.cfg.AgentURL != "" && (t.shape == nil || t.shape.launcher != LauncherSrun)
+}
+
+// agentLines start the agent in the background for the job's life. It is
+// optional: a node without it runs the pod, and exec says why it cannot.
+func (t *translator) agentLines() string {
+	if !t.agent() {
+		return ""
+	}
+	return fmt.Sprintf(`svk_agent=
+mkdir -p "$pod_dir"/%s || :
+if command -v %s >/dev/null 2>&1; then
+	%s -url %s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s -runtime %s </dev/null &
+	svk_agent=$!
+else
+	echo "slurm-vk: the exec agent %s is not on this node: kubectl exec cannot reach this pod" >&2
+fi
+`, shq(layout.PIDsDir), shq(t.cfg.Agent), shq(t.cfg.Agent), shq(t.cfg.AgentURL), shq(t.pod.Namespace), shq(t.pod.Name), shq(string(t.pod.UID)),
+		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(t.cfg.Runtime), strings.ReplaceAll(t.cfg.Agent, "'", ""))
+}
+
+// agentToken is a new pod's agent token, staged with its files.
+func agentToken() StagedFile {
+	b := make([]byte, 32)
+	rand.Read(b)
+	return StagedFile{Path: layout.StagedAgentToken, Data: []byte(hex.EncodeToString(b) + "\n"), Mode: 0o400}
+}
+
+// RunInContainer implements nodeutil.Provider: kubectl exec, through the
+// pod's agent.
+func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach api.AttachIO) error {
+	if p.tunnel == nil || p.cfg.Agent == "" {
+		return errdefs.InvalidInput("exec is not enabled on this node (the provider's -agent and -agent-url)")
+	}
+	st, err := p.get(namespace, podName)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	pod, state := st.pod.DeepCopy(), st.state
+	p.mu.Unlock()
+	if state != slurmclient.StateRunning {
+		return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s is not running (its Slurm job is %s)", namespace, podName, strings.ToLower(string(orUnknown(state)))))
+	}
+	req := tunnel.Request{Kind: "exec", Container: containerName, Command: cmd, Stdin: attach.Stdin() != nil, TTY: attach.TTY()}
+	s := tunnelclient.Streams{Stdin: attach.Stdin()}
+	if w := attach.Stdout(); w != nil {
+		s.Stdout = w
+	}
+	if w := attach.Stderr(); w != nil {
+		s.Stderr = w
+	}
+	if attach.TTY() {
+		sizes := make(chan tunnel.TermSize)
+		go func() {
+			defer close(sizes)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case ts, ok := <-attach.Resize():
+					if !ok {
+						return
+					}
+					select {
+					case sizes <- tunnel.TermSize{Width: ts.Width, Height: ts.Height}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}()
+		s.Resize = sizes
+	}
+	exit, err := p.tunnel.Exec(ctx, namespace, podName, string(pod.UID), req, s)
+	switch {
+	case errors.Is(err, tunnelclient.ErrNoAgent):
+		return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s: %v", namespace, podName, err))
+	case err != nil:
+		return err
+	case exit.Error != "":
+		return errdefs.InvalidInput(exit.Error)
+	case exit.Code != 0:
+		return utilexec.CodeExitError{Err: fmt.Errorf("command terminated with exit code %d", exit.Code), Code: exit.Code}
+	}
+	return nil
+}
+
+func orUnknown(s slurmclient.JobState) slurmclient.JobState {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}

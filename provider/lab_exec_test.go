@@ -1,0 +1,137 @@
+package provider
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
+	utilexec "k8s.io/utils/exec"
+
+	"github.com/slurmkube/slurm-vk/slurmclient"
+	tunnelclient "github.com/slurmkube/slurm-vk/tunnel/client"
+)
+
+// TestLabExec: kubectl exec's provider call into a real job. The job
+// script starts the real agent (built here, on the shared directory the
+// compute nodes see), which connects out to the real fetch endpoint; the
+// command runs in the container's environment and directory, on the
+// job's node, and its output and exit code come back.
+func TestLabExec(t *testing.T) {
+	r := newLabRig(t)
+	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
+	build := exec.Command("go", "build", "-o", agent, "github.com/slurmkube/slurm-vk/cmd/slurm-vk-agent")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the agent: %v: %s", err, out)
+	}
+	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
+	r.cfg.Tunnel = tunnelclient.New(tunnelclient.Config{URL: r.fetchURL, TokenFile: r.fetchToken})
+	p := r.start()
+	ctx := r.ctx(t)
+	c := sh("main", "sleep 300")
+	c.WorkingDir, c.Env = "/tmp", []corev1.EnvVar{{Name: "GREETING", Value: "hello from the pod"}}
+	pod := labPod("exec", c)
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+	job := p.jobOf(t, pod)
+
+	// The agent connects once the job runs: exec waits for it a little,
+	// as a user retrying would.
+	run := func(cmd []string, stdin string) (string, string, error) {
+		var out, errb bytes.Buffer
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			out.Reset()
+			errb.Reset()
+			io := &attachIO{stdout: nopCloser{&out}, stderr: nopCloser{&errb}}
+			if stdin != "" {
+				io.stdin = strings.NewReader(stdin)
+			}
+			err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "main", cmd, io)
+			if err == nil || !strings.Contains(err.Error(), "no agent") || time.Now().After(deadline) {
+				return out.String(), errb.String(), err
+			}
+		}
+	}
+	t.Run("output, env, working directory, the job's node, exit code 3", func(t *testing.T) {
+		out, errOut, err := run([]string{"sh", "-c", `echo "$GREETING"; pwd; echo "$SLURM_JOB_ID"; echo oops >&2; exit 3`}, "")
+		var code utilexec.CodeExitError
+		if !errors.As(err, &code) || code.ExitStatus() != 3 {
+			t.Fatalf("exec: %v, want exit code 3", err)
+		}
+		if want := "hello from the pod\n/tmp\n" + fmt.Sprint(job) + "\n"; out != want {
+			t.Errorf("stdout %q, want %q", out, want)
+		}
+		if errOut != "oops\n" {
+			t.Errorf("stderr %q", errOut)
+		}
+	})
+	t.Run("stdin", func(t *testing.T) {
+		out, _, err := run([]string{"tr", "a-z", "A-Z"}, "shout\n")
+		if err != nil || out != "SHOUT\n" {
+			t.Errorf("exec tr: %q, %v", out, err)
+		}
+	})
+	t.Run("a container that is not there", func(t *testing.T) {
+		err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "sidecar", []string{"true"}, &attachIO{})
+		if err == nil || !strings.Contains(err.Error(), `container "sidecar" is not running`) {
+			t.Errorf("exec in a missing container: %v", err)
+		}
+	})
+	t.Run("after the delete: the job ends, exec says the pod is not running", func(t *testing.T) {
+		if err := p.DeletePod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			j, err := r.slurm.Job(ctx, job)
+			if err == nil && j.State.Terminal() {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("job %d did not end after the delete", job)
+			}
+		}
+		if err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "main", []string{"true"}, &attachIO{}); err == nil {
+			t.Error("exec into a deleted pod worked")
+		}
+	})
+}
+
+// jobOf is the pod's job ID as the provider tracks it.
+func (p *Provider) jobOf(t *testing.T, pod *corev1.Pod) slurmclient.JobID {
+	t.Helper()
+	st, err := p.get(pod.Namespace, pod.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return st.job
+}
+
+// attachIO is kubectl exec's streams as virtual-kubelet hands them over.
+type attachIO struct {
+	stdin          io.Reader
+	stdout, stderr io.WriteCloser
+	tty            bool
+	resize         chan api.TermSize
+}
+
+func (a *attachIO) Stdin() io.Reader            { return a.stdin }
+func (a *attachIO) Stdout() io.WriteCloser      { return a.stdout }
+func (a *attachIO) Stderr() io.WriteCloser      { return a.stderr }
+func (a *attachIO) TTY() bool                   { return a.tty }
+func (a *attachIO) Resize() <-chan api.TermSize { return a.resize }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/slurmkube/slurm-vk/tunnel"
+)
+
+// Containers says how the agent enters the pod's containers.
+type Containers struct {
+	// PIDDir holds a file per running container, named for it, with the
+	// PID of its main process: the job script writes it as the container
+	// starts. The command runs with that process's environment and
+	// working directory.
+	PIDDir string
+	// Runtime is the job's container runtime; only "none" is entered
+	// today, the others are refused by name.
+	Runtime string
+}
+
+var containerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// process is a running container's main process, as /proc shows it.
+type process struct {
+	pid int
+	env []string
+	dir string
+}
+
+// find reads the container's PID file and its process's env and cwd.
+func (c Containers) find(name string) (*process, error) {
+	if c.Runtime != "" && c.Runtime != "none" {
+		return nil, fmt.Errorf("exec into runtime %s is not supported yet (runtime none is)", c.Runtime)
+	}
+	if !containerName.MatchString(name) {
+		return nil, fmt.Errorf("no container %q", name)
+	}
+	data, err := os.ReadFile(filepath.Join(c.PIDDir, name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("container %q is not running", name)
+	} else if err != nil {
+		return nil, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(data)))
+	if err != nil || pid <= 1 {
+		return nil, fmt.Errorf("container %q: bad PID file", name)
+	}
+	environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		return nil, fmt.Errorf("container %q is not running", name)
+	}
+	dir, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		return nil, fmt.Errorf("container %q is not running", name)
+	}
+	var env []string
+	for _, kv := range strings.Split(string(environ), "\x00") {
+		if kv != "" {
+			env = append(env, kv)
+		}
+	}
+	return &process{pid: pid, env: env, dir: dir}, nil
+}
+
+// command builds argv's process as the container's: its env, its
+// working directory, argv[0] looked up in its PATH.
+func (p *process) command(argv []string) (*exec.Cmd, error) {
+	if len(argv) == 0 {
+		return nil, errors.New("no command")
+	}
+	path := argv[0]
+	if !strings.Contains(path, "/") {
+		var found bool
+		for _, kv := range p.env {
+			if dirs, ok := strings.CutPrefix(kv, "PATH="); ok {
+				for _, d := range filepath.SplitList(dirs) {
+					cand := filepath.Join(d, path)
+					if fi, err := os.Stat(cand); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+						path, found = cand, true
+						break
+					}
+				}
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("%q: executable file not found in the container's $PATH", argv[0])
+		}
+	}
+	cmd := &exec.Cmd{Path: path, Args: argv, Env: p.env, Dir: p.dir}
+	return cmd, nil
+}
+
+// serveStream serves one session.
+func serveStream(ctx context.Context, cfg Config, st net.Conn) {
+	defer st.Close()
+	typ, payload, err := tunnel.ReadFrame(st, nil)
+	if err != nil {
+		return
+	}
+	var req tunnel.Request
+	if typ != tunnel.FrameRequest || json.Unmarshal(payload, &req) != nil {
+		tunnel.WriteJSON(st, tunnel.FrameExit, tunnel.Exit{Code: -1, Error: "the session did not start with a request"})
+		return
+	}
+	switch req.Kind {
+	case "exec":
+		exit := runExec(ctx, cfg, st, req)
+		tunnel.WriteJSON(st, tunnel.FrameExit, exit)
+	default:
+		tunnel.WriteJSON(st, tunnel.FrameExit, tunnel.Exit{Code: -1, Error: fmt.Sprintf("%s is not supported by this agent", req.Kind)})
+	}
+}
+
+// runExec runs req's command in its container with the session's
+// streams, and returns how it ended. The session closing ends it.
+func runExec(ctx context.Context, cfg Config, st net.Conn, req tunnel.Request) tunnel.Exit {
+	proc, err := cfg.Containers.find(req.Container)
+	if err != nil {
+		return tunnel.Exit{Code: -1, Error: err.Error()}
+	}
+	cmd, err := proc.command(req.Command)
+	if err != nil {
+		return tunnel.Exit{Code: -1, Error: err.Error()}
+	}
+	var mu sync.Mutex
+	stdout := &tunnel.FrameWriter{W: st, Typ: tunnel.FrameStdout, Mu: &mu}
+	stderr := &tunnel.FrameWriter{W: st, Typ: tunnel.FrameStderr, Mu: &mu}
+	var stdin io.WriteCloser
+	var term *os.File
+	var output sync.WaitGroup
+	if req.TTY {
+		term, err = pty.StartWithSize(cmd, &pty.Winsize{Cols: 80, Rows: 24})
+		if err != nil {
+			return tunnel.Exit{Code: -1, Error: err.Error()}
+		}
+		defer term.Close()
+		stdin = term
+		output.Add(1)
+		go func() { defer output.Done(); io.Copy(stdout, term) }()
+	} else {
+		if req.Stdin {
+			if stdin, err = cmd.StdinPipe(); err != nil {
+				return tunnel.Exit{Code: -1, Error: err.Error()}
+			}
+		}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			return tunnel.Exit{Code: -1, Error: err.Error()}
+		}
+	}
+	// Frames from the provider: stdin, resizes; the session ending kills
+	// the command's process group.
+	ended := make(chan struct{})
+	go func() {
+		var buf []byte
+		for {
+			typ, p, err := tunnel.ReadFrame(st, buf)
+			if err != nil {
+				select {
+				case <-ended:
+				default:
+					syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+				}
+				return
+			}
+			buf = p[:0]
+			switch typ {
+			case tunnel.FrameStdin:
+				if stdin != nil {
+					stdin.Write(p)
+				}
+			case tunnel.FrameCloseStdin:
+				if stdin != nil && !req.TTY {
+					stdin.Close()
+				} else if term != nil {
+					term.Write([]byte{4}) // ^D: end of input at the terminal
+				}
+			case tunnel.FrameResize:
+				var ts tunnel.TermSize
+				if term != nil && json.Unmarshal(p, &ts) == nil {
+					pty.Setsize(term, &pty.Winsize{Cols: ts.Width, Rows: ts.Height})
+				}
+			}
+		}
+	}()
+	stop := context.AfterFunc(ctx, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	defer stop()
+	err = cmd.Wait()
+	close(ended)
+	if term != nil {
+		// The terminal's output drains once every process holding it has
+		// ended; a background process that keeps it open is not waited for.
+		done := make(chan struct{})
+		go func() { output.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+		}
+	}
+	return exitOf(cmd, err)
+}
+
+// exitOf is the command's exit code, 128+n for a signal as a shell says.
+func exitOf(cmd *exec.Cmd, err error) tunnel.Exit {
+	if cmd.ProcessState == nil {
+		return tunnel.Exit{Code: -1, Error: err.Error()}
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return tunnel.Exit{Code: 128 + int(ws.Signal())}
+	}
+	return tunnel.Exit{Code: cmd.ProcessState.ExitCode()}
+}
