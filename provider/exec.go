@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
+	corev1 "k8s.io/api/core/v1"
 	utilexec "k8s.io/utils/exec"
 
 	"github.com/slurmkube/slurm-vk/fetch/layout"
@@ -26,6 +28,7 @@ import (
 // Tunnel opens exec sessions on a pod's agent; *tunnelclient.Client is one.
 type Tunnel interface {
 	Exec(ctx context.Context, ns, name, uid string, req tunnel.Request, s tunnelclient.Streams) (tunnel.Exit, error)
+	PortForward(ctx context.Context, ns, name, uid string, port int, stream io.ReadWriter) error
 }
 
 var _ Tunnel = (*tunnelclient.Client)(nil)
@@ -51,7 +54,7 @@ else
 	echo "slurm-vk: the exec agent %s is not on this node: kubectl exec cannot reach this pod" >&2
 fi
 `, shq(layout.PIDsDir), shq(t.cfg.Agent), shq(t.cfg.Agent), shq(t.cfg.AgentURL), shq(t.pod.Namespace), shq(t.pod.Name), shq(string(t.pod.UID)),
-		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(t.cfg.Runtime), strings.ReplaceAll(t.cfg.Agent, "'", ""))
+		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(t.runtime), strings.ReplaceAll(t.cfg.Agent, "'", ""))
 }
 
 // agentToken is a new pod's agent token, staged with its files.
@@ -61,21 +64,47 @@ func agentToken() StagedFile {
 	return StagedFile{Path: layout.StagedAgentToken, Data: []byte(hex.EncodeToString(b) + "\n"), Mode: 0o400}
 }
 
-// RunInContainer implements nodeutil.Provider: kubectl exec, through the
-// pod's agent.
-func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach api.AttachIO) error {
+// running is the pod, if the tunnel can reach it: exec is enabled and
+// its job runs.
+func (p *Provider) running(namespace, podName, what string) (*corev1.Pod, error) {
 	if p.tunnel == nil || p.cfg.Agent == "" {
-		return errdefs.InvalidInput("exec is not enabled on this node (the provider's -agent and -agent-url)")
+		return nil, errdefs.InvalidInput(what + " is not enabled on this node (the provider's -agent)")
 	}
 	st, err := p.get(namespace, podName)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	p.mu.Lock()
 	pod, state := st.pod.DeepCopy(), st.state
 	p.mu.Unlock()
 	if state != slurmclient.StateRunning {
-		return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s is not running (its Slurm job is %s)", namespace, podName, strings.ToLower(string(orUnknown(state)))))
+		return nil, errdefs.InvalidInput(fmt.Sprintf("pod %s/%s is not running (its Slurm job is %s)", namespace, podName, strings.ToLower(string(orUnknown(state)))))
+	}
+	return pod, nil
+}
+
+// PortForward implements nodeutil.Provider: kubectl port-forward, to a
+// port on the job's node (every runtime's containers share its network),
+// through the pod's agent.
+func (p *Provider) PortForward(ctx context.Context, namespace, podName string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close() // also ends the copy from it, should the job's side end first
+	pod, err := p.running(namespace, podName, "port-forward")
+	if err != nil {
+		return err
+	}
+	err = p.tunnel.PortForward(ctx, namespace, podName, string(pod.UID), int(port), stream)
+	if errors.Is(err, tunnelclient.ErrNoAgent) {
+		return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s: %v", namespace, podName, err))
+	}
+	return err
+}
+
+// RunInContainer implements nodeutil.Provider: kubectl exec, through the
+// pod's agent.
+func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, containerName string, cmd []string, attach api.AttachIO) error {
+	pod, err := p.running(namespace, podName, "exec")
+	if err != nil {
+		return err
 	}
 	req := tunnel.Request{Kind: "exec", Container: containerName, Command: cmd, Stdin: attach.Stdin() != nil, TTY: attach.TTY()}
 	s := tunnelclient.Streams{Stdin: attach.Stdin()}

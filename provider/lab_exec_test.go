@@ -2,6 +2,7 @@ package provider
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -85,6 +86,36 @@ func TestLabExec(t *testing.T) {
 		err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "sidecar", []string{"true"}, &attachIO{})
 		if err == nil || !strings.Contains(err.Error(), `container "sidecar" is not running`) {
 			t.Errorf("exec in a missing container: %v", err)
+		}
+	})
+	t.Run("podman: inside the image, with the container's env and directory", func(t *testing.T) {
+		r.lab.RequireRuntime(t, RuntimePodman)
+		c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sh", "-c", "sleep 300"},
+			WorkingDir: "/tmp", Env: []corev1.EnvVar{{Name: "GREETING", Value: "hello from the image"}}}
+		pod := labPod("exec-podman", c)
+		pod.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
+		if err := p.CreatePod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.DeletePod(context.Background(), pod) })
+		r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+		var out bytes.Buffer
+		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+			out.Reset()
+			err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "app", []string{"sh", "-c", `echo "$GREETING"; pwd; cat /etc/os-release >/dev/null 2>&1 || echo no-os-release; exit 3`},
+				&attachIO{stdout: nopCloser{&out}, stderr: nopCloser{&out}})
+			var code utilexec.CodeExitError
+			if errors.As(err, &code) && code.ExitStatus() == 3 {
+				break
+			}
+			// Until podman has started the container: no agent yet, or
+			// podman not yet running it.
+			if time.Now().After(deadline) {
+				t.Fatalf("exec into the podman container: %v: %s", err, out.String())
+			}
+		}
+		if !strings.HasPrefix(out.String(), "hello from the image\n/tmp\n") {
+			t.Errorf("exec printed %q", out.String())
 		}
 	})
 	t.Run("after the delete: the job ends, exec says the pod is not running", func(t *testing.T) {

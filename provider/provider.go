@@ -249,11 +249,6 @@ func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, co
 	return errdefs.InvalidInput("attach " + errUnsupported)
 }
 
-// PortForward implements nodeutil.Provider.
-func (p *Provider) PortForward(ctx context.Context, namespace, pod string, port int32, stream io.ReadWriteCloser) error {
-	return errdefs.InvalidInput("port-forward " + errUnsupported)
-}
-
 // GetStatsSummary implements nodeutil.Provider: Slurm does not report
 // per-container usage through slurmrestd, so the summary names the node only.
 func (p *Provider) GetStatsSummary(context.Context) (*statsv1alpha1.Summary, error) {

@@ -2,10 +2,16 @@ package e2e
 
 import (
 	"errors"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,6 +37,11 @@ func TestE2EExec(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the agent: %v: %s", err, out)
 	}
+	// What the job serves, for port-forward.
+	web := filepath.Join(dir, "web")
+	os.Mkdir(web, 0o755)
+	os.WriteFile(filepath.Join(web, "hello.txt"), []byte("hello through port-forward\n"), 0o644)
+	_, port, _ := net.SplitHostPort(freeAddr(t))
 	c := setup(t, "-agent", agent)
 	c.apply(`apiVersion: v1
 kind: Pod
@@ -44,7 +55,7 @@ spec:
     image: none
     workingDir: /tmp
     env: [{name: GREETING, value: hello from the job}]
-    command: [sh, -c, 'echo ready; sleep 300']
+    command: [sh, -c, 'python3 -m http.server ` + port + ` --bind 127.0.0.1 --directory ` + web + ` >/dev/null 2>&1 & echo ready; sleep 300']
 `)
 	t.Cleanup(func() { c.kubectl("delete", "pod", "exec-me", "--grace-period=0", "--force", "--ignore-not-found") })
 	c.waitFor("exec-me to run", 3*time.Minute, func() bool { return c.phase("exec-me") == "Running" })
@@ -85,11 +96,86 @@ spec:
 			t.Errorf("kubectl exec -it: %v: %q, want a pts", err, out)
 		}
 	})
-	t.Run("a user without pods/exec is refused by the API server", func(t *testing.T) {
+	t.Run("a user without pods/exec or pods/portforward is refused by the API server", func(t *testing.T) {
 		out, err := kubectl("", "--as=system:serviceaccount:default:nobody", "exec", "exec-me", "--", "true")
 		if err == nil || !strings.Contains(out, "forbidden") {
 			t.Errorf("kubectl exec as a user without RBAC: %v: %s", err, out)
 		}
+		_, local, _ := net.SplitHostPort(freeAddr(t))
+		out, err = kubectl("", "--as=system:serviceaccount:default:nobody", "port-forward", "pod/exec-me", local+":"+port)
+		if err == nil || !strings.Contains(out, "forbidden") {
+			t.Errorf("kubectl port-forward as a user without RBAC: %v: %s", err, out)
+		}
+	})
+	// bench/exec.sh: kubectl exec round trips against kubectl get of the
+	// same pod (the API server's own round trip), alternately.
+	if n, _ := strconv.Atoi(os.Getenv("SLURM_VK_BENCH_EXEC")); n > 0 {
+		var ex, get []time.Duration
+		for i := 0; i < n; i++ {
+			t0 := time.Now()
+			if out, err := kubectl("", "exec", "exec-me", "--", "true"); err != nil {
+				t.Fatalf("kubectl exec: %v: %s", err, out)
+			}
+			t1 := time.Now()
+			if out, err := kubectl("", "get", "pod", "exec-me"); err != nil {
+				t.Fatalf("kubectl get: %v: %s", err, out)
+			}
+			ex, get = append(ex, t1.Sub(t0)), append(get, time.Since(t1))
+		}
+		pct := func(d []time.Duration, p float64) time.Duration {
+			slices.Sort(d)
+			return d[int(p*float64(len(d)-1))].Round(time.Millisecond)
+		}
+		t.Logf("%d round trips: kubectl exec -- true median %v p99 %v; kubectl get pod median %v p99 %v; ratio of medians %.2f",
+			n, pct(ex, 0.5), pct(ex, 0.99), pct(get, 0.5), pct(get, 0.99), float64(pct(ex, 0.5))/float64(pct(get, 0.5)))
+	}
+	t.Run("port-forward to a server in the job, several connections at once", func(t *testing.T) {
+		_, local, _ := net.SplitHostPort(freeAddr(t))
+		pf := exec.Command("kubectl", "--kubeconfig", c.kubeconfig, "port-forward", "pod/exec-me", local+":"+port)
+		stdout, _ := pf.StdoutPipe()
+		if err := pf.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pf.Process.Kill(); pf.Wait() }()
+		ready := make(chan struct{})
+		go func() {
+			buf := make([]byte, 256)
+			n, _ := stdout.Read(buf)
+			if strings.Contains(string(buf[:n]), "Forwarding from") {
+				close(ready)
+			}
+			io.Copy(io.Discard, stdout)
+		}()
+		select {
+		case <-ready:
+		case <-time.After(30 * time.Second):
+			t.Fatal("kubectl port-forward never said it was forwarding")
+		}
+		var wg sync.WaitGroup
+		for i := range 5 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// The server starts with the job: a refused connection
+				// early is retried, as a browser's user would.
+				for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+					resp, err := http.Get("http://127.0.0.1:" + local + "/hello.txt")
+					if err == nil {
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || string(b) != "hello through port-forward\n" {
+							t.Errorf("GET %d through port-forward: %d %q", i, resp.StatusCode, b)
+						}
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Errorf("GET %d through port-forward: %v", i, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
 	})
 	t.Run("a container that does not exist", func(t *testing.T) {
 		out, err := kubectl("", "exec", "exec-me", "-c", "sidecar", "--", "true")

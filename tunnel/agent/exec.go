@@ -29,8 +29,9 @@ type Containers struct {
 	// starts. The command runs with that process's environment and
 	// working directory.
 	PIDDir string
-	// Runtime is the job's container runtime; only "none" is entered
-	// today, the others are refused by name.
+	// Runtime is the job's container runtime: "none" (the command runs
+	// beside the container's process, as it does) or "podman" (podman
+	// exec into the job's container); the others are refused by name.
 	Runtime string
 }
 
@@ -38,15 +39,19 @@ var containerName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // process is a running container's main process, as /proc shows it.
 type process struct {
-	pid int
-	env []string
-	dir string
+	pid       int
+	env       []string
+	dir       string
+	runtime   string
+	container string
 }
 
 // find reads the container's PID file and its process's env and cwd.
 func (c Containers) find(name string) (*process, error) {
-	if c.Runtime != "" && c.Runtime != "none" {
-		return nil, fmt.Errorf("exec into runtime %s is not supported yet (runtime none is)", c.Runtime)
+	switch c.Runtime {
+	case "", "none", "podman":
+	default:
+		return nil, fmt.Errorf("exec into runtime %s is not supported yet (runtimes none and podman are)", c.Runtime)
 	}
 	if !containerName.MatchString(name) {
 		return nil, fmt.Errorf("no container %q", name)
@@ -75,14 +80,17 @@ func (c Containers) find(name string) (*process, error) {
 			env = append(env, kv)
 		}
 	}
-	return &process{pid: pid, env: env, dir: dir}, nil
+	return &process{pid: pid, env: env, dir: dir, runtime: c.Runtime, container: name}, nil
 }
 
 // command builds argv's process as the container's: its env, its
 // working directory, argv[0] looked up in its PATH.
-func (p *process) command(argv []string) (*exec.Cmd, error) {
+func (p *process) command(argv []string, stdin, tty bool) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no command")
+	}
+	if p.runtime == "podman" {
+		return p.podmanExec(argv, stdin, tty)
 	}
 	path := argv[0]
 	if !strings.Contains(path, "/") {
@@ -106,6 +114,36 @@ func (p *process) command(argv []string) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
+// podmanExec is `podman exec` into the job's container: the PID file's
+// process is the job's `podman run`, whose binary and environment (HOME,
+// XDG_RUNTIME_DIR: where rootless podman keeps its containers) it reuses;
+// the container, named as the job script names it, has its own env and
+// working directory.
+func (p *process) podmanExec(argv []string, stdin, tty bool) (*exec.Cmd, error) {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
+	if err != nil || filepath.Base(exe) != "podman" {
+		return nil, fmt.Errorf("container %q is not running under podman yet", p.container)
+	}
+	job := ""
+	for _, kv := range p.env {
+		if v, ok := strings.CutPrefix(kv, "SLURM_JOB_ID="); ok {
+			job = v
+		}
+	}
+	if job == "" {
+		return nil, fmt.Errorf("container %q: no SLURM_JOB_ID in its podman's environment", p.container)
+	}
+	args := []string{exe, "exec"}
+	if stdin {
+		args = append(args, "-i")
+	}
+	if tty {
+		args = append(args, "-t")
+	}
+	args = append(append(args, "slurm-vk-"+job+"-"+p.container), argv...)
+	return &exec.Cmd{Path: exe, Args: args, Env: p.env, Dir: "/"}, nil
+}
+
 // serveStream serves one session.
 func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 	defer st.Close()
@@ -122,6 +160,8 @@ func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 	case "exec":
 		exit := runExec(ctx, cfg, st, req)
 		tunnel.WriteJSON(st, tunnel.FrameExit, exit)
+	case "port-forward":
+		tunnel.WriteJSON(st, tunnel.FrameExit, portForward(ctx, st, req))
 	default:
 		tunnel.WriteJSON(st, tunnel.FrameExit, tunnel.Exit{Code: -1, Error: fmt.Sprintf("%s is not supported by this agent", req.Kind)})
 	}
@@ -134,7 +174,7 @@ func runExec(ctx context.Context, cfg Config, st net.Conn, req tunnel.Request) t
 	if err != nil {
 		return tunnel.Exit{Code: -1, Error: err.Error()}
 	}
-	cmd, err := proc.command(req.Command)
+	cmd, err := proc.command(req.Command, req.Stdin, req.TTY)
 	if err != nil {
 		return tunnel.Exit{Code: -1, Error: err.Error()}
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -213,4 +214,59 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// rw is one forwarded connection's local end: it sends in, then a
+// half-close, and keeps what comes back.
+type rw struct {
+	in  io.Reader
+	out syncBuffer
+}
+
+func (s *rw) Read(p []byte) (int, error)  { return s.in.Read(p) }
+func (s *rw) Write(p []byte) (int, error) { return s.out.Write(p) }
+
+func TestPortForward(t *testing.T) {
+	r := newRig(t, true)
+	// A server on the job's node that answers once its client's half
+	// closes, as an HTTP/1.0 server would.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				n, _ := io.Copy(io.Discard, c)
+				fmt.Fprintf(c, "got %d bytes", n)
+			}()
+		}
+	}()
+	port := l.Addr().(*net.TCPAddr).Port
+	var wg sync.WaitGroup
+	for i := range 5 { // at once, on the one agent connection
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := &rw{in: strings.NewReader(strings.Repeat("x", 100000*(i+1)))}
+			if err := r.client.PortForward(context.Background(), "ns", "p", "u", port, s); err != nil {
+				t.Errorf("forward %d: %v", i, err)
+			}
+			if want := fmt.Sprintf("got %d bytes", 100000*(i+1)); s.out.String() != want {
+				t.Errorf("forward %d: %q, want %q", i, s.out.String(), want)
+			}
+		}()
+	}
+	wg.Wait()
+	l.Close()
+	err = r.client.PortForward(context.Background(), "ns", "p", "u", port, &rw{in: strings.NewReader("")})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("nothing listens on port %d", port)) {
+		t.Errorf("forward to a closed port: %v", err)
+	}
 }
