@@ -176,6 +176,37 @@ spec:
 			}()
 		}
 		wg.Wait()
+		// bench/exec.sh: a 64 MiB download through port-forward against
+		// the same download straight from the job's server, alternately.
+		if os.Getenv("SLURM_VK_BENCH_EXEC") == "" {
+			return
+		}
+		const size = 64 << 20
+		if err := os.WriteFile(filepath.Join(web, "big"), make([]byte, size), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		get := func(port string) time.Duration {
+			t0 := time.Now()
+			resp, err := http.Get("http://127.0.0.1:" + port + "/big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || n != size {
+				t.Fatalf("download through %s: %d bytes, %v", port, n, err)
+			}
+			return time.Since(t0)
+		}
+		var through, direct []time.Duration
+		for range 3 {
+			through, direct = append(through, get(local)), append(direct, get(port))
+		}
+		slices.Sort(through)
+		slices.Sort(direct)
+		mibs := func(d time.Duration) float64 { return float64(size) / (1 << 20) / d.Seconds() }
+		t.Logf("64 MiB, median of 3: through port-forward %.0f MiB/s, direct %.0f MiB/s, ratio %.2f",
+			mibs(through[1]), mibs(direct[1]), mibs(through[1])/mibs(direct[1]))
 	})
 	t.Run("a container that does not exist", func(t *testing.T) {
 		out, err := kubectl("", "exec", "exec-me", "-c", "sidecar", "--", "true")
