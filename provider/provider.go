@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -242,11 +243,23 @@ func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
 	}
 }
 
-var errUnsupported = "is not supported by the Slurm provider: containers run as Slurm batch jobs"
-
-// AttachToContainer implements nodeutil.Provider.
+// AttachToContainer implements nodeutil.Provider. A job's container has no
+// console to join: its output is a file (kubectl logs -f follows it) and
+// its stdin is /dev/null. The error says which, for the container asked.
 func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach api.AttachIO) error {
-	return errdefs.InvalidInput("attach " + errUnsupported)
+	st, err := p.get(namespace, podName)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	pod := st.pod.DeepCopy()
+	p.mu.Unlock()
+	for _, c := range pod.Spec.Containers {
+		if c.Name == containerName && !c.Stdin && !c.TTY {
+			return errdefs.InvalidInput(fmt.Sprintf("container %s was not started with stdin or tty: there is nothing to attach to; kubectl logs -f %s -c %s follows its output", containerName, podName, containerName))
+		}
+	}
+	return errdefs.InvalidInput(fmt.Sprintf("kubectl attach is not supported on Slurm jobs yet (a job's containers read /dev/null); kubectl logs -f %s -c %s follows the output, kubectl exec runs a command beside it", podName, containerName))
 }
 
 // GetStatsSummary implements nodeutil.Provider: Slurm does not report

@@ -208,6 +208,12 @@ spec:
 		t.Logf("64 MiB, median of 3: through port-forward %.0f MiB/s, direct %.0f MiB/s, ratio %.2f",
 			mibs(through[1]), mibs(direct[1]), mibs(through[1])/mibs(direct[1]))
 	})
+	t.Run("attach: a clear refusal for a container without stdin", func(t *testing.T) {
+		out, err := kubectl("", "attach", "exec-me", "-c", "main")
+		if err == nil || !strings.Contains(out, "was not started with stdin or tty") {
+			t.Errorf("kubectl attach: %v: %s", err, out)
+		}
+	})
 	t.Run("a container that does not exist", func(t *testing.T) {
 		out, err := kubectl("", "exec", "exec-me", "-c", "sidecar", "--", "true")
 		if err == nil || !strings.Contains(out, "sidecar") {
