@@ -45,16 +45,20 @@ func (t *translator) agentLines() string {
 	if !t.agent() {
 		return ""
 	}
+	ca := ""
+	if t.cfg.AgentCAFile != "" {
+		ca = " -ca-file " + shq(t.cfg.AgentCAFile)
+	}
 	return fmt.Sprintf(`svk_agent=
 mkdir -p "$pod_dir"/%s || :
 if command -v %s >/dev/null 2>&1; then
-	%s -url %s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s -runtime %s </dev/null &
+	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s -runtime %s </dev/null &
 	svk_agent=$!
 else
-	echo "slurm-vk: the exec agent %s is not on this node: kubectl exec cannot reach this pod" >&2
+	echo "slurm-vk: the exec agent "%s" is not on this node: kubectl exec cannot reach this pod" >&2
 fi
-`, shq(layout.PIDsDir), shq(t.cfg.Agent), shq(t.cfg.Agent), shq(t.cfg.AgentURL), shq(t.pod.Namespace), shq(t.pod.Name), shq(string(t.pod.UID)),
-		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(t.runtime), strings.ReplaceAll(t.cfg.Agent, "'", ""))
+`, shq(layout.PIDsDir), shq(t.cfg.Agent), shq(t.cfg.Agent), shq(t.cfg.AgentURL), ca, shq(t.pod.Namespace), shq(t.pod.Name), shq(string(t.pod.UID)),
+		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(t.runtime), shq(t.cfg.Agent))
 }
 
 // agentToken is a new pod's agent token, staged with its files.

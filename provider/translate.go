@@ -42,6 +42,9 @@ type TranslateConfig struct {
 	// both, each job starts the agent, which connects out so that kubectl
 	// exec reaches the pod's containers. Without them exec is refused.
 	Agent, AgentURL string
+	// AgentCAFile is the CA of an https AgentURL, as compute nodes find
+	// it (empty: the nodes' system roots).
+	AgentCAFile string
 }
 
 // Defaults for TranslateConfig's restart back-off, as the kubelet's.
@@ -267,8 +270,15 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	}
 	if t.agent() {
 		// The subshell that execs the container records its PID, for the
-		// agent to enter the container by (removed by run when it ends).
-		fmt.Fprintf(&b, "		echo \"$BASHPID\" >\"$pod_dir\"/%s || :\n", shq(path.Join(layout.PIDsDir, c.Name)))
+		// agent to enter the container by (removed by run when it ends):
+		// right before the exec, once its env and directory are the
+		// container's.
+		pid := fmt.Sprintf("\t\techo \"$BASHPID\" >\"$pod_dir\"/%s || :\n", shq(path.Join(layout.PIDsDir, c.Name)))
+		if i := strings.LastIndex(body, "\t\texec "); i >= 0 {
+			body = body[:i] + pid + body[i:]
+		} else {
+			body = pid + body
+		}
 	}
 	b.WriteString(body)
 	return fmt.Sprintf("c_%s() {\n\t(\n%s\t)\n}\n", envSafe(c.Name), b.String()), nil

@@ -37,6 +37,11 @@ func Dial(ctx context.Context, u *url.URL, caFile string, hdr http.Header) (net.
 	if err != nil {
 		return nil, err
 	}
+	deadline := time.Now().Add(30 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	conn.SetDeadline(deadline) // until the answer (TLS handshake included): the session itself has none
 	if u.Scheme == "https" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname(), NextProtos: []string{"http/1.1"}}
 		if caFile != "" {
@@ -61,11 +66,6 @@ func Dial(ctx context.Context, u *url.URL, caFile string, hdr http.Header) (net.
 	}
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", Upgrade)
-	deadline := time.Now().Add(30 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	conn.SetDeadline(deadline) // until the answer: the session itself has none
 	if err := req.Write(conn); err != nil {
 		conn.Close()
 		return nil, err

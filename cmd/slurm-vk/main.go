@@ -210,7 +210,7 @@ func providerConfig(o *options) provider.Config {
 				Accounts: splitList(o.AllowedAccounts), QOS: splitList(o.AllowedQOS),
 				Reservations: splitList(o.AllowedReservations), Constraints: splitList(o.AllowedConstraints)},
 			RestartBackoff: o.RestartBackoff.Duration, MaxRestartBackoff: o.MaxRestartBackoff.Duration, LogTimeHelper: o.LogTimeHelper,
-			Agent: o.Agent, AgentURL: orDefaultString(o.AgentURL, o.FetchURL)},
+			Agent: o.Agent, AgentURL: orDefaultString(o.AgentURL, o.FetchURL), AgentCAFile: o.AgentCAFile},
 		StatusInterval: o.StatusInterval.Duration, Tenancy: o.Tenancy,
 		Tunnel: tunnelclient.New(tunnelclient.Config{URL: o.FetchURL, TokenFile: o.FetchTokenFile, CAFile: o.FetchCAFile}),
 	}

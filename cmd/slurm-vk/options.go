@@ -57,6 +57,7 @@ type options struct {
 	LogTimeHelper      string          `json:"logTimeHelper"`
 	Agent              string          `json:"agent"`
 	AgentURL           string          `json:"agentURL"`
+	AgentCAFile        string          `json:"agentCAFile"`
 	NodeInterval       metav1.Duration `json:"nodeInterval"`
 	MaxPods            int             `json:"maxPods"`
 	PodSyncWorkers     int             `json:"podSyncWorkers"`
@@ -146,6 +147,7 @@ func (o *options) flagSet() *flag.FlagSet {
 	fs.DurationVar(&o.RestartBackoff.Duration, "restart-backoff", provider.DefaultRestartBackoff, "first back-off before a container is restarted (restartPolicy OnFailure, Always); doubles per restart")
 	fs.DurationVar(&o.MaxRestartBackoff.Duration, "max-restart-backoff", provider.DefaultMaxRestartBackoff, "longest back-off before a restart; reset once a container ran twice as long")
 	fs.StringVar(&o.Agent, "agent", "", "slurm-vk-agent as jobs find it (a command in PATH or an absolute path on compute nodes): with -agent-url, jobs start it and kubectl exec works; empty: exec is refused")
+	fs.StringVar(&o.AgentCAFile, "agent-ca-file", "", "CA of an https -agent-url, as compute nodes find it (default: their system roots)")
 	fs.StringVar(&o.AgentURL, "agent-url", "", "the fetch endpoint as compute nodes reach it, for the exec agent (default: -fetch-url)")
 	fs.StringVar(&o.LogTimeHelper, "log-time-helper", provider.DefaultLogTimeHelper, "slurm-vk-logtime as jobs find it (a command in PATH or an absolute path on compute nodes); without it, --timestamps/--since use the log's mtime")
 	fs.DurationVar(&o.NodeInterval.Duration, "node-interval", 30*time.Second, "node capacity and readiness refresh period")

@@ -170,6 +170,7 @@ func (s *Server) unstage(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 		s.fsError(w, layout.StagedDir, err)
 		return
 	}
+	s.hub.Drop(pod.Dir()) // its token is gone: so is its exec channel
 	s.log.Info("staged files removed", "pod", pod.String())
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -185,6 +186,7 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 			return
 		}
 		pr.Close()
+		s.hub.Drop(pod.Dir())
 		if err := s.root.RemoveAll(pod.Dir()); err != nil {
 			s.fsError(w, "pod directory", err)
 			return
@@ -198,6 +200,7 @@ func (s *Server) deletePod(w http.ResponseWriter, r *http.Request, pod layout.Po
 		return
 	}
 	defer pr.Close()
+	s.hub.Drop(pod.Dir())
 	for _, d := range []string{layout.StagedDir, layout.WorkDir} {
 		if err := pr.RemoveAll(d); err != nil {
 			s.fsError(w, d, err)

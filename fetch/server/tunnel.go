@@ -2,7 +2,9 @@ package server
 
 import (
 	"crypto/subtle"
+	"errors"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"strconv"
@@ -41,14 +43,20 @@ func (s *Server) tunnelAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	got, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	want, err := s.agentToken(pod)
+	if err != nil && !tokenAbsent(err) {
+		// The file system failing is not the agent's fault: it retries.
+		s.fsError(sw, "agent token", err)
+		return
+	}
 	if err != nil || got == "" || subtle.ConstantTimeCompare([]byte(got), []byte(want)) != 1 {
 		// One answer for a wrong token and for a pod without one: the
 		// caller learns nothing about other pods.
 		writeError(sw, http.StatusUnauthorized, "not this pod's agent token")
 		return
 	}
-	sw.code = http.StatusSwitchingProtocols
-	s.hub.Agent(w, r, pod.Dir())
+	if s.hub.Agent(sw, r, pod.Dir()) {
+		sw.code = http.StatusSwitchingProtocols
+	}
 }
 
 // agentToken reads the pod's agent token, a regular file only: the job
@@ -70,4 +78,16 @@ func (s *Server) agentToken(pod layout.Pod) (string, error) {
 	}
 	b, err := io.ReadAll(io.LimitReader(f, 256))
 	return strings.TrimSpace(string(b)), err
+}
+
+// tokenAbsent: the pod has no agent token an agent could match (no file,
+// not a plain file, or out of reach), as opposed to a file system failing
+// for now.
+func tokenAbsent(err error) bool {
+	for _, e := range []error{fs.ErrNotExist, fs.ErrPermission, errNotYours, errEscapes, syscall.ELOOP, syscall.ENOTDIR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }

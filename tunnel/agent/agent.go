@@ -51,27 +51,46 @@ func Run(ctx context.Context, cfg Config) error {
 	bo := backoff.NewExponentialBackOff()
 	bo.InitialInterval, bo.MaxInterval, bo.MaxElapsedTime = 500*time.Millisecond, 30*time.Second, 0
 	sessions := make(chan struct{}, cfg.MaxSessions)
+	wait := func() bool {
+		d := bo.NextBackOff()
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(d):
+			return true
+		}
+	}
 	for {
 		conn, err := dial(ctx, cfg)
-		var refused *refusedError
-		switch {
-		case ctx.Err() != nil:
+		if ctx.Err() != nil {
 			return nil
-		case errors.As(err, &refused) && refused.permanent():
-			return err
-		case err != nil:
-			wait := bo.NextBackOff()
-			cfg.Logger.Warn("connect to the fetch endpoint", "err", err, "retry", wait)
-			select {
-			case <-ctx.Done():
+		}
+		if err != nil {
+			// A refusal while the token is there may be the endpoint's
+			// file system failing for a while: only a token gone (the job
+			// ended, the pod was deleted) ends the agent.
+			if _, serr := os.Stat(cfg.TokenFile); errors.Is(serr, os.ErrNotExist) {
+				return fmt.Errorf("the pod's agent token is gone: %w", err)
+			}
+			cfg.Logger.Warn("connect to the fetch endpoint", "err", err)
+			if !wait() {
 				return nil
-			case <-time.After(wait):
 			}
 			continue
 		}
-		bo.Reset()
 		cfg.Logger.Info("connected to the fetch endpoint")
+		began := time.Now()
 		serveConn(ctx, cfg, conn, sessions)
+		// A connection that lasted is a fresh start; one that ended at
+		// once (another agent of the pod took its place) is retried
+		// after the back-off, so that two never knock each other off in
+		// a loop.
+		if time.Since(began) > time.Minute {
+			bo.Reset()
+		}
+		if !wait() {
+			return nil
+		}
 	}
 }
 
@@ -109,27 +128,11 @@ func serveConn(ctx context.Context, cfg Config, conn net.Conn, sessions chan str
 	}
 }
 
-// refusedError is the endpoint's answer to a connect other than 101.
-type refusedError struct {
-	status int
-	body   string
-}
-
-func (e *refusedError) Error() string {
-	return fmt.Sprintf("the fetch endpoint refused the agent: %d %s", e.status, e.body)
-}
-
-// permanent: the token or the pod is refused, which retrying will not
-// change (the job ended: its staged files, the token, are gone).
-func (e *refusedError) permanent() bool {
-	return e.status == http.StatusUnauthorized || e.status == http.StatusForbidden || e.status == http.StatusNotFound
-}
-
 // dial connects to the endpoint and upgrades to the tunnel.
 func dial(ctx context.Context, cfg Config) (net.Conn, error) {
 	token, err := os.ReadFile(cfg.TokenFile)
 	if err != nil {
-		return nil, &refusedError{status: http.StatusUnauthorized, body: "agent token: " + err.Error()}
+		return nil, fmt.Errorf("agent token: %w", err)
 	}
 	u, err := url.Parse(strings.TrimSuffix(cfg.URL, "/") + "/v1/agent/" +
 		url.PathEscape(cfg.Namespace) + "/" + url.PathEscape(cfg.Name) + "/" + url.PathEscape(cfg.UID))
@@ -137,10 +140,5 @@ func dial(ctx context.Context, cfg Config) (net.Conn, error) {
 		return nil, err
 	}
 	hdr := http.Header{"Authorization": {"Bearer " + strings.TrimSpace(string(token))}}
-	conn, err := tunnel.Dial(ctx, u, cfg.CAFile, hdr)
-	var refused *tunnel.RefusedError
-	if errors.As(err, &refused) {
-		return nil, &refusedError{status: refused.Status, body: refused.Body}
-	}
-	return conn, err
+	return tunnel.Dial(ctx, u, cfg.CAFile, hdr)
 }

@@ -98,6 +98,9 @@ func (p *process) command(argv []string, stdin, tty bool) (*exec.Cmd, error) {
 		for _, kv := range p.env {
 			if dirs, ok := strings.CutPrefix(kv, "PATH="); ok {
 				for _, d := range filepath.SplitList(dirs) {
+					if !filepath.IsAbs(d) {
+						continue // relative to the agent's directory, not the container's
+					}
 					cand := filepath.Join(d, path)
 					if fi, err := os.Stat(cand); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 						path, found = cand, true
@@ -158,8 +161,13 @@ func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 	}
 	switch req.Kind {
 	case "exec":
-		exit := runExec(ctx, cfg, st, req)
+		// Under the output's lock: a terminal's output may still be
+		// copied when the command has ended, and frames must not mix.
+		var mu sync.Mutex
+		exit := runExec(ctx, cfg, st, req, &mu)
+		mu.Lock()
 		tunnel.WriteJSON(st, tunnel.FrameExit, exit)
+		mu.Unlock()
 	case "port-forward":
 		tunnel.WriteJSON(st, tunnel.FrameExit, portForward(ctx, st, req))
 	default:
@@ -169,7 +177,7 @@ func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 
 // runExec runs req's command in its container with the session's
 // streams, and returns how it ended. The session closing ends it.
-func runExec(ctx context.Context, cfg Config, st net.Conn, req tunnel.Request) tunnel.Exit {
+func runExec(ctx context.Context, cfg Config, st net.Conn, req tunnel.Request, mu *sync.Mutex) tunnel.Exit {
 	proc, err := cfg.Containers.find(req.Container)
 	if err != nil {
 		return tunnel.Exit{Code: -1, Error: err.Error()}
@@ -178,9 +186,8 @@ func runExec(ctx context.Context, cfg Config, st net.Conn, req tunnel.Request) t
 	if err != nil {
 		return tunnel.Exit{Code: -1, Error: err.Error()}
 	}
-	var mu sync.Mutex
-	stdout := &tunnel.FrameWriter{W: st, Typ: tunnel.FrameStdout, Mu: &mu}
-	stderr := &tunnel.FrameWriter{W: st, Typ: tunnel.FrameStderr, Mu: &mu}
+	stdout := &tunnel.FrameWriter{W: st, Typ: tunnel.FrameStdout, Mu: mu}
+	stderr := &tunnel.FrameWriter{W: st, Typ: tunnel.FrameStderr, Mu: mu}
 	var stdin io.WriteCloser
 	var term *os.File
 	var output sync.WaitGroup

@@ -56,6 +56,9 @@ func (c *Client) open(ctx context.Context, ns, name, uid string, req tunnel.Requ
 	}
 	if err := tunnel.WriteJSON(conn, tunnel.FrameRequest, req); err != nil {
 		conn.Close()
+		if errors.Is(err, tunnel.ErrFrameTooLarge) {
+			return nil, fmt.Errorf("the command is longer than %d KiB: pass a long script on stdin (kubectl exec -i ... -- sh < script)", tunnel.MaxFrame>>10)
+		}
 		return nil, err
 	}
 	return conn, nil

@@ -24,9 +24,10 @@ type Hub struct {
 	max int
 	log *slog.Logger
 
-	mu     sync.Mutex
-	agents map[string]*yamux.Session
-	closed bool
+	mu      sync.Mutex
+	agents  map[string]*yamux.Session
+	joining int // agents upgrading, counted against max
+	closed  bool
 }
 
 // New makes a hub holding at most maxAgents agents (pods with an exec
@@ -57,31 +58,46 @@ func (h *Hub) Close() {
 // Agent takes over an authenticated agent's request for pod: it answers
 // 101 and keeps the connection as the pod's until it closes. A newer
 // agent for the pod replaces the older (a reconnect the older did not
-// see end).
-func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) {
+// see end). It reports whether it switched protocols.
+func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) bool {
+	// A slot is taken before the upgrade, so that agents connecting at
+	// once cannot pass the cap together.
 	h.mu.Lock()
-	full := h.closed || (h.agents[pod] == nil && len(h.agents) >= h.max)
+	full := h.closed || (h.agents[pod] == nil && len(h.agents)+h.joining >= h.max)
+	if !full {
+		h.joining++
+	}
 	h.mu.Unlock()
 	if full {
 		http.Error(w, fmt.Sprintf("the fetch endpoint holds %d agents, its most; retry later", h.max), http.StatusServiceUnavailable)
-		return
+		return false
 	}
+	joined := false
+	defer func() {
+		if !joined {
+			h.mu.Lock()
+			h.joining--
+			h.mu.Unlock()
+		}
+	}()
 	conn, rw, ok := upgrade(w, r)
 	if !ok {
-		return
+		return false
 	}
-	conn = tunnel.WithReader(conn, rw.Reader)
 	cfg := yamux.DefaultConfig()
 	cfg.LogOutput = nil
 	cfg.Logger = slog.NewLogLogger(h.log.Handler(), slog.LevelDebug)
-	sess, err := yamux.Client(conn, cfg)
+	cfg.AcceptBacklog = 1
+	sess, err := yamux.Client(&guard{Conn: tunnel.WithReader(conn, rw.Reader)}, cfg)
 	if err != nil {
 		conn.Close()
-		return
+		return true
 	}
 	h.mu.Lock()
 	old := h.agents[pod]
 	h.agents[pod] = sess
+	h.joining--
+	joined = true
 	h.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -94,6 +110,19 @@ func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) {
 	}
 	h.mu.Unlock()
 	h.log.Debug("agent gone", "pod", pod)
+	return true
+}
+
+// Drop disconnects the pod's agent, if any: its job ended or the pod is
+// gone (its token with it; the agent does not come back).
+func (h *Hub) Drop(pod string) {
+	h.mu.Lock()
+	sess := h.agents[pod]
+	delete(h.agents, pod)
+	h.mu.Unlock()
+	if sess != nil {
+		sess.Close()
+	}
 }
 
 // Session joins an authenticated provider's request for pod to a new
@@ -117,10 +146,49 @@ func (h *Hub) Session(w http.ResponseWriter, r *http.Request, pod string) {
 		return
 	}
 	defer conn.Close()
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(st, rw.Reader); done <- struct{}{} }() // what the provider sent early is in the reader
-	go func() { io.Copy(conn, st); done <- struct{}{} }()
-	<-done // either side gone: the deferred closes end the other copy
+	// To the agent: what the provider sent early is in the reader. An
+	// agent that stops reading ends the session (writeTimeout), rather
+	// than hold it, and this endpoint's goroutines, forever.
+	toAgent := make(chan struct{})
+	go func() {
+		io.Copy(&deadlineWriter{st}, rw.Reader)
+		close(toAgent)
+	}()
+	fromAgent := make(chan struct{})
+	go func() {
+		io.Copy(conn, st)
+		close(fromAgent)
+	}()
+	select {
+	case <-toAgent:
+		// The provider went (or the agent stopped reading): close the
+		// stream; the agent ends the command and closes its side, or is
+		// given up on.
+		st.Close()
+		st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		<-fromAgent
+	case <-fromAgent:
+		// The agent is done (its Exit frame is written): half-close, and
+		// drain what the provider still sends before closing, or the
+		// kernel would reset the connection and lose the last frames.
+		if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		st.Close()
+		<-toAgent
+	}
+}
+
+// writeTimeout bounds one write to an agent's stream: the agent's window
+// full for this long means it does not read.
+const writeTimeout = 30 * time.Second
+
+type deadlineWriter struct{ st *yamux.Stream }
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.st.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return d.st.Write(p)
 }
 
 // upgrade answers 101 and hands over the connection with deadlines

@@ -158,6 +158,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
   "logTimeHelper" $v.logTimeHelper
   "agent" $v.exec.agent
   "agentURL" $v.exec.agentURL
+  "agentCAFile" $v.exec.agentCAFile
   "maxPods" (int (ternary $p.maxPods $v.node.maxPods (hasKey $p "maxPods")))
   "queueFactor" (float64 (ternary $p.queueFactor $v.node.queueFactor (hasKey $p "queueFactor")))
   "nodeLabels" (join "," $labelList)

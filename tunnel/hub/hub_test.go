@@ -1,0 +1,95 @@
+package hub
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/slurmkube/slurm-vk/tunnel"
+)
+
+// frame is a raw yamux header: what a hostile agent can write.
+func frame(typ byte, flags uint16, stream, length uint32) []byte {
+	b := make([]byte, 12)
+	b[1] = typ
+	binary.BigEndian.PutUint16(b[2:], flags)
+	binary.BigEndian.PutUint32(b[4:], stream)
+	binary.BigEndian.PutUint32(b[8:], length)
+	return b
+}
+
+// TestHostileAgent: an agent is the job's own program (its user can write
+// the pod's token), so the hub drops one that opens streams or floods
+// pings (yamux would queue the first and answer each of the second from a
+// goroutine) and keeps one whose data frames merely look like them.
+func TestHostileAgent(t *testing.T) {
+	h := New(10, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.Agent(w, r, "ns_p_u") }))
+	defer srv.Close()
+	defer h.Close()
+	connect := func(t *testing.T) io.ReadWriteCloser {
+		u, _ := url.Parse(srv.URL + "/v1/agent/ns/p/u")
+		conn, err := tunnel.Dial(context.Background(), u, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); h.Agents() == 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the agent never registered")
+			}
+		}
+		return conn
+	}
+	dropped := func(t *testing.T, conn io.ReadWriteCloser) bool {
+		done := make(chan struct{})
+		go func() { io.Copy(io.Discard, conn); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			return false
+		}
+		for deadline := time.Now().Add(5 * time.Second); h.Agents() != 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return false
+			}
+		}
+		return true
+	}
+	t.Run("opens a stream", func(t *testing.T) {
+		conn := connect(t)
+		defer conn.Close()
+		conn.Write(frame(1, 1, 2, 0)) // window update, SYN, an agent's (even) stream
+		if !dropped(t, conn) {
+			t.Error("an agent opening a stream was kept")
+		}
+	})
+	t.Run("floods pings", func(t *testing.T) {
+		conn := connect(t)
+		defer conn.Close()
+		for i := range 50 {
+			conn.Write(frame(2, 1, 0, uint32(i)))
+		}
+		if !dropped(t, conn) {
+			t.Error("an agent flooding pings was kept")
+		}
+	})
+	t.Run("data that looks like frames is data", func(t *testing.T) {
+		conn := connect(t)
+		defer conn.Close()
+		// A data frame on the hub's stream 1 (an ACK, as an agent answers)
+		// whose payload is fifty ping headers.
+		payload := []byte(strings.Repeat(string(frame(2, 1, 0, 7)), 50))
+		conn.Write(append(frame(0, 2, 1, uint32(len(payload))), payload...))
+		time.Sleep(500 * time.Millisecond)
+		if h.Agents() != 1 {
+			t.Error("an agent was dropped for its data")
+		}
+	})
+}
