@@ -55,7 +55,7 @@ spec:
     image: none
     workingDir: /tmp
     env: [{name: GREETING, value: hello from the job}]
-    command: [sh, -c, 'python3 -m http.server ` + port + ` --bind 127.0.0.1 --directory ` + web + ` >/dev/null 2>&1 & echo ready; sleep 300']
+    command: [sh, -c, 'busybox httpd -f -p 127.0.0.1:` + port + ` -h ` + web + ` & echo ready; sleep 300']
 `)
 	t.Cleanup(func() { c.kubectl("delete", "pod", "exec-me", "--grace-period=0", "--force", "--ignore-not-found") })
 	c.waitFor("exec-me to run", 3*time.Minute, func() bool { return c.phase("exec-me") == "Running" })
