@@ -90,15 +90,24 @@ func TestLabExec(t *testing.T) {
 	})
 	t.Run("podman: inside the image, with the container's env and directory", func(t *testing.T) {
 		r.lab.RequireRuntime(t, RuntimePodman)
-		c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sh", "-c", "sleep 300"},
+		// PID 1 of a container ignores a TERM it has no handler for: the
+		// trap lets the delete end it (see the note on #16).
+		c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sh", "-c", `trap "exit 0" TERM; sleep 300 & wait`},
 			WorkingDir: "/tmp", Env: []corev1.EnvVar{{Name: "GREETING", Value: "hello from the image"}}}
 		pod := labPod("exec-podman", c)
 		pod.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
 		if err := p.CreatePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { p.DeletePod(context.Background(), pod) })
 		r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+		// The delete's SIGTERM must end the job before this test's
+		// provider stops (and with it the delete's cancel after the grace
+		// period): a job left running would hold a node from the next test.
+		defer func() {
+			job := p.jobOf(t, pod)
+			p.DeletePod(context.Background(), pod)
+			r.waitJobEnd(t, job)
+		}()
 		var out bytes.Buffer
 		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
 			out.Reset()
@@ -122,19 +131,25 @@ func TestLabExec(t *testing.T) {
 		if err := p.DeletePod(ctx, pod); err != nil {
 			t.Fatal(err)
 		}
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-			j, err := r.slurm.Job(ctx, job)
-			if err == nil && j.State.Terminal() {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("job %d did not end after the delete", job)
-			}
-		}
+		r.waitJobEnd(t, job)
 		if err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "main", []string{"true"}, &attachIO{}); err == nil {
 			t.Error("exec into a deleted pod worked")
 		}
 	})
+}
+
+// waitJobEnd waits until Slurm says the job has ended.
+func (r *labRig) waitJobEnd(t *testing.T, job slurmclient.JobID) {
+	t.Helper()
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		j, err := r.slurm.Job(context.Background(), job)
+		if err == nil && j.State.Terminal() {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %d did not end after the delete", job)
+		}
+	}
 }
 
 // jobOf is the pod's job ID as the provider tracks it.
