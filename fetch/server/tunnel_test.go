@@ -69,9 +69,9 @@ func TestTunnel(t *testing.T) {
 	if err := syscall.Mkfifo(bTok, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	began := time.Now()
-	if err := dial(b, "anything"); refused(err) != 401 || time.Since(began) > 3*time.Second {
-		t.Errorf("a FIFO as b's token: %v after %v, want 401 at once", err, time.Since(began))
+	// A stalled open would be the dial's own deadline (5 s), not a 401.
+	if err := dial(b, "anything"); refused(err) != 401 {
+		t.Errorf("a FIFO as b's token: %v, want 401 at once", err)
 	}
 	os.Remove(bTok)
 	os.Symlink(filepath.Join(e.root, a.Dir(), layout.Staged(layout.StagedAgentToken)), bTok)
