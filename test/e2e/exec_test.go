@@ -72,13 +72,17 @@ spec:
 	})
 
 	t.Run("output, the container's env and directory, exit code 3", func(t *testing.T) {
-		out, err := kubectl("", "exec", "exec-me", "-c", "main", "--", "sh", "-c", `echo "$GREETING"; pwd; echo oops >&2; exit 3`)
+		// stdout and stderr apart: their relative order is not kept.
+		cmd := exec.Command("kubectl", "--kubeconfig", c.kubeconfig, "exec", "exec-me", "-c", "main", "--", "sh", "-c", `echo "$GREETING"; pwd; echo oops >&2; exit 3`)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 3 {
-			t.Fatalf("kubectl exec: %v (%s), want exit code 3", err, out)
+			t.Fatalf("kubectl exec: %v (%s%s), want exit code 3", err, stdout.String(), stderr.String())
 		}
-		if !strings.Contains(out, "hello from the job\n/tmp\n") || !strings.Contains(out, "oops") {
-			t.Errorf("kubectl exec printed %q", out)
+		if stdout.String() != "hello from the job\n/tmp\n" || !strings.HasPrefix(stderr.String(), "oops\n") {
+			t.Errorf("kubectl exec printed %q on stdout, %q on stderr", stdout.String(), stderr.String())
 		}
 	})
 	t.Run("stdin", func(t *testing.T) {
