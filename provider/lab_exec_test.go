@@ -88,45 +88,55 @@ func TestLabExec(t *testing.T) {
 			t.Errorf("exec in a missing container: %v", err)
 		}
 	})
-	t.Run("podman: inside the image, with the container's env and directory", func(t *testing.T) {
-		r.lab.RequireRuntime(t, RuntimePodman)
-		// PID 1 of a container ignores a TERM it has no handler for: the
-		// trap lets the delete end it (see the note on #16).
-		c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sh", "-c", `trap "exit 0" TERM; sleep 300 & wait`},
-			WorkingDir: "/tmp", Env: []corev1.EnvVar{{Name: "GREETING", Value: "hello from the image"}}}
-		pod := labPod("exec-podman", c)
-		pod.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
-		if err := p.CreatePod(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-		r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
-		// The delete's SIGTERM must end the job before this test's
-		// provider stops (and with it the delete's cancel after the grace
-		// period): a job left running would hold a node from the next test.
-		defer func() {
-			job := p.jobOf(t, pod)
-			p.DeletePod(context.Background(), pod)
-			r.waitJobEnd(t, job)
-		}()
-		var out bytes.Buffer
-		for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
-			out.Reset()
-			err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "app", []string{"sh", "-c", `echo "$GREETING"; pwd; cat /etc/os-release >/dev/null 2>&1 || echo no-os-release; exit 3`},
-				&attachIO{stdout: nopCloser{&out}, stderr: nopCloser{&out}})
-			var code utilexec.CodeExitError
-			if errors.As(err, &code) && code.ExitStatus() == 3 {
-				break
+	for _, rt := range []string{RuntimePodman, RuntimeCharliecloud} {
+		t.Run(rt+": inside the image, with the container's env, directory and file system", func(t *testing.T) {
+			r.lab.RequireRuntime(t, rt)
+			// The marker is in the container's own writable layer (podman's
+			// /tmp, as the container runs as the job's user; Charliecloud's
+			// -W overlay, whose /tmp would be the node's): only a command
+			// inside that very container sees it. PID 1 of a container ignores a TERM it has
+			// no handler for: the trap lets the delete end it (see the note
+			// on #16).
+			marker := map[string]string{RuntimePodman: "/tmp/svk-marker", RuntimeCharliecloud: "/etc/svk-marker"}[rt]
+			c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1",
+				Command:    []string{"sh", "-c", `echo "$$" >` + marker + `; trap "exit 0" TERM; sleep 300 & wait`},
+				WorkingDir: "/tmp", Env: []corev1.EnvVar{{Name: "GREETING", Value: "hello from the image"}}}
+			pod := labPod("exec-"+rt[:2], c)
+			pod.Annotations = map[string]string{AnnotationRuntime: rt}
+			if err := p.CreatePod(ctx, pod); err != nil {
+				t.Fatal(err)
 			}
-			// Until podman has started the container: no agent yet, or
-			// podman not yet running it.
-			if time.Now().After(deadline) {
-				t.Fatalf("exec into the podman container: %v: %s", err, out.String())
+			r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+			// The delete's SIGTERM must end the job before this test's
+			// provider stops (and with it the delete's cancel after the grace
+			// period): a job left running would hold a node from the next test.
+			defer func() {
+				job := p.jobOf(t, pod)
+				p.DeletePod(context.Background(), pod)
+				r.waitJobEnd(t, job)
+			}()
+			var out, errOut bytes.Buffer
+			for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+				out.Reset()
+				errOut.Reset()
+				err := p.RunInContainer(ctx, pod.Namespace, pod.Name, "app", []string{"sh", "-c", `echo "$GREETING"; pwd; cat ` + marker + ` || exit 4; exit 3`},
+					&attachIO{stdout: nopCloser{&out}, stderr: nopCloser{&errOut}})
+				var code utilexec.CodeExitError
+				if errors.As(err, &code) && code.ExitStatus() == 3 {
+					break
+				}
+				// Until the runtime has started the container: no agent yet,
+				// the runtime not yet running it, or the marker not yet written.
+				if time.Now().After(deadline) {
+					t.Fatalf("exec into the %s container: %v: %s%s", rt, err, out.String(), errOut.String())
+				}
 			}
-		}
-		if !strings.HasPrefix(out.String(), "hello from the image\n/tmp\n") {
-			t.Errorf("exec printed %q", out.String())
-		}
-	})
+			lines := strings.Split(out.String(), "\n")
+			if len(lines) != 4 || lines[0] != "hello from the image" || lines[1] != "/tmp" || lines[2] == "" {
+				t.Errorf("exec printed %q (stderr %q), want the image's greeting, /tmp and the container's marker", out.String(), errOut.String())
+			}
+		})
+	}
 	t.Run("after the delete: the job ends, exec says the pod is not running", func(t *testing.T) {
 		if err := p.DeletePod(ctx, pod); err != nil {
 			t.Fatal(err)

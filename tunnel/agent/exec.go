@@ -30,8 +30,9 @@ type Containers struct {
 	// working directory.
 	PIDDir string
 	// Runtime is the job's container runtime: "none" (the command runs
-	// beside the container's process, as it does) or "podman" (podman
-	// exec into the job's container); the others are refused by name.
+	// beside the container's process, as it does), "podman" (podman exec
+	// into the job's container) or "charliecloud" (nsenter into the
+	// namespaces ch-run made); the others are refused by name.
 	Runtime string
 }
 
@@ -49,9 +50,9 @@ type process struct {
 // find reads the container's PID file and its process's env and cwd.
 func (c Containers) find(name string) (*process, error) {
 	switch c.Runtime {
-	case "", "none", "podman":
+	case "", "none", "podman", "charliecloud":
 	default:
-		return nil, fmt.Errorf("exec into runtime %s is not supported yet (runtimes none and podman are)", c.Runtime)
+		return nil, fmt.Errorf("exec into runtime %s is not supported yet (runtimes none, podman and charliecloud are)", c.Runtime)
 	}
 	if !containerName.MatchString(name) {
 		return nil, fmt.Errorf("no container %q", name)
@@ -89,8 +90,11 @@ func (p *process) command(argv []string, stdin, tty bool) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no command")
 	}
-	if p.runtime == "podman" {
+	switch p.runtime {
+	case "podman":
 		return p.podmanExec(argv, stdin, tty)
+	case "charliecloud":
+		return p.charliecloudExec(argv)
 	}
 	path := argv[0]
 	if !strings.Contains(path, "/") {
@@ -145,6 +149,31 @@ func (p *process) podmanExec(argv []string, stdin, tty bool) (*exec.Cmd, error) 
 	}
 	args = append(append(args, "slurm-vk-"+job+"-"+p.container), argv...)
 	return &exec.Cmd{Path: exe, Args: args, Env: p.env, Dir: "/"}, nil
+}
+
+// charliecloudExec enters the namespaces of the container's process:
+// ch-run makes an unprivileged user namespace and a mount namespace whose
+// root is the image (with its write overlay and the pod's binds), then
+// execs the container's command in the same process, so the PID file's
+// process is the container's once ch-run has set it up. A new ch-run of
+// the same image would see neither the overlay's writes nor be the same
+// container. nsenter (util-linux) does the setns, which a Go process,
+// being multi-threaded, cannot do for a user namespace; it looks argv[0]
+// up in the container's PATH, inside its root.
+func (p *process) charliecloudExec(argv []string) (*exec.Cmd, error) {
+	theirs, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/user", p.pid))
+	if err != nil {
+		return nil, fmt.Errorf("container %q is not running", p.container)
+	}
+	if ours, _ := os.Readlink("/proc/self/ns/user"); theirs == ours {
+		return nil, fmt.Errorf("container %q is not running under charliecloud yet", p.container)
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		return nil, errors.New("exec into a charliecloud container needs nsenter (util-linux) on the job's node, and it is not on the agent's PATH")
+	}
+	args := append([]string{nsenter, "--target", strconv.Itoa(p.pid), "--user", "--mount", "--preserve-credentials", "--root", "--wd", "--"}, argv...)
+	return &exec.Cmd{Path: nsenter, Args: args, Env: p.env, Dir: "/"}, nil
 }
 
 // serveStream serves one session.
