@@ -24,6 +24,7 @@ type resolved struct {
 	env           []envVar
 	volEnv        []envVar // SLURM_VK_MOUNT_<VOLUME>: runtime none only
 	mounts        []mount
+	stdin, tty    bool // the container's stdin is the attach FIFO; podman gives it a terminal
 }
 
 // mount is a volume at its mountPath.

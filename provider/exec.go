@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
@@ -52,13 +53,13 @@ func (t *translator) agentLines() string {
 	return fmt.Sprintf(`svk_agent=
 mkdir -p "$pod_dir"/%s || :
 if command -v %s >/dev/null 2>&1; then
-	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s -runtime %s </dev/null &
+	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s -stdin "$pod_dir"/%s -runtime %s </dev/null &
 	svk_agent=$!
 else
 	echo "slurm-vk: the exec agent "%s" is not on this node: kubectl exec cannot reach this pod" >&2
 fi
 `, shq(layout.PIDsDir), shq(t.cfg.Agent), shq(t.cfg.Agent), shq(t.cfg.AgentURL), ca, shq(t.pod.Namespace), shq(t.pod.Name), shq(string(t.pod.UID)),
-		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(t.runtime), shq(t.cfg.Agent))
+		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(layout.StdinDir), shq(t.runtime), shq(t.cfg.Agent))
 }
 
 // agentToken is a new pod's agent token, staged with its files.
@@ -153,6 +154,115 @@ func (p *Provider) RunInContainer(ctx context.Context, namespace, podName, conta
 	}
 	return nil
 }
+
+// AttachToContainer implements nodeutil.Provider: kubectl attach to a
+// container started with stdin or tty. Its output is the container's log
+// from now on, followed as kubectl logs -f does, until the container ends;
+// what is typed goes through the pod's agent to the container's stdin FIFO
+// (the job script made it; package tunnel/agent). With podman and tty the
+// container has a terminal, fed by that stdin; other runtimes give it none.
+func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach api.AttachIO) error {
+	st, err := p.get(namespace, podName)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	pod, state := st.pod.DeepCopy(), st.state
+	p.mu.Unlock()
+	var c *corev1.Container
+	all := append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...)
+	for i := range all {
+		if all[i].Name == containerName {
+			c = &all[i]
+		}
+	}
+	switch {
+	case c == nil:
+		return errdefs.NotFoundf("container %q is not in pod %s", containerName, key(namespace, podName))
+	case !c.Stdin && !c.TTY:
+		return errdefs.InvalidInput(fmt.Sprintf("container %s was not started with stdin or tty: there is nothing to attach to; kubectl logs -f %s -c %s follows its output", containerName, podName, containerName))
+	case state != slurmclient.StateRunning:
+		return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s is not running (its Slurm job is %s)", namespace, podName, strings.ToLower(string(orUnknown(state)))))
+	}
+	// A container that has ended has nothing to attach to (its latest
+	// attempt, until the restart, if one comes).
+	if cs, err := p.files.Containers(ctx, PodRef(pod), []string{containerName}); err == nil && cs[containerName].Current.Exited {
+		return errdefs.InvalidInput(fmt.Sprintf("container %s of pod %s has ended: there is nothing to attach to; kubectl logs %s -c %s shows its output", containerName, key(namespace, podName), podName, containerName))
+	}
+	in := attach.Stdin()
+	if in != nil && c.Stdin {
+		if _, err := p.running(namespace, podName, "attach with stdin"); err != nil {
+			return err
+		}
+	}
+	caller := ctx
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out io.Writer = io.Discard // the log holds stdout and stderr as one
+	if w := attach.Stdout(); w != nil {
+		out = w
+	} else if w := attach.Stderr(); w != nil {
+		out = w
+	}
+	logs, err := p.GetContainerLogs(WithTailZero(ctx), namespace, podName, containerName, api.ContainerLogOpts{Follow: true})
+	if err != nil {
+		return err
+	}
+	defer logs.Close()
+	// Stdin only once the output's start is fixed (Logs has found it), so
+	// no answer to what is typed comes before it.
+	stdinErr := make(chan error, 1)
+	if in != nil && c.Stdin {
+		go func() { stdinErr <- p.attachStdin(ctx, pod, containerName, in) }()
+	}
+	copied := make(chan error, 1)
+	go func() { _, err := io.Copy(out, logs); copied <- err }()
+	select {
+	case serr := <-stdinErr:
+		if serr != nil {
+			return serr // nothing typed would reach the container: say so
+		}
+		err = <-copied // stdin ended; the output goes on until the container ends
+	case err = <-copied:
+	}
+	if caller.Err() != nil {
+		return nil // the user went away: not an error of the attach
+	}
+	return err
+}
+
+// attachStdin sends what is typed to the container's stdin until the
+// user's stdin ends. The agent connects as the job starts: a session asked
+// right after the pod turned Running (kubectl run -i does that) waits for
+// it a little.
+func (p *Provider) attachStdin(ctx context.Context, pod *corev1.Pod, container string, in io.Reader) error {
+	req := tunnel.Request{Kind: "attach", Container: container, Stdin: true}
+	for wait := time.Now().Add(agentWait); ; {
+		exit, err := p.tunnel.Exec(ctx, pod.Namespace, pod.Name, string(pod.UID), req, tunnelclient.Streams{Stdin: in})
+		switch {
+		case errors.Is(err, tunnelclient.ErrNoAgent) && time.Now().Before(wait):
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(250 * time.Millisecond):
+			}
+			continue
+		case errors.Is(err, tunnelclient.ErrNoAgent):
+			return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s: %v", pod.Namespace, pod.Name, err))
+		case err != nil:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		case exit.Error != "":
+			return errdefs.InvalidInput(exit.Error)
+		}
+		return nil
+	}
+}
+
+// agentWait is how long attach waits for a new job's agent to connect.
+const agentWait = 15 * time.Second
 
 func orUnknown(s slurmclient.JobState) slurmclient.JobState {
 	if s == "" {

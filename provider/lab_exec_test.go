@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -137,6 +138,89 @@ func TestLabExec(t *testing.T) {
 			}
 		})
 	}
+	t.Run("attach: stdin through the agent, output from the log", func(t *testing.T) {
+		// once: stdinOnce, the container reads an end of file when the
+		// first attach's stdin ends. open: stdin stays open from one
+		// attach to the next.
+		once := sh("once", `echo ready; while read l; do echo "got $l"; done; echo eof`)
+		once.Stdin, once.StdinOnce = true, true
+		open := sh("open", `while read l; do echo "got $l"; done; echo eof`)
+		open.Stdin = true
+		pod := labPod("attach", once, open)
+		if err := p.CreatePod(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			job := p.jobOf(t, pod)
+			p.DeletePod(context.Background(), pod)
+			r.waitJobEnd(t, job)
+		}()
+		r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+		out := &lockedBuffer{}
+		// Bounded: a container that never reads its end of file would keep
+		// the attach going.
+		octx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		err := p.AttachToContainer(octx, pod.Namespace, pod.Name, "once", &attachIO{stdin: strings.NewReader("one\ntwo\n"), stdout: nopCloser{out}})
+		if err != nil || !strings.HasSuffix(out.String(), "got one\ngot two\neof\n") {
+			t.Errorf("attach to the stdinOnce container: %v: %q, want it to read both lines and the end of its stdin", err, out.String())
+		}
+		if err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "once", &attachIO{stdin: strings.NewReader("three\n"), stdout: nopCloser{out}}); err == nil {
+			t.Error("a second attach to a container whose stdin closed worked")
+		}
+
+		// Two attaches to the open one, each ended by its caller: the
+		// container reads both and no end of file.
+		for _, word := range []string{"first", "second"} {
+			out := &lockedBuffer{}
+			actx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			pr, pw := io.Pipe()
+			go func() { done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, "open", &attachIO{stdin: pr, stdout: nopCloser{out}}) }()
+			pw.Write([]byte(word + "\n"))
+			if !out.waitFor("got "+word+"\n", 30*time.Second) {
+				t.Errorf("attach %s: the container's output was %q", word, out.String())
+			}
+			cancel()
+			pw.Close()
+			if err := <-done; err != nil {
+				t.Errorf("attach %s ended with %v", word, err)
+			}
+			if strings.Contains(out.String(), "eof") {
+				t.Errorf("attach %s: the container read an end of file: %q", word, out.String())
+			}
+		}
+		if err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "main", &attachIO{}); err == nil || !strings.Contains(err.Error(), "not in pod") {
+			t.Errorf("attach to a container that is not there: %v", err)
+		}
+	})
+	for _, rt := range []string{RuntimePodman, RuntimeCharliecloud} {
+		t.Run("attach: "+rt, func(t *testing.T) {
+			r.lab.RequireRuntime(t, rt)
+			c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1", Stdin: true, StdinOnce: true,
+				Command: []string{"sh", "-c", `if [ -t 0 ]; then echo terminal; fi; read l; echo "got $l"`}}
+			// podman gives a container with tty a terminal fed by its stdin.
+			c.TTY = rt == RuntimePodman
+			pod := labPod("attach-"+rt[:2], c)
+			pod.Annotations = map[string]string{AnnotationRuntime: rt}
+			if err := p.CreatePod(ctx, pod); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				job := p.jobOf(t, pod)
+				p.DeletePod(context.Background(), pod)
+				r.waitJobEnd(t, job)
+			}()
+			r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+			out := &lockedBuffer{}
+			err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "app", &attachIO{stdin: strings.NewReader("hello\n"), stdout: nopCloser{out}, tty: c.TTY})
+			got := strings.ReplaceAll(out.String(), "\r", "")
+			want := map[string]string{RuntimePodman: "terminal\nhello\ngot hello\n", RuntimeCharliecloud: "got hello\n"}[rt]
+			if err != nil || !strings.HasSuffix(got, want) {
+				t.Errorf("attach: %v: %q, want it to end with %q", err, out.String(), want)
+			}
+		})
+	}
 	t.Run("after the delete: the job ends, exec says the pod is not running", func(t *testing.T) {
 		if err := p.DeletePod(ctx, pod); err != nil {
 			t.Fatal(err)
@@ -191,3 +275,32 @@ func (a *attachIO) Resize() <-chan api.TermSize { return a.resize }
 type nopCloser struct{ io.Writer }
 
 func (nopCloser) Close() error { return nil }
+
+// lockedBuffer is a bytes.Buffer written by one goroutine and read by
+// another.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitFor waits until the buffer holds s.
+func (b *lockedBuffer) waitFor(s string, d time.Duration) bool {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(b.String(), s) {
+			return true
+		}
+	}
+	return false
+}

@@ -2,7 +2,6 @@ package provider
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -11,7 +10,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
 	"github.com/virtual-kubelet/virtual-kubelet/node"
-	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -241,25 +239,6 @@ func (p *Provider) NotifyPods(ctx context.Context, cb func(*corev1.Pod)) {
 	if start {
 		go p.Run(ctx)
 	}
-}
-
-// AttachToContainer implements nodeutil.Provider. A job's container has no
-// console to join: its output is a file (kubectl logs -f follows it) and
-// its stdin is /dev/null. The error says which, for the container asked.
-func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, containerName string, attach api.AttachIO) error {
-	st, err := p.get(namespace, podName)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	pod := st.pod.DeepCopy()
-	p.mu.Unlock()
-	for _, c := range pod.Spec.Containers {
-		if c.Name == containerName && !c.Stdin && !c.TTY {
-			return errdefs.InvalidInput(fmt.Sprintf("container %s was not started with stdin or tty: there is nothing to attach to; kubectl logs -f %s -c %s follows its output", containerName, podName, containerName))
-		}
-	}
-	return errdefs.InvalidInput(fmt.Sprintf("kubectl attach is not supported on Slurm jobs yet (a job's containers read /dev/null); kubectl logs -f %s -c %s follows the output, kubectl exec runs a command beside it", podName, containerName))
 }
 
 // GetStatsSummary implements nodeutil.Provider: Slurm does not report

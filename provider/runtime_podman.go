@@ -89,6 +89,14 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	if c.workingDir != "" {
 		line = append(line, "--workdir", c.workingDir)
 	}
+	// stdin: podman passes the job's (the attach FIFO) on only when asked;
+	// tty: a terminal inside, fed by that stdin, its output to the log.
+	if c.stdin {
+		line = append(line, "--interactive")
+	}
+	if c.tty {
+		line = append(line, "--tty")
+	}
 	// command replaces the image's ENTRYPOINT (and with it its CMD); args
 	// replace CMD: podman reads a JSON array as the whole entrypoint.
 	if len(c.command) > 0 {

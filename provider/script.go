@@ -26,11 +26,16 @@ var runFunction = func() string {
 		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{START}", f(layout.KindStart), "{TIMES}", f(layout.KindTimes),
 		"{REASON}", layout.ReasonName("$n"), "{EXITTMP}", layout.ExitTempName("$n"), "{OLD}", strings.Join(old, " "),
 		"{WORK}", layout.WorkDir, "{PIDS}", layout.PIDsDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
-	).Replace(`run() { # run NAME FUNC POLICY: a container's attempts, each logged, timed and with its exit marker
+		"{STDIN}", layout.StdinDir, "{ONCE}", layout.OnceSuffix,
+	).Replace(`run() { # run NAME FUNC POLICY [open|once]: a container's attempts, each logged, timed and with its exit marker
 	local stop=0
 	trap 'stop=1' TERM
-	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff
+	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff fifo= holder=
 	mkdir -p "$dir" && cd "$dir" || return 125
+	if [ -n "${4:-}" ]; then
+		fifo="$pod_dir/{STDIN}/$1"
+		mkdir -p "$pod_dir/{STDIN}" || return 125
+	fi
 	while :; do
 		[ "$n" -lt 2 ] || rm -f {OLD}
 		rm -f "$dir/{REASON}"
@@ -41,9 +46,26 @@ var runFunction = func() string {
 			sampler=$!
 		fi
 		began=$SECONDS
-		"$2" >>"$dir/{LOG}" 2>&1
+		if [ -n "$fifo" ]; then
+			# A new FIFO per attempt, as a restarted container has a new
+			# stdin; the holder keeps it open for writing between attaches,
+			# so the container neither waits to start nor reads an end of
+			# file, until the agent ends it after the first attach (once).
+			rm -f "$fifo" "$fifo{ONCE}"
+			mkfifo -m 600 "$fifo" || return 125
+			sleep 2147483647 <>"$fifo" >/dev/null 2>&1 &
+			holder=$!
+			[ "$4" != once ] || echo "$holder" >"$fifo{ONCE}"
+		fi
+		"$2" <"${fifo:-/dev/null}" >>"$dir/{LOG}" 2>&1
 		rc=$?
 		rm -f "$pod_dir/{PIDS}/$1"
+		if [ -n "$holder" ]; then
+			kill "$holder" 2>/dev/null
+			wait "$holder" 2>/dev/null
+			holder=
+			rm -f "$fifo{ONCE}"
+		fi
 		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
 		{ echo "$rc"; cat "$dir/{REASON}" 2>/dev/null || :; } >"$dir/{EXITTMP}" && mv -f "$dir/{EXITTMP}" "$dir/{EXIT}"
 		rm -f "$dir/{REASON}"
@@ -82,6 +104,25 @@ func initPolicy(pod *corev1.Pod) corev1.RestartPolicy {
 		return corev1.RestartPolicyNever
 	}
 	return corev1.RestartPolicyOnFailure
+}
+
+// stdin says whether the container reads the attach FIFO: it asked for
+// stdin, and runs on the batch step's node, where the agent writes it
+// (srun's tasks read /dev/null).
+func (t *translator) stdin(c *corev1.Container) bool {
+	return c.Stdin && (t.shape == nil || t.shape.launcher != LauncherSrun)
+}
+
+// stdinArg is run's fourth argument for the container: how its stdin
+// FIFO closes, or nothing for /dev/null.
+func (t *translator) stdinArg(c *corev1.Container) string {
+	switch {
+	case !t.stdin(c):
+		return ""
+	case c.StdinOnce:
+		return " once"
+	}
+	return " open"
 }
 
 func seconds(d, def time.Duration) int {
@@ -128,7 +169,7 @@ func (t *translator) script(inits, mains []string) string {
 		b.WriteString(block)
 	}
 	for _, c := range t.pod.Spec.InitContainers {
-		fmt.Fprintf(&b, "run %s c_%s %s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod))
+		fmt.Fprintf(&b, "run %s c_%s %s%s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c))
 	}
 	b.WriteString("pids=()\n")
 	for _, c := range t.pod.Spec.Containers {
@@ -137,7 +178,7 @@ func (t *translator) script(inits, mains []string) string {
 			fmt.Fprintf(&b, "%s_tasks() { svk_tasks %s; }\n", f, f)
 			f += "_tasks"
 		}
-		fmt.Fprintf(&b, "run %s %s %s &\npids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod))
+		fmt.Fprintf(&b, "run %s %s %s%s &\npids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod), t.stdinArg(&c))
 	}
 	b.WriteString(`trap '' TERM
 status=0

@@ -228,7 +228,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	rc := resolved{name: c.Name, image: c.Image, pullPolicy: c.ImagePullPolicy, workingDir: c.WorkingDir, env: env}
+	rc := resolved{name: c.Name, image: c.Image, pullPolicy: c.ImagePullPolicy, workingDir: c.WorkingDir, env: env, stdin: t.stdin(c), tty: c.TTY}
 	for _, m := range c.VolumeMounts {
 		v, ok := t.vols[m.Name]
 		if !ok {

@@ -26,6 +26,7 @@ func main() {
 	flag.StringVar(&cfg.UID, "uid", "", "the pod's UID (required)")
 	flag.StringVar(&cfg.TokenFile, "token-file", "", "the pod's agent token (required)")
 	flag.StringVar(&cfg.Containers.PIDDir, "pids", "", "directory of the running containers' PID files (required)")
+	flag.StringVar(&cfg.Containers.StdinDir, "stdin", "", "directory of the stdin FIFOs of containers started with stdin (kubectl attach)")
 	flag.StringVar(&cfg.Containers.Runtime, "runtime", "none", "the job's container runtime")
 	flag.IntVar(&cfg.MaxSessions, "max-sessions", 16, "sessions served at once")
 	verbose := flag.Bool("v", false, "debug logging")

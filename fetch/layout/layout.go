@@ -228,6 +228,17 @@ const StagedAgentToken = "agent/token"
 // which is never served; ".pids" cannot be a volume's name.
 const PIDsDir = WorkDir + "/.pids"
 
+// StdinDir, relative to the pod directory, holds a FIFO per container
+// started with stdin (kubectl attach), named for it: the container reads
+// it, the tunnel agent writes what attach sends. Beside each, while the
+// container runs, a file named for it plus OnceSuffix holds the PID of the
+// process that keeps the FIFO open between attaches when the container's
+// stdin closes after the first attach (stdinOnce).
+const StdinDir = WorkDir + "/.stdin"
+
+// OnceSuffix: see StdinDir.
+const OnceSuffix = ".once"
+
 // Staged is a staged file's path relative to the pod directory.
 func Staged(rel string) string { return path.Join(StagedDir, rel) }
 

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -216,6 +217,46 @@ spec:
 		out, err := kubectl("", "attach", "exec-me", "-c", "main")
 		if err == nil || !strings.Contains(out, "was not started with stdin or tty") {
 			t.Errorf("kubectl attach: %v: %s", err, out)
+		}
+	})
+	// A real container runtime: exec enters the image, and kubectl run -i
+	// (stdin, stdinOnce) attaches to what it started.
+	t.Run("podman: exec into the image", func(t *testing.T) {
+		c.lab.RequireRuntime(t, "podman")
+		name := c.unique(t, "exec-po")
+		c.apply(strings.Replace(podWith(nodeName, name, `  containers:
+  - name: app
+    image: `+c.lab.Registry+`/lab/busybox:1
+    workingDir: /tmp
+    env: [{name: GREETING, value: hello from the image}]
+    command: [sh, -c, 'echo image >/tmp/marker; trap "exit 0" TERM; sleep 300 & wait']
+`), "metadata:\n", "metadata:\n  annotations:\n    slurm-vk.io/runtime: podman\n", 1))
+		c.waitFor(name+" to run", 3*time.Minute, func() bool { return c.phase(name) == "Running" })
+		var out string
+		c.waitFor("exec into the podman container", 2*time.Minute, func() bool {
+			var err error
+			out, err = kubectl("", "exec", name, "--", "sh", "-c", `echo "$GREETING"; pwd; cat /tmp/marker`)
+			return err == nil
+		})
+		if out != "hello from the image\n/tmp\nimage\n" {
+			t.Errorf("kubectl exec into the podman container: %q", out)
+		}
+	})
+	t.Run("podman: kubectl run -i attaches, stdin reaches the container, its end of file ends it", func(t *testing.T) {
+		c.lab.RequireRuntime(t, "podman")
+		name := c.unique(t, "run-i")
+		overrides := `{"spec":{"nodeSelector":{"kubernetes.io/hostname":"` + nodeName + `"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}]}}`
+		// Bounded: if stdin never reached the container, it would wait for
+		// it, and kubectl with it.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "kubectl", "--kubeconfig", c.kubeconfig, "run", name, "-i", "--rm", "--restart=Never", "--image="+c.lab.Registry+"/lab/busybox:1",
+			"--annotations=slurm-vk.io/runtime=podman", "--overrides="+overrides, "--pod-running-timeout=3m",
+			"--", "sh", "-c", `read l; echo "got $l"; read l || echo "end of stdin"`)
+		cmd.Stdin = strings.NewReader("hello\n")
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "got hello\nend of stdin\n") {
+			t.Errorf("kubectl run -i: %v: %q", err, out)
 		}
 	})
 	t.Run("a container that does not exist", func(t *testing.T) {

@@ -29,6 +29,9 @@ type Containers struct {
 	// starts. The command runs with that process's environment and
 	// working directory.
 	PIDDir string
+	// StdinDir holds the FIFO that each container started with stdin
+	// reads (named for it; fetch/layout.StdinDir), which attach writes.
+	StdinDir string
 	// Runtime is the job's container runtime: "none" (the command runs
 	// beside the container's process, as it does), "podman" (podman exec
 	// into the job's container) or "charliecloud" (nsenter into the
@@ -197,6 +200,8 @@ func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 		mu.Lock()
 		tunnel.WriteJSON(st, tunnel.FrameExit, exit)
 		mu.Unlock()
+	case "attach":
+		tunnel.WriteJSON(st, tunnel.FrameExit, attach(cfg.Containers, st, req))
 	case "port-forward":
 		tunnel.WriteJSON(st, tunnel.FrameExit, portForward(ctx, st, req))
 	default:
