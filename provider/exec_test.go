@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/tunnel/agent"
 )
 
 // TestAgentScript: with an agent configured, the job script starts it
@@ -105,5 +106,13 @@ cat "$SVK_PIDS/` + c.Name + `" >"$SVK_PIDS/../seen"; echo $$$$ >>"$SVK_PIDS/../s
 		if plan.Agent || strings.Contains(plan.Spec.Script, "svk_agent") || strings.Contains(plan.Spec.Script, "BASHPID") {
 			t.Errorf("%s: the script starts the agent", name)
 		}
+	}
+}
+
+// TestOnceSuffix: the agent (package tunnel imports nothing of ours) and
+// the job script name the stdinOnce holder's file alike.
+func TestOnceSuffix(t *testing.T) {
+	if layout.OnceSuffix != agent.OnceSuffix {
+		t.Errorf("layout.OnceSuffix %q, agent.OnceSuffix %q", layout.OnceSuffix, agent.OnceSuffix)
 	}
 }

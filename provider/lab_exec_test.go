@@ -176,7 +176,9 @@ func TestLabExec(t *testing.T) {
 			actx, cancel := context.WithCancel(ctx)
 			done := make(chan error, 1)
 			pr, pw := io.Pipe()
-			go func() { done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, "open", &attachIO{stdin: pr, stdout: nopCloser{out}}) }()
+			go func() {
+				done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, "open", &attachIO{stdin: pr, stdout: nopCloser{out}})
+			}()
 			pw.Write([]byte(word + "\n"))
 			if !out.waitFor("got "+word+"\n", 30*time.Second) {
 				t.Errorf("attach %s: the container's output was %q", word, out.String())

@@ -91,8 +91,8 @@ func WriteFrame(w io.Writer, typ byte, payload []byte) error {
 	var hdr [5]byte
 	hdr[0] = typ
 	binary.BigEndian.PutUint32(hdr[1:], uint32(len(payload)))
-	if _, err := w.Write(hdr[:]); err != nil {
-		return err
+	if _, err := w.Write(hdr[:]); err != nil || len(payload) == 0 {
+		return err // no empty write: on a synchronous pipe it would wait for a read that never comes
 	}
 	_, err := w.Write(payload)
 	return err
