@@ -259,6 +259,68 @@ spec:
 			t.Errorf("kubectl run -i: %v: %q", err, out)
 		}
 	})
+	t.Run("podman: kubectl run -it, a shell with a terminal, typed to through script's pty", func(t *testing.T) {
+		c.lab.RequireRuntime(t, "podman")
+		name := c.unique(t, "run-it")
+		overrides := `{"spec":{"nodeSelector":{"kubernetes.io/hostname":"` + nodeName + `"},"tolerations":[{"key":"virtual-kubelet.io/provider","operator":"Exists"}]}}`
+		line := "kubectl --kubeconfig " + c.kubeconfig + " run " + name + " -it --rm --restart=Never --image=" + c.lab.Registry + "/lab/busybox:1" +
+			" --annotations=slurm-vk.io/runtime=podman --overrides='" + overrides + "' --pod-running-timeout=3m -- sh"
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "script", "-qec", line, "/dev/null")
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr, pw := io.Pipe()
+		cmd.Stdout, cmd.Stderr = pw, pw
+		var mu sync.Mutex
+		var out strings.Builder
+		go func() {
+			buf := make([]byte, 4096)
+			for {
+				n, err := pr.Read(buf)
+				mu.Lock()
+				out.Write(buf[:n])
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		}()
+		seen := func(s string) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return strings.Contains(out.String(), s)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		ended := make(chan error, 1)
+		go func() { ended <- cmd.Wait(); pw.Close() }()
+		// Typed until the shell answers: what is typed before the attach
+		// has found the output's start may be echoed where nobody sees it.
+		answered := false
+		for deadline := time.Now().Add(3 * time.Minute); !answered && time.Now().Before(deadline); {
+			io.WriteString(in, "tty; echo answer-$((6*7))\n")
+			for wait := time.Now().Add(3 * time.Second); !answered && time.Now().Before(wait); time.Sleep(100 * time.Millisecond) {
+				answered = seen("answer-42")
+			}
+		}
+		if !answered || !seen("/dev/pts/") {
+			mu.Lock()
+			t.Fatalf("kubectl run -it: no answer from a shell on a terminal: %q", out.String())
+		}
+		io.WriteString(in, "exit\n")
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("kubectl run -it: %v", err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Error("kubectl run -it did not end when its shell exited")
+		}
+	})
 	t.Run("a container that does not exist", func(t *testing.T) {
 		out, err := kubectl("", "exec", "exec-me", "-c", "sidecar", "--", "true")
 		if err == nil || !strings.Contains(out, "sidecar") {
