@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
+	"github.com/virtual-kubelet/virtual-kubelet/log"
 	"github.com/virtual-kubelet/virtual-kubelet/node/api"
 	corev1 "k8s.io/api/core/v1"
 	utilexec "k8s.io/utils/exec"
@@ -46,6 +47,12 @@ func (t *translator) agentLines() string {
 	if !t.agent() {
 		return ""
 	}
+	// -stdin only where attach has a FIFO to write: an agent older than
+	// attach refuses the flag, and so keeps serving exec for other pods.
+	stdin := ""
+	if t.anyStdin() {
+		stdin = ` -stdin "$pod_dir"/` + shq(layout.StdinDir)
+	}
 	ca := ""
 	if t.cfg.AgentCAFile != "" {
 		ca = " -ca-file " + shq(t.cfg.AgentCAFile)
@@ -53,13 +60,13 @@ func (t *translator) agentLines() string {
 	return fmt.Sprintf(`svk_agent=
 mkdir -p "$pod_dir"/%s || :
 if command -v %s >/dev/null 2>&1; then
-	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s -stdin "$pod_dir"/%s -runtime %s </dev/null &
+	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s%s -runtime %s </dev/null &
 	svk_agent=$!
 else
 	echo "slurm-vk: the exec agent "%s" is not on this node: kubectl exec cannot reach this pod" >&2
 fi
 `, shq(layout.PIDsDir), shq(t.cfg.Agent), shq(t.cfg.Agent), shq(t.cfg.AgentURL), ca, shq(t.pod.Namespace), shq(t.pod.Name), shq(string(t.pod.UID)),
-		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), shq(layout.StdinDir), shq(t.runtime), shq(t.cfg.Agent))
+		shq(layout.Staged(layout.StagedAgentToken)), shq(layout.PIDsDir), stdin, shq(t.runtime), shq(t.cfg.Agent))
 }
 
 // agentToken is a new pod's agent token, staged with its files.
@@ -184,16 +191,20 @@ func (p *Provider) AttachToContainer(ctx context.Context, namespace, podName, co
 	case state != slurmclient.StateRunning:
 		return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s is not running (its Slurm job is %s)", namespace, podName, strings.ToLower(string(orUnknown(state)))))
 	}
-	// A container that has ended has nothing to attach to (its latest
-	// attempt, until the restart, if one comes).
-	if cs, err := p.files.Containers(ctx, PodRef(pod), []string{containerName}); err == nil && cs[containerName].Current.Exited {
-		return errdefs.InvalidInput(fmt.Sprintf("container %s of pod %s has ended: there is nothing to attach to; kubectl logs %s -c %s shows its output", containerName, key(namespace, podName), podName, containerName))
+	// Only a terminal in the container makes one at kubectl's end work:
+	// kubectl's raw mode sends Enter as \r and ^D as a byte, which only a
+	// terminal's line discipline turns into lines and an end of file.
+	if rt := p.runtimeOf(pod); attach.TTY() && rt != RuntimePodman {
+		return errdefs.InvalidInput(fmt.Sprintf("container %s has tty: true, but runtime %s gives it no terminal (only podman does): attach with kubectl attach -i, without -t", containerName, rt))
 	}
 	in := attach.Stdin()
 	if in != nil && c.Stdin {
 		if _, err := p.running(namespace, podName, "attach with stdin"); err != nil {
 			return err
 		}
+	}
+	if err := p.waitStarted(ctx, pod, containerName); err != nil {
+		return err
 	}
 	caller := ctx
 	ctx, cancel := context.WithCancel(ctx)
@@ -250,10 +261,11 @@ func (p *Provider) attachStdin(ctx context.Context, pod *corev1.Pod, container s
 		case errors.Is(err, tunnelclient.ErrNoAgent):
 			return errdefs.InvalidInput(fmt.Sprintf("pod %s/%s: %v", pod.Namespace, pod.Name, err))
 		case err != nil:
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			// The session broke: the job is ending (its agent goes first),
+			// or the endpoint restarted. The output still has its last
+			// bytes to show; what is typed from now on goes nowhere.
+			log.G(ctx).WithError(err).WithField("pod", key(pod.Namespace, pod.Name)).WithField("container", container).Info("attach: the stdin session ended")
+			return nil
 		case exit.Error != "":
 			return errdefs.InvalidInput(exit.Error)
 		}
@@ -261,8 +273,46 @@ func (p *Provider) attachStdin(ctx context.Context, pod *corev1.Pod, container s
 	}
 }
 
+// runtimeOf is the pod's container runtime, as Translate chose it.
+func (p *Provider) runtimeOf(pod *corev1.Pod) string {
+	if r, ok := pod.Annotations[AnnotationRuntime]; ok {
+		return r
+	}
+	return p.cfg.Runtime
+}
+
 // agentWait is how long attach waits for a new job's agent to connect.
 const agentWait = 15 * time.Second
+
+// startWait bounds how long attach waits for a container to start (its
+// attempt's log to exist, which the job script makes after its stdin FIFO):
+// the pod turns Running as its job starts, before an image pull or its
+// init containers are done.
+const startWait = 10 * time.Minute
+
+// waitStarted waits until the container's latest attempt is running:
+// started and not yet ended.
+func (p *Provider) waitStarted(ctx context.Context, pod *corev1.Pod, container string) error {
+	for deadline := time.Now().Add(startWait); ; {
+		cs, err := p.files.Containers(ctx, PodRef(pod), []string{container})
+		if err != nil {
+			return err
+		}
+		switch cur := cs[container].Current; {
+		case cur.Exited:
+			return errdefs.InvalidInput(fmt.Sprintf("container %s of pod %s has ended: there is nothing to attach to; kubectl logs %s -c %s shows its output", container, key(pod.Namespace, pod.Name), pod.Name, container))
+		case cur.Exists:
+			return nil
+		case time.Now().After(deadline):
+			return errdefs.InvalidInput(fmt.Sprintf("container %s of pod %s has not started after %v", container, key(pod.Namespace, pod.Name), startWait))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
 
 func orUnknown(s slurmclient.JobState) slurmclient.JobState {
 	if s == "" {

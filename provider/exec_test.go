@@ -61,7 +61,7 @@ cat "$SVK_PIDS/` + c.Name + `" >"$SVK_PIDS/../seen"; echo $$$$ >>"$SVK_PIDS/../s
 	}
 	args, _ := os.ReadFile(filepath.Join(root, "agent.args"))
 	want := strings.Join([]string{"-url", cfg.AgentURL, "-namespace", pod.Namespace, "-name", pod.Name, "-uid", string(pod.UID),
-		"-token-file", ref.Path(root, layout.Staged(layout.StagedAgentToken)), "-pids", ref.Path(root, layout.PIDsDir), "-stdin", ref.Path(root, layout.StdinDir), "-runtime", RuntimeNone}, "\n") + "\n"
+		"-token-file", ref.Path(root, layout.Staged(layout.StagedAgentToken)), "-pids", ref.Path(root, layout.PIDsDir), "-runtime", RuntimeNone}, "\n") + "\n"
 	if string(args) != want {
 		t.Errorf("the agent got\n%s\nwant\n%s", args, want)
 	}
@@ -103,7 +103,7 @@ cat "$SVK_PIDS/` + c.Name + `" >"$SVK_PIDS/../seen"; echo $$$$ >>"$SVK_PIDS/../s
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if plan.Agent || strings.Contains(plan.Spec.Script, "svk_agent") || strings.Contains(plan.Spec.Script, "BASHPID") {
+		if plan.Agent || strings.Contains(plan.Spec.Script, "svk_agent=$!") || strings.Contains(plan.Spec.Script, "BASHPID") {
 			t.Errorf("%s: the script starts the agent", name)
 		}
 	}

@@ -140,11 +140,11 @@ func TestLabExec(t *testing.T) {
 	}
 	t.Run("attach: stdin through the agent, output from the log", func(t *testing.T) {
 		// once: stdinOnce, the container reads an end of file when the
-		// first attach's stdin ends. open: stdin stays open from one
-		// attach to the next.
-		once := sh("once", `echo ready; while read l; do echo "got $l"; done; echo eof`)
+		// first attach's stdin ends, and runs on. open: stdin stays open
+		// from one attach to the next.
+		once := sh("once", `while read l; do echo "got $l"; done; echo eof; sleep 300`)
 		once.Stdin, once.StdinOnce = true, true
-		open := sh("open", `while read l; do echo "got $l"; done; echo eof`)
+		open := sh("open", `while read l; do echo "got $l"; done; echo eof; sleep 300`)
 		open.Stdin = true
 		pod := labPod("attach", once, open)
 		if err := p.CreatePod(ctx, pod); err != nil {
@@ -156,41 +156,47 @@ func TestLabExec(t *testing.T) {
 			r.waitJobEnd(t, job)
 		}()
 		r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
-		out := &lockedBuffer{}
-		// Bounded: a container that never reads its end of file would keep
-		// the attach going.
-		octx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		err := p.AttachToContainer(octx, pod.Namespace, pod.Name, "once", &attachIO{stdin: strings.NewReader("one\ntwo\n"), stdout: nopCloser{out}})
-		if err != nil || !strings.HasSuffix(out.String(), "got one\ngot two\neof\n") {
-			t.Errorf("attach to the stdinOnce container: %v: %q, want it to read both lines and the end of its stdin", err, out.String())
-		}
-		if err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "once", &attachIO{stdin: strings.NewReader("three\n"), stdout: nopCloser{out}}); err == nil {
-			t.Error("a second attach to a container whose stdin closed worked")
-		}
-
-		// Two attaches to the open one, each ended by its caller: the
-		// container reads both and no end of file.
-		for _, word := range []string{"first", "second"} {
+		// attach runs an attach with what stdin gives, until the output
+		// holds want (then it ends the attach, as a user's ^C) or a minute
+		// has passed; it returns the output.
+		attach := func(container string, stdin io.Reader, want string) string {
+			t.Helper()
 			out := &lockedBuffer{}
-			actx, cancel := context.WithCancel(ctx)
+			actx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
 			done := make(chan error, 1)
-			pr, pw := io.Pipe()
-			go func() {
-				done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, "open", &attachIO{stdin: pr, stdout: nopCloser{out}})
-			}()
-			pw.Write([]byte(word + "\n"))
-			if !out.waitFor("got "+word+"\n", 30*time.Second) {
-				t.Errorf("attach %s: the container's output was %q", word, out.String())
+			go func() { done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, container, &attachIO{stdin: stdin, stdout: nopCloser{out}}) }()
+			if !out.waitFor(want, time.Minute) {
+				t.Errorf("attach to %s: the output was %q, want %q in it", container, out.String(), want)
 			}
 			cancel()
-			pw.Close()
 			if err := <-done; err != nil {
-				t.Errorf("attach %s ended with %v", word, err)
+				t.Errorf("attach to %s ended with %v", container, err)
 			}
-			if strings.Contains(out.String(), "eof") {
-				t.Errorf("attach %s: the container read an end of file: %q", word, out.String())
-			}
+			return out.String()
+		}
+		if out := attach("once", strings.NewReader("one\ntwo\n"), "eof\n"); !strings.HasSuffix(out, "got one\ngot two\neof\n") {
+			t.Errorf("attach to the stdinOnce container: %q, want both lines and the end of its stdin", out)
+		}
+		second, cancel := context.WithTimeout(ctx, 30*time.Second) // were it let in, it would follow the output
+		defer cancel()
+		err := p.AttachToContainer(second, pod.Namespace, pod.Name, "once", &attachIO{stdin: strings.NewReader("three\n"), stdout: nopCloser{&lockedBuffer{}}})
+		if err == nil || !strings.Contains(err.Error(), "has no stdin") {
+			t.Errorf("a second attach to the running container whose stdin closed: %v, want a refusal", err)
+		}
+
+		// Three attaches to the open one, each ending its stdin: the
+		// container reads every line and no end of file.
+		var all string
+		for _, word := range []string{"first", "second", "third"} {
+			all += attach("open", strings.NewReader(word+"\n"), "got "+word+"\n")
+		}
+		if strings.Contains(all, "eof") {
+			t.Errorf("the container read an end of file between attaches: %q", all)
+		}
+		err = p.AttachToContainer(ctx, pod.Namespace, pod.Name, "open", &attachIO{stdin: strings.NewReader(""), stdout: nopCloser{&lockedBuffer{}}, tty: true})
+		if err == nil || !strings.Contains(err.Error(), "gives it no terminal") {
+			t.Errorf("attach -t with runtime none: %v, want a refusal", err)
 		}
 		if err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "main", &attachIO{}); err == nil || !strings.Contains(err.Error(), "not in pod") {
 			t.Errorf("attach to a container that is not there: %v", err)
@@ -200,7 +206,7 @@ func TestLabExec(t *testing.T) {
 		t.Run("attach: "+rt, func(t *testing.T) {
 			r.lab.RequireRuntime(t, rt)
 			c := corev1.Container{Name: "app", Image: r.lab.Registry + "/lab/busybox:1", Stdin: true, StdinOnce: true,
-				Command: []string{"sh", "-c", `if [ -t 0 ]; then echo terminal; fi; read l; echo "got $l"`}}
+				Command: []string{"sh", "-c", `read l; if [ -t 0 ]; then echo terminal; fi; echo "got $l"`}}
 			// podman gives a container with tty a terminal fed by its stdin.
 			c.TTY = rt == RuntimePodman
 			pod := labPod("attach-"+rt[:2], c)
@@ -217,7 +223,8 @@ func TestLabExec(t *testing.T) {
 			out := &lockedBuffer{}
 			err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "app", &attachIO{stdin: strings.NewReader("hello\n"), stdout: nopCloser{out}, tty: c.TTY})
 			got := strings.ReplaceAll(out.String(), "\r", "")
-			want := map[string]string{RuntimePodman: "terminal\nhello\ngot hello\n", RuntimeCharliecloud: "got hello\n"}[rt]
+			// A terminal echoes what is typed.
+			want := map[string]string{RuntimePodman: "hello\nterminal\ngot hello\n", RuntimeCharliecloud: "got hello\n"}[rt]
 			if err != nil || !strings.HasSuffix(got, want) {
 				t.Errorf("attach: %v: %q, want it to end with %q", err, out.String(), want)
 			}

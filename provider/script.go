@@ -30,15 +30,35 @@ var runFunction = func() string {
 	).Replace(`run() { # run NAME FUNC POLICY [open|once]: a container's attempts, each logged, timed and with its exit marker
 	local stop=0
 	trap 'stop=1' TERM
-	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff fifo= holder=
+	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff fifo= holder= svk_in=
 	mkdir -p "$dir" && cd "$dir" || return 125
-	if [ -n "${4:-}" ]; then
+	# stdin: only with an agent on this node to write it (else /dev/null,
+	# as a container that reads to the end must not wait for ever).
+	if [ -n "${4:-}" ] && [ -n "${svk_agent:-}" ]; then
 		fifo="$pod_dir/{STDIN}/$1"
 		mkdir -p "$pod_dir/{STDIN}" || return 125
 	fi
 	while :; do
 		[ "$n" -lt 2 ] || rm -f {OLD}
 		rm -f "$dir/{REASON}"
+		if [ -n "$fifo" ]; then
+			# A new FIFO per attempt, as a restarted container has a new
+			# stdin; the holder keeps it open for writing between attaches,
+			# so the container neither waits to start nor reads an end of
+			# file, until the agent ends the holder after the first attach
+			# (once). It is set up under a temporary name and renamed into
+			# place last, so an attach finds it whole or not at all, and
+			# before the attempt's log exists (the provider waits for that).
+			rm -f "$fifo" "$fifo{ONCE}" "$fifo.new" "$fifo{ONCE}.new"
+			mkfifo -m 600 "$fifo.new" || return 125
+			sleep 2147483647 <>"$fifo.new" >/dev/null 2>&1 &
+			holder=$!
+			exec {svk_in}<"$fifo.new" || return 125
+			if [ "$4" = once ]; then
+				echo "$holder" >"$fifo{ONCE}.new" && mv -f "$fifo{ONCE}.new" "$fifo{ONCE}" || return 125
+			fi
+			mv -f "$fifo.new" "$fifo" || return 125
+		fi
 		: >"$dir/{START}" && : >>"$dir/{LOG}" || return 125
 		sampler=
 		if [ -n "$logtime" ]; then
@@ -46,24 +66,17 @@ var runFunction = func() string {
 			sampler=$!
 		fi
 		began=$SECONDS
-		if [ -n "$fifo" ]; then
-			# A new FIFO per attempt, as a restarted container has a new
-			# stdin; the holder keeps it open for writing between attaches,
-			# so the container neither waits to start nor reads an end of
-			# file, until the agent ends it after the first attach (once).
-			rm -f "$fifo" "$fifo{ONCE}"
-			mkfifo -m 600 "$fifo" || return 125
-			sleep 2147483647 <>"$fifo" >/dev/null 2>&1 &
-			holder=$!
-			[ "$4" != once ] || echo "$holder" >"$fifo{ONCE}"
-		fi
-		"$2" <"${fifo:-/dev/null}" >>"$dir/{LOG}" 2>&1
+		# The container's own exec takes its stdin from $svk_in (a pull
+		# before it must not read what is typed).
+		"$2" </dev/null >>"$dir/{LOG}" 2>&1
 		rc=$?
 		rm -f "$pod_dir/{PIDS}/$1"
 		if [ -n "$holder" ]; then
 			kill "$holder" 2>/dev/null
 			wait "$holder" 2>/dev/null
 			holder=
+			exec {svk_in}<&-
+			svk_in=
 			rm -f "$fifo{ONCE}"
 		fi
 		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
@@ -107,10 +120,22 @@ func initPolicy(pod *corev1.Pod) corev1.RestartPolicy {
 }
 
 // stdin says whether the container reads the attach FIFO: it asked for
-// stdin, and runs on the batch step's node, where the agent writes it
-// (srun's tasks read /dev/null).
+// stdin, and the job starts the agent, which writes it (on the batch
+// step's node: srun's tasks read /dev/null).
 func (t *translator) stdin(c *corev1.Container) bool {
-	return c.Stdin && (t.shape == nil || t.shape.launcher != LauncherSrun)
+	return c.Stdin && t.agent()
+}
+
+// anyStdin says whether some container of the pod reads the attach FIFO.
+func (t *translator) anyStdin() bool {
+	for _, cs := range [][]corev1.Container{t.pod.Spec.InitContainers, t.pod.Spec.Containers} {
+		for i := range cs {
+			if t.stdin(&cs[i]) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stdinArg is run's fourth argument for the container: how its stdin

@@ -274,6 +274,11 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 		// right before the exec, once its env and directory are the
 		// container's.
 		pid := fmt.Sprintf("\t\techo \"$BASHPID\" >\"$pod_dir\"/%s || :\n", shq(path.Join(layout.PIDsDir, c.Name)))
+		if rc.stdin {
+			// The attach FIFO run opened, as the container's stdin, from
+			// here on only (when run found an agent on the node).
+			pid += "\t\t[ -z \"${svk_in:-}\" ] || exec <&\"$svk_in\" {svk_in}<&-\n"
+		}
 		if i := strings.LastIndex(body, "\t\texec "); i >= 0 {
 			body = body[:i] + pid + body[i:]
 		} else {

@@ -33,7 +33,7 @@ const stdinStall = 30 * time.Second
 // end of file, and removes the FIFO, so no later attach writes to it.
 func attach(c Containers, st net.Conn, req tunnel.Request) tunnel.Exit {
 	if c.StdinDir == "" {
-		return tunnel.Exit{Code: -1, Error: "this job's agent was started without -stdin: attach cannot reach its containers"}
+		return tunnel.Exit{Code: -1, Error: fmt.Sprintf("container %q has no stdin to attach to: none of this pod's containers was started with stdin (or its job was submitted before kubectl attach had stdin: recreate the pod)", req.Container)}
 	}
 	if !containerName.MatchString(req.Container) {
 		return tunnel.Exit{Code: -1, Error: fmt.Sprintf("no container %q", req.Container)}
@@ -51,7 +51,8 @@ func attach(c Containers, st net.Conn, req tunnel.Request) tunnel.Exit {
 		return tunnel.Exit{Code: -1, Error: err.Error()}
 	}
 	defer f.Close()
-	if fi, err := f.Stat(); err != nil || fi.Mode()&os.ModeNamedPipe == 0 {
+	opened, err := f.Stat()
+	if err != nil || opened.Mode()&os.ModeNamedPipe == 0 {
 		return tunnel.Exit{Code: -1, Error: fmt.Sprintf("container %q: its stdin is not a FIFO", req.Container)}
 	}
 	exit := tunnel.Exit{}
@@ -72,15 +73,16 @@ func attach(c Containers, st net.Conn, req tunnel.Request) tunnel.Exit {
 		}
 	}
 	f.Close()
-	closeOnce(fifo)
+	closeOnce(fifo, opened)
 	return exit
 }
 
-// closeOnce ends the holder of a stdinOnce container's FIFO, if this FIFO
-// has one, and removes the FIFO. The holder's PID is checked to be a
-// process whose stdin is this very FIFO, so a stale file cannot make the
-// agent signal another process.
-func closeOnce(fifo string) {
+// closeOnce ends the holder of a stdinOnce container's FIFO, the one this
+// session opened (not a restarted attempt's new one at the same path), and
+// removes it. The holder's PID is checked to be a process whose stdin is
+// that very FIFO, so a stale file cannot make the agent signal another
+// process.
+func closeOnce(fifo string, opened os.FileInfo) {
 	data, err := os.ReadFile(fifo + OnceSuffix)
 	if err != nil {
 		return
@@ -89,12 +91,13 @@ func closeOnce(fifo string) {
 	if err != nil || pid <= 1 {
 		return
 	}
-	want, err1 := os.Stat(fifo)
-	got, err2 := os.Stat(fmt.Sprintf("/proc/%d/fd/0", pid))
-	if err1 != nil || err2 != nil || !os.SameFile(want, got) {
+	got, err := os.Stat(fmt.Sprintf("/proc/%d/fd/0", pid))
+	if err != nil || !os.SameFile(opened, got) {
 		return
 	}
-	os.Remove(fifo)
-	os.Remove(fifo + OnceSuffix)
+	if now, err := os.Lstat(fifo); err == nil && os.SameFile(opened, now) {
+		os.Remove(fifo)
+		os.Remove(fifo + OnceSuffix)
+	}
 	syscall.Kill(pid, syscall.SIGTERM)
 }

@@ -128,7 +128,7 @@ func TestAttach(t *testing.T) {
 			c    Containers
 			want string
 		}{
-			{Containers{}, "without -stdin"},
+			{Containers{}, "none of this pod's containers was started with stdin"},
 			{Containers{StdinDir: dir}, "has no stdin"},
 		} {
 			if exit := session(t, tt.c); !strings.Contains(exit.Error, tt.want) {
@@ -162,7 +162,11 @@ func TestCloseOnceChecksTheHolder(t *testing.T) {
 	}
 	defer func() { other.Process.Kill(); other.Wait() }()
 	os.WriteFile(fifo+OnceSuffix, []byte(strconv.Itoa(other.Process.Pid)), 0o600)
-	closeOnce(fifo)
+	fi, err := os.Stat(fifo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeOnce(fifo, fi)
 	time.Sleep(100 * time.Millisecond)
 	if err := other.Process.Signal(syscall.Signal(0)); err != nil {
 		t.Errorf("closeOnce signalled a process that does not hold the FIFO: %v", err)
