@@ -165,7 +165,9 @@ func TestLabExec(t *testing.T) {
 			actx, cancel := context.WithTimeout(ctx, time.Minute)
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, container, &attachIO{stdin: stdin, stdout: nopCloser{out}}) }()
+			go func() {
+				done <- p.AttachToContainer(actx, pod.Namespace, pod.Name, container, &attachIO{stdin: stdin, stdout: nopCloser{out}})
+			}()
 			if !out.waitFor(want, time.Minute) {
 				t.Errorf("attach to %s: the output was %q, want %q in it", container, out.String(), want)
 			}
