@@ -104,18 +104,7 @@ func TestLabExec(t *testing.T) {
 				WorkingDir: "/tmp", Env: []corev1.EnvVar{{Name: "GREETING", Value: "hello from the image"}}}
 			pod := labPod("exec-"+rt[:2], c)
 			pod.Annotations = map[string]string{AnnotationRuntime: rt}
-			if err := p.CreatePod(ctx, pod); err != nil {
-				t.Fatal(err)
-			}
-			r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
-			// The delete's SIGTERM must end the job before this test's
-			// provider stops (and with it the delete's cancel after the grace
-			// period): a job left running would hold a node from the next test.
-			defer func() {
-				job := p.jobOf(t, pod)
-				p.DeletePod(context.Background(), pod)
-				r.waitJobEnd(t, job)
-			}()
+			r.runningPod(t, p, pod)
 			var out, errOut bytes.Buffer
 			for deadline := time.Now().Add(90 * time.Second); ; time.Sleep(300 * time.Millisecond) {
 				out.Reset()
@@ -147,15 +136,7 @@ func TestLabExec(t *testing.T) {
 		open := sh("open", `while read l; do echo "got $l"; done; echo eof; sleep 300`)
 		open.Stdin = true
 		pod := labPod("attach", once, open)
-		if err := p.CreatePod(ctx, pod); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			job := p.jobOf(t, pod)
-			p.DeletePod(context.Background(), pod)
-			r.waitJobEnd(t, job)
-		}()
-		r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+		r.runningPod(t, p, pod)
 		// attach runs an attach with what stdin gives, until the output
 		// holds want (then it ends the attach, as a user's ^C) or a minute
 		// has passed; it returns the output.
@@ -213,15 +194,7 @@ func TestLabExec(t *testing.T) {
 			c.TTY = rt == RuntimePodman
 			pod := labPod("attach-"+rt[:2], c)
 			pod.Annotations = map[string]string{AnnotationRuntime: rt}
-			if err := p.CreatePod(ctx, pod); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				job := p.jobOf(t, pod)
-				p.DeletePod(context.Background(), pod)
-				r.waitJobEnd(t, job)
-			}()
-			r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
+			r.runningPod(t, p, pod)
 			out := &lockedBuffer{}
 			err := p.AttachToContainer(ctx, pod.Namespace, pod.Name, "app", &attachIO{stdin: strings.NewReader("hello\n"), stdout: nopCloser{out}, tty: c.TTY})
 			got := strings.ReplaceAll(out.String(), "\r", "")
@@ -241,6 +214,23 @@ func TestLabExec(t *testing.T) {
 			t.Error("exec into a deleted pod worked")
 		}
 	})
+}
+
+// runningPod creates the pod, waits until it runs, and deletes it when
+// the test ends, waiting for its job to end in Slurm: the delete's cancel
+// after the grace period comes from this test's provider, and a job left
+// running would hold a node from the next test.
+func (r *labRig) runningPod(t *testing.T, p *Provider, pod *corev1.Pod) {
+	t.Helper()
+	if err := p.CreatePod(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		job := p.jobOf(t, pod)
+		p.DeletePod(context.Background(), pod)
+		r.waitJobEnd(t, job)
+	})
+	r.waitFor(t, pod, "Running", phase(corev1.PodRunning))
 }
 
 // waitJobEnd waits until Slurm says the job has ended.
