@@ -14,6 +14,7 @@ import (
 	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
 	"github.com/slurmkube/slurm-vk/fetch/server"
+	"github.com/slurmkube/slurm-vk/internal/testenv"
 )
 
 // TestFullFileSystemWhileStaging: the fetch endpoint's file system fills
@@ -21,12 +22,7 @@ import (
 // says so, nothing is submitted, no partial file is left, its delete
 // leaves nothing behind, and once there is room a pod runs.
 func TestFullFileSystemWhileStaging(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") != "" {
-			t.Fatal("CI runs as root: this test mounts a small tmpfs")
-		}
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	testenv.NeedRoot(t, "mount a small tmpfs")
 	root := t.TempDir()
 	if err := syscall.Mount("tmpfs", root, "tmpfs", 0, "size=256k,mode=0711"); err != nil {
 		t.Fatalf("mount a 256 KiB tmpfs: %v", err)

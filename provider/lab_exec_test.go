@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	utilexec "k8s.io/utils/exec"
 
+	"github.com/slurmkube/slurm-vk/internal/testbin"
 	"github.com/slurmkube/slurm-vk/slurmclient"
 	tunnelclient "github.com/slurmkube/slurm-vk/tunnel/client"
 )
@@ -29,11 +29,7 @@ import (
 func TestLabExec(t *testing.T) {
 	r := newLabRig(t)
 	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
-	build := exec.Command("go", "build", "-o", agent, "github.com/slurmkube/slurm-vk/cmd/slurm-vk-agent")
-	build.Env = append(build.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build the agent: %v: %s", err, out)
-	}
+	testbin.Copy(t, "slurm-vk-agent", agent)
 	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
 	r.cfg.Tunnel = tunnelclient.New(tunnelclient.Config{URL: r.fetchURL, TokenFile: r.fetchToken})
 	p := r.start()

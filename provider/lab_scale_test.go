@@ -79,12 +79,20 @@ func TestLabSyncThousands(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // eight at a time, as they were submitted
+		var wg sync.WaitGroup
 		for _, id := range ids {
-			if id != 0 {
-				sc.Cancel(context.Background(), id)
+			if id == 0 {
+				continue
 			}
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				sc.Cancel(context.Background(), id)
+			}()
 		}
+		wg.Wait()
 	})
 	if failed != nil {
 		t.Fatalf("submit: %v", failed)

@@ -84,12 +84,12 @@ func (p *cutProxy) restore(t *testing.T) {
 	p.serve(ln)
 }
 
-// TestLabSlurmrestdOutage: slurmrestd is unreachable for a minute while a
+// TestLabSlurmrestdOutage: slurmrestd is unreachable for a while (10 s) while a
 // pod runs. The node turns NotReady with the reason, no pod is failed for
 // it, and when slurmrestd returns the node is Ready and the pod completes.
 func TestLabSlurmrestdOutage(t *testing.T) {
 	r := newLabRig(t)
-	outage := 60 * time.Second
+	outage := 10 * time.Second // the same transitions as a longer one; SLURM_VK_OUTAGE_SECONDS for more
 	if v, err := strconv.Atoi(os.Getenv("SLURM_VK_OUTAGE_SECONDS")); err == nil && v > 0 {
 		outage = time.Duration(v) * time.Second
 	}

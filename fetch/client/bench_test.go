@@ -329,7 +329,7 @@ func BenchmarkPodDirs20000(b *testing.B) {
 // startFetchd runs the real binary on the fixture, with its default
 // settings, until the benchmark ends.
 func startFetchd(b *testing.B, f *fixture) *fetchd {
-	d := &fetchd{t: b, f: f, addr: freeAddr(b), args: []string{}}
+	d := &fetchd{t: b, f: f, args: []string{}}
 	d.start()
 	b.Cleanup(d.kill)
 	return d

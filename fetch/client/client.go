@@ -238,10 +238,14 @@ func httpError(status int, body []byte) error {
 	return e
 }
 
-// permanent tells whether retrying the same request cannot help.
+// permanent tells whether retrying the same request cannot help: the
+// endpoint refused it, or its certificate does not verify against the
+// client's roots (which do not change while it runs).
 func permanent(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Kind != nil
+	var verify *tls.CertificateVerificationError
+	var host x509.HostnameError
+	return errors.As(err, &e) && e.Kind != nil || errors.As(err, &verify) || errors.As(err, &host)
 }
 
 // call makes a small request, retrying transient failures with backoff for

@@ -13,7 +13,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 	"github.com/slurmkube/slurm-vk/fetch/server"
+	"github.com/slurmkube/slurm-vk/internal/testbin"
 )
 
 const token = "client-test-token"
@@ -50,11 +50,13 @@ func (f *fixture) logPath(container string) string {
 	return filepath.Join(f.root, pod.Dir(), layout.LogFile(container, 0))
 }
 
+// exit writes the container's exit marker. Writers run in goroutines of
+// their own, so a failure is t.Error (t.Fatal must stay on the test's).
 func (f *fixture) exit(t testing.TB, container string, code int) {
 	t.Helper()
 	p := filepath.Join(f.root, pod.Dir(), layout.ExitFile(container, 0))
 	if err := os.WriteFile(p, []byte(fmt.Sprintf("%d\n", code)), 0o644); err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 }
 
@@ -247,58 +249,43 @@ type fetchd struct {
 	cmd  *exec.Cmd
 }
 
-var binOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
-func fetchdBinary(t testing.TB) string {
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "slurm-fetchd-bin")
-		if err != nil {
-			binOnce.err = err
-			return
-		}
-		binOnce.path = filepath.Join(dir, "slurm-fetchd")
-		out, err := exec.Command("go", "build", "-o", binOnce.path, "github.com/slurmkube/slurm-vk/cmd/slurm-fetchd").CombinedOutput()
-		if err != nil {
-			binOnce.err = fmt.Errorf("%v: %s", err, out)
-		}
-	})
-	if binOnce.err != nil {
-		t.Fatal(binOnce.err)
-	}
-	return binOnce.path
-}
-
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
+// start runs slurm-fetchd: the first time on a port the kernel picks
+// (read back from its "listening" log line, so no other process can take
+// it between a check and the listen), later on the same address, where the
+// client reconnects.
 func (d *fetchd) start() {
 	d.t.Helper()
+	if err := d.tryStart(); err != nil {
+		d.t.Fatal(err)
+	}
+}
+
+// tryStart is start for a goroutine other than the test's.
+func (d *fetchd) tryStart() error {
 	args := d.args
 	if args == nil {
 		args = []string{"-poll-interval", "50ms"}
 	}
-	d.cmd = exec.Command(fetchdBinary(d.t), append([]string{"-listen", d.addr, "-root", d.f.root, "-token-file", d.f.tokenFile}, args...)...)
+	listen := d.addr
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	d.cmd = exec.Command(testbin.Path(d.t, "slurm-fetchd"), append([]string{"-listen", listen, "-root", d.f.root, "-token-file", d.f.tokenFile}, args...)...)
+	stderr, err := d.cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
 	if err := d.cmd.Start(); err != nil {
-		d.t.Fatal(err)
+		return err
 	}
-	for i := 0; i < 100; i++ {
-		if c, err := net.Dial("tcp", d.addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+	addr := fetchtest.Listening(stderr)
+	a, ok := <-addr
+	if !ok {
+		d.cmd.Wait()
+		return fmt.Errorf("slurm-fetchd (-listen %s) ended before it listened", listen)
 	}
-	d.t.Fatal("slurm-fetchd did not start listening")
+	d.addr = a
+	return nil
 }
 
 func (d *fetchd) kill() {
@@ -320,7 +307,7 @@ func (d *fetchd) killThrice() {
 
 func TestFollowSurvivesEndpointRestarts(t *testing.T) {
 	f := newFixture(t)
-	d := &fetchd{t: t, f: f, addr: freeAddr(t)}
+	d := &fetchd{t: t, f: f}
 	d.start()
 	defer func() { d.kill() }()
 	c := newClient(t, "http://"+d.addr)
@@ -354,16 +341,32 @@ func followThroughKills(t *testing.T, c *Client, d *fetchd, opts LogOptions) []b
 func TestFollowStartsWhileEndpointDown(t *testing.T) {
 	f := newFixture(t)
 	os.WriteFile(f.logPath("main"), []byte("early\n"), 0o644)
-	d := &fetchd{t: t, f: f, addr: freeAddr(t)}
+	// The client needs the address before anything listens on it: a port
+	// that was free a moment ago (should another process take it
+	// meanwhile, the start fails and says so).
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	d := &fetchd{t: t, f: f, addr: l.Addr().String()}
 	c := newClient(t, "http://"+d.addr)
+	started := make(chan error, 1)
 	go func() {
 		time.Sleep(500 * time.Millisecond)
-		d.start()
-		time.Sleep(200 * time.Millisecond)
-		f.exit(t, "main", 0)
+		err := d.tryStart()
+		started <- err
+		if err == nil {
+			time.Sleep(200 * time.Millisecond)
+			f.exit(t, "main", 0)
+		}
 	}()
-	defer func() { d.kill() }()
-	if got := readAll(t, c, LogOptions{TailLines: -1, Follow: true}); string(got) != "early\n" {
+	got := readAll(t, c, LogOptions{TailLines: -1, Follow: true})
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	d.kill()
+	if string(got) != "early\n" {
 		t.Fatalf("%q", got)
 	}
 }

@@ -133,7 +133,7 @@ func TestTimestampsManyRecords(t *testing.T) {
 // window and never goes back.
 func TestTimestampsFollowSurvivesEndpointRestarts(t *testing.T) {
 	f := newFixture(t)
-	d := &fetchd{t: t, f: f, addr: freeAddr(t)}
+	d := &fetchd{t: t, f: f}
 	d.start()
 	defer func() { d.kill() }()
 	c := newClient(t, "http://"+d.addr)

@@ -4,6 +4,8 @@
 package fetchtest
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -57,4 +59,28 @@ func MakePodDirs(tb testing.TB, root string, n, deletedEvery int) []layout.Pod {
 		}
 	}
 	return pods
+}
+
+// Listening reads slurm-fetchd's log (its JSON lines on stderr) and sends
+// the address of its "listening" line, so a test can start it with
+// -listen 127.0.0.1:0 and no port is picked, freed and hoped for. It then
+// drains the log until it ends (the process exits) and closes the channel;
+// a channel closed before any address means slurm-fetchd never listened.
+func Listening(log io.Reader) <-chan string {
+	addr := make(chan string, 1)
+	go func() {
+		defer close(addr)
+		sc := bufio.NewScanner(log)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		sent := false
+		for sc.Scan() {
+			var line struct{ Msg, Addr string }
+			if !sent && json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "listening" && line.Addr != "" {
+				addr <- line.Addr
+				sent = true
+			}
+		}
+		io.Copy(io.Discard, log)
+	}()
+	return addr
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/internal/testenv"
 )
 
 // owner is who owns path, by number.
@@ -26,9 +27,7 @@ func owner(t *testing.T, path string) (uid, gid int, mode os.FileMode) {
 // names, closed to every other (0700); users the endpoint does not list,
 // and a directory that already belongs to another user, are refused.
 func TestPodDirectoriesBelongToTheirUser(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to hand directories to users")
-	}
+	testenv.NeedRoot(t, "hand directories to users")
 	alice, bob := Owner{UID: 2001, GID: 2001}, Owner{UID: 2002, GID: 2002}
 	e := newEnv(t, func(c *Config) { c.Users = map[string]Owner{"alice": alice, "bob": bob} })
 	pod := podURL(testPod)
@@ -76,9 +75,7 @@ func TestPodDirectoriesBelongToTheirUser(t *testing.T) {
 // TestClientsReachOnlyTheirUsers: a client with its own token creates,
 // reads, stages into and deletes only the pods of its own users.
 func TestClientsReachOnlyTheirUsers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to hand directories to users")
-	}
+	testenv.NeedRoot(t, "hand directories to users")
 	alice, bob := Owner{UID: 2001, GID: 2001}, Owner{UID: 2002, GID: 2002}
 	nodeB := filepath.Join(t.TempDir(), "node-b")
 	os.WriteFile(nodeB, []byte("node-b-token"), 0o600)

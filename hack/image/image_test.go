@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/slurmkube/slurm-vk/internal/testbin"
 )
 
 var epoch = time.Unix(1_790_000_000, 0).UTC()
@@ -49,16 +51,8 @@ func TestReproducible(t *testing.T) {
 // user 65532, the entrypoint is the binary (it runs and prints its usage),
 // a CA bundle Go can use, files owned by root but the user's home.
 func TestImage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the provider binary")
-	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "slurm-vk")
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", bin, "../../cmd/slurm-vk")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testbin.Path(t, "slurm-vk") // static, as make image builds it
 	oci := filepath.Join(dir, "oci")
 	if err := run(bin, epoch.Unix(), "abc", oci, "", ""); err != nil {
 		t.Fatal(err)

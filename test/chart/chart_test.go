@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/yaml"
 
+	"github.com/slurmkube/slurm-vk/internal/testbin"
 	"github.com/slurmkube/slurm-vk/test/helmbin"
 )
 
@@ -253,10 +254,7 @@ func checkClusterRole(t *testing.T, r *rbacv1.ClusterRole) {
 // the chart and the binary agree on every option name and value format.
 func TestConfigAcceptedByBinary(t *testing.T) {
 	h := helm(t)
-	bin := filepath.Join(t.TempDir(), "slurm-vk")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/slurmkube/slurm-vk/cmd/slurm-vk").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testbin.Path(t, "slurm-vk")
 	want := map[string]map[string]string{ // values file → config key → expected, per node
 		"multi.yaml": {
 			"slurm-gpu-a100/nodeLabels":   "nvidia.com/gpu.product=A100,site.example/cluster=hpc1,site.example/tier=fast",

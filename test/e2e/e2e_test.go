@@ -13,6 +13,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slurmkube/slurm-vk/fetch/fetchtest"
+	"github.com/slurmkube/slurm-vk/fetch/layout"
+	"github.com/slurmkube/slurm-vk/internal/testbin"
 	"github.com/slurmkube/slurm-vk/slurmclient"
 	"github.com/slurmkube/slurm-vk/test/labenv"
 )
@@ -59,10 +63,11 @@ func readEnv(path string) (map[string]string, error) {
 	return kv, nil
 }
 
-func build(t *testing.T, dir, pkg string) string {
-	out := filepath.Join(dir, filepath.Base(pkg))
-	if b, err := exec.Command("go", "build", "-o", out, pkg).CombinedOutput(); err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, b)
+// build puts the command's binary, built once per run (testbin), into dir.
+func build(t *testing.T, dir, name string) string {
+	out := filepath.Join(dir, name)
+	if err := os.Symlink(testbin.Path(t, name), out); err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
@@ -78,23 +83,34 @@ func freeAddr(t *testing.T) string {
 
 // start runs a binary until the test ends, logging to a file in dir.
 func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
+	cmd, _ := startLogged(t, dir, name, nil, args...)
+	return cmd
+}
+
+// startLogged is start; with tee set, the binary's stderr also goes
+// there.
+func startLogged(t *testing.T, dir, name string, tee io.Writer, args ...string) (*exec.Cmd, *os.File) {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(dir, name), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if tee != nil {
+		cmd.Stderr = io.MultiWriter(logf, tee)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
+			<-done // its port and files are free before the next test
 		}
 		logf.Close()
 		if t.Failed() {
@@ -105,7 +121,31 @@ func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
 			t.Logf("--- %s log (tail)\n%s", name, b)
 		}
 	})
-	return cmd
+	return cmd, logf
+}
+
+// startFetchd starts slurm-fetchd with c.fetchdArgs: the first time on a
+// port the kernel picks, read back from its log (c.fetchdAddr), later
+// (restarts) on that same address, which the provider keeps calling.
+func (c *cluster) startFetchd(t *testing.T) {
+	t.Helper()
+	listen := c.fetchdAddr
+	if listen == "" {
+		listen = "127.0.0.1:0"
+	}
+	pr, pw := io.Pipe()
+	listening := fetchtest.Listening(pr)
+	cmd, _ := startLogged(t, c.bin, "slurm-fetchd", pw, append([]string{"-listen", listen}, c.fetchdArgs...)...)
+	go func() { cmd.Wait(); pw.Close() }()
+	select {
+	case addr, ok := <-listening:
+		if !ok {
+			t.Fatalf("slurm-fetchd -listen %s ended before it listened (see its log)", listen)
+		}
+		c.fetchdAddr, c.fetchd = addr, cmd
+	case <-time.After(time.Minute): // only a wedged machine takes this long
+		t.Fatalf("slurm-fetchd -listen %s did not listen within a minute", listen)
+	}
 }
 
 // setup brings up the Slurm side (slurm-fetchd on a fresh root in the lab's
@@ -140,8 +180,8 @@ func setupSlurmSide(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	bin := t.TempDir()
-	build(t, bin, "github.com/slurmkube/slurm-vk/cmd/slurm-fetchd")
-	build(t, bin, "github.com/slurmkube/slurm-vk/cmd/slurm-vk")
+	build(t, bin, "slurm-fetchd")
+	build(t, bin, "slurm-vk")
 
 	root, err := os.MkdirTemp(lab.Shared, "e2e-")
 	if err != nil {
@@ -152,15 +192,27 @@ func setupSlurmSide(t *testing.T) *cluster {
 	os.Chmod(root, 0o711)
 	t.Cleanup(func() { os.RemoveAll(root) })
 	c := &cluster{t: t, top: t, kubeconfig: cp["KUBECONFIG"], cp: cp, lab: lab, root: root,
-		tokenFile: filepath.Join(bin, "fetch-token"), fetchdAddr: freeAddr(t)}
+		tokenFile: filepath.Join(bin, "fetch-token")}
 	os.WriteFile(c.tokenFile, []byte("e2e-fetch-token"), 0o600)
 	uid := fmt.Sprint(lab.UID)
 	c.bin = bin
-	c.fetchdArgs = []string{"-listen", c.fetchdAddr, "-root", root, "-token-file", c.tokenFile,
+	c.fetchdArgs = []string{"-root", root, "-token-file", c.tokenFile,
 		"-uid", uid, "-gid", uid, "-poll-interval", "200ms",
 		"-users", fmt.Sprintf("%s=%d:%d,%s=%d:%d", lab.User, lab.UID, lab.UID, lab.User2, lab.UID2, lab.UID2)}
-	c.fetchd = start(t, bin, "slurm-fetchd", c.fetchdArgs...)
+	c.startFetchd(t)
 	return c
+}
+
+// stopFile drops a file named stop into the directory of a pod's
+// container (its working directory under runtime none), which the pod's
+// script waits for.
+func (c *cluster) stopFile(t *testing.T, pod, container string) {
+	t.Helper()
+	uid := c.must("get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
+	dir := filepath.Join(c.root, layout.Pod{Namespace: "default", Name: pod, UID: uid}.Dir(), container)
+	if err := os.WriteFile(filepath.Join(dir, "stop"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // clearNode removes pods left bound to a node by an earlier run on this
@@ -510,7 +562,7 @@ func TestE2EMore(t *testing.T) {
 		c.fetchd.Wait()
 		time.Sleep(1500 * time.Millisecond)
 		// Owned by the whole test, not this subtest: later ones need it.
-		c.fetchd = start(c.top, c.bin, "slurm-fetchd", c.fetchdArgs...)
+		c.startFetchd(c.top)
 		var want []string
 		for i := 1; i <= 12; i++ {
 			want = append(want, fmt.Sprintf("n %d", i))

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slurmkube/slurm-vk/internal/testbin"
 	"github.com/slurmkube/slurm-vk/test/labenv"
 )
 
@@ -33,11 +34,7 @@ func TestE2EExec(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	agent := filepath.Join(dir, "slurm-vk-agent")
-	cmd := exec.Command("go", "build", "-o", agent, "github.com/slurmkube/slurm-vk/cmd/slurm-vk-agent")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build the agent: %v: %s", err, out)
-	}
+	testbin.Copy(t, "slurm-vk-agent", agent)
 	// What the job serves, for port-forward.
 	web := filepath.Join(dir, "web")
 	os.Mkdir(web, 0o755)

@@ -197,8 +197,11 @@ func TestE2EFaults(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Whatever happens from here, slurmrestd runs again when the test
+		// ends: a stopped slurmrestd would fail every later test.
+		t.Cleanup(func() { rest.Signal(syscall.SIGCONT) })
 		rest.Signal(syscall.SIGSTOP)
-		c.fetchd = start(c.top, c.bin, "slurm-fetchd", c.fetchdArgs...)
+		c.startFetchd(c.top)
 		time.Sleep(20 * time.Second)
 		rest.Signal(syscall.SIGCONT)
 		c.endScenario(t, admin, more, time.Now(), 5*time.Minute, "slurm-fetchd down during creates and 3 logs -f, then slurmrestd stopped 20 s")

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bufio"
 	"net"
 	"os"
 	"os/exec"
@@ -156,20 +157,33 @@ func TestCloseOnceChecksTheHolder(t *testing.T) {
 	dir := t.TempDir()
 	fifo := filepath.Join(dir, "app")
 	syscall.Mkfifo(fifo, 0o600)
-	other := exec.Command("sleep", "60")
+	// A process that says which signals reach it, in signal order.
+	other := exec.Command("sh", "-c", `trap 'echo TERM' TERM; trap 'echo WINCH' WINCH; echo ready; while :; do sleep 0.05; done`)
+	out, err := other.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { other.Process.Kill(); other.Wait() }()
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("the stand-in holder did not start: %q", lines.Text())
+	}
 	os.WriteFile(fifo+OnceSuffix, []byte(strconv.Itoa(other.Process.Pid)), 0o600)
 	fi, err := os.Stat(fifo)
 	if err != nil {
 		t.Fatal(err)
 	}
 	closeOnce(fifo, fi)
-	time.Sleep(100 * time.Millisecond)
-	if err := other.Process.Signal(syscall.Signal(0)); err != nil {
-		t.Errorf("closeOnce signalled a process that does not hold the FIFO: %v", err)
+	// A WINCH after it: a TERM sent before would be handled first (traps
+	// run in signal order), so what comes before WINCH is the verdict.
+	other.Process.Signal(syscall.SIGWINCH)
+	for lines.Scan() && lines.Text() != "WINCH" {
+		if lines.Text() == "TERM" {
+			t.Error("closeOnce signalled a process that does not hold the FIFO")
+		}
 	}
 	if _, err := os.Stat(fifo); err != nil {
 		t.Errorf("closeOnce removed the FIFO of a holder it could not verify: %v", err)

@@ -25,6 +25,25 @@ func frame(typ byte, flags uint16, stream, length uint32) []byte {
 	return b
 }
 
+// pong reads frames until yamux's answer to the ping with opaque value v.
+func pong(conn io.Reader, v uint32) error {
+	hdr := make([]byte, 12)
+	for {
+		if _, err := io.ReadFull(conn, hdr); err != nil {
+			return err
+		}
+		typ, flags, length := hdr[1], binary.BigEndian.Uint16(hdr[2:]), binary.BigEndian.Uint32(hdr[8:])
+		if typ == 2 && flags&2 != 0 && length == v {
+			return nil
+		}
+		if typ == 0 { // data: skip its payload
+			if _, err := io.CopyN(io.Discard, conn, int64(length)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
 // TestHostileAgent: an agent is the job's own program (its user can write
 // the pod's token), so the hub drops one that opens streams or floods
 // pings (yamux would queue the first and answer each of the second from a
@@ -87,7 +106,12 @@ func TestHostileAgent(t *testing.T) {
 		// whose payload is fifty ping headers.
 		payload := []byte(strings.Repeat(string(frame(2, 1, 0, 7)), 50))
 		conn.Write(append(frame(0, 2, 1, uint32(len(payload))), payload...))
-		time.Sleep(500 * time.Millisecond)
+		// Then one ping: yamux answers it after it has read the data, so
+		// the answer (not a pause) shows the data went through the guard.
+		conn.Write(frame(2, 1, 0, 4242))
+		if err := pong(conn, 4242); err != nil {
+			t.Errorf("an agent was dropped for its data: %v", err)
+		}
 		if h.Agents() != 1 {
 			t.Error("an agent was dropped for its data")
 		}
