@@ -10,6 +10,7 @@ import (
 	"github.com/virtual-kubelet/virtual-kubelet/log"
 	corev1 "k8s.io/api/core/v1"
 
+	fetchclient "github.com/slurmkube/slurm-vk/fetch/client"
 	"github.com/slurmkube/slurm-vk/slurmclient"
 )
 
@@ -21,9 +22,18 @@ import (
 // more than one container, or restarts.
 
 // watchesContainers says whether a running pod's status can change while
-// its job's state does not.
-func watchesContainers(pod *corev1.Pod) bool {
-	return len(pod.Spec.Containers)+len(pod.Spec.InitContainers) > 1 || restartPolicy(pod) != corev1.RestartPolicyNever
+// its job's state does not: its containers can end or start on their own,
+// or have not all started yet (attempts as last read).
+func watchesContainers(pod *corev1.Pod, attempts map[string]fetchclient.Container) bool {
+	if len(pod.Spec.Containers)+len(pod.Spec.InitContainers) > 1 || restartPolicy(pod) != corev1.RestartPolicyNever {
+		return true
+	}
+	for _, c := range pod.Spec.Containers {
+		if cur := attempts[c.Name].Current; cur.StartedAt == nil && !cur.Exited {
+			return true
+		}
+	}
+	return false
 }
 
 // refreshRunning re-reads the containers of running pods that need it (one
@@ -45,10 +55,10 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 			return
 		}
 		p.mu.Lock()
-		pod, rec, seen := st.pod.DeepCopy(), st.record, st.seen
+		pod, rec, seen, watch := st.pod.DeepCopy(), st.record, st.seen, watchesContainers(st.pod, st.attempts)
 		st.polled = time.Now()
 		p.mu.Unlock()
-		if rec == nil || rec.State != slurmclient.StateRunning || !watchesContainers(pod) {
+		if rec == nil || rec.State != slurmclient.StateRunning || !watch {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, containersTimeout)

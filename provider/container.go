@@ -81,7 +81,7 @@ var runtimeReserved = []string{"PATH", "HOME", "USER", "LOGNAME", "SHELL", "TMPD
 	"RANDOM", "SECONDS", "LINENO", "FUNCNAME", "OPTIND", "OPTARG", "REPLY"}
 
 var runtimeReservedPrefixes = []string{"XDG_", "CONTAINERS_", "CONTAINER_", "REGISTRY_", "DOCKER_", "LD_",
-	"BUILDAH_", "PODMAN_", "STORAGE_", "BASH_", "SLURM_VK_", "CH_", "svk_"}
+	"BUILDAH_", "PODMAN_", "STORAGE_", "BASH_", "SLURM_VK_", "CH_"}
 
 func runtimeReservedName(n string) bool {
 	if contains(runtimeReserved, n) {

@@ -321,7 +321,7 @@ func TestRestartKeepsStatus(t *testing.T) {
 	cfg := Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", UID: "u-a"},
 		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"}}}}}
-	p := New(cfg, f, noFiles{}, lookups)
+	p := New(cfg, f, startedFiles{}, lookups)
 	if err := p.CreatePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestRestartKeepsStatus(t *testing.T) {
 	}
 
 	// The API server's pod carries what the first provider reported.
-	restarted := New(cfg, f, noFiles{}, lookups)
+	restarted := New(cfg, f, startedFiles{}, lookups)
 	var notified []corev1.PodPhase
 	restarted.notify = func(p *corev1.Pod) { notified = append(notified, p.Status.Phase) }
 	if err := restarted.Recover(ctx, func(uid string) bool { return uid == "u-a" }); err != nil {

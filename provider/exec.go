@@ -51,16 +51,16 @@ func (t *translator) agentLines() string {
 	// attach refuses the flag, and so keeps serving exec for other pods.
 	stdin := ""
 	if t.anyStdin() {
-		stdin = ` -stdin "$pod_dir"/` + shq(layout.StdinDir)
+		stdin = ` -stdin "$svk_pod_dir"/` + shq(layout.StdinDir)
 	}
 	ca := ""
 	if t.cfg.AgentCAFile != "" {
 		ca = " -ca-file " + shq(t.cfg.AgentCAFile)
 	}
 	return fmt.Sprintf(`svk_agent=
-mkdir -p "$pod_dir"/%s || :
+mkdir -p "$svk_pod_dir"/%s || :
 if command -v %s >/dev/null 2>&1; then
-	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$pod_dir"/%s -pids "$pod_dir"/%s%s -runtime %s </dev/null &
+	%s -url %s%s -namespace %s -name %s -uid %s -token-file "$svk_pod_dir"/%s -pids "$svk_pod_dir"/%s%s -runtime %s </dev/null &
 	svk_agent=$!
 else
 	echo "slurm-vk: the exec agent "%s" is not on this node: kubectl exec cannot reach this pod" >&2

@@ -48,6 +48,21 @@ func shq(s string) string {
 	return b.String()
 }
 
+// prefixRefs renames the run-time references in s: where a runtime takes
+// the container's environment under a prefix (apptainer's APPTAINERENV_),
+// a Secret-backed variable is set in the job's shell under that name
+// only, so "${NAME}" would find nothing (or the job's own NAME).
+func prefixRefs(s, prefix string) string {
+	if prefix == "" || !strings.Contains(s, refMark) {
+		return s
+	}
+	parts := strings.Split(s, refMark)
+	for i := 1; i < len(parts); i += 2 {
+		parts[i] = prefix + parts[i]
+	}
+	return strings.Join(parts, refMark)
+}
+
 func shqAll(ss []string) string {
 	q := make([]string, len(ss))
 	for i, s := range ss {

@@ -20,8 +20,8 @@ type containerRuntime struct {
 
 var runtimes = map[string]containerRuntime{
 	RuntimeNone:         {launch: func(_ *translator, c resolved) (string, error) { return launchNone(c) }},
-	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"podman"}},
-	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true, vars: []string{"ch_run", "svk_ch_storage"}},
+	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"svk_podman"}},
+	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true, vars: []string{"svk_ch_run", "svk_ch_storage"}},
 	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true, vars: []string{"svk_cache"}},
 	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true, vars: []string{"svk_cache"}},
 }

@@ -46,6 +46,10 @@ const apptainerHelpers = `svk_apptainer_fetch() {
 
 // imageFile names an image's file in the node-local cache: readable, and
 // a digest of the reference so that no two references share one.
+// apptainerEnvPrefix: apptainer sets the container's NAME from the
+// environment's APPTAINERENV_NAME (with --cleanenv, nothing else).
+const apptainerEnvPrefix = "APPTAINERENV_"
+
 func imageFile(runtime, image, ext string) string {
 	sum := sha256.Sum256([]byte(image))
 	name := strings.NewReplacer("/", "_", ":", "_", "@", "_").Replace(image)
@@ -62,7 +66,7 @@ func imageFile(runtime, image, ext string) string {
 func (t *translator) launchApptainer(c resolved) (string, error) {
 	var b strings.Builder
 	sif := imageFile("apptainer", c.image, "sif")
-	fmt.Fprintf(&b, "\t\tsif=\"%s\"\n", sif)
+	fmt.Fprintf(&b, "\t\tsvk_sif=\"%s\"\n", sif)
 	pull := []string{"svk_pull_file", pullPolicyOf(c.pullPolicy), c.image}
 	fetch := []string{"svk_apptainer_fetch", c.image}
 	if user, pass, ok, err := t.registryCredentials(c); err != nil {
@@ -70,8 +74,8 @@ func (t *translator) launchApptainer(c resolved) (string, error) {
 	} else if ok {
 		fetch = append(fetch, user, pass)
 	}
-	fmt.Fprintf(&b, "\t\t%s \"$sif\" %s || exit $?\n", shqAll(pull), shqAll(fetch))
-	exportEnv(&b, c.env, "APPTAINERENV_")
+	fmt.Fprintf(&b, "\t\t%s \"$svk_sif\" %s || exit $?\n", shqAll(pull), shqAll(fetch))
+	exportEnv(&b, c.env, apptainerEnvPrefix)
 	line := []string{"apptainer", "run"}
 	if len(c.command) > 0 {
 		line[1] = "exec"
@@ -83,6 +87,10 @@ func (t *translator) launchApptainer(c resolved) (string, error) {
 	for _, m := range c.mounts {
 		line = append(line, "--bind", m.spec(":ro"))
 	}
-	fmt.Fprintf(&b, "\t\texec %s \"$sif\" %s\n", shqAll(line), shqAll(append(append([]string{}, c.command...), c.args...)))
+	var argv []string
+	for _, a := range append(append([]string{}, c.command...), c.args...) {
+		argv = append(argv, prefixRefs(a, apptainerEnvPrefix)) // where the job's shell has a Secret
+	}
+	fmt.Fprintf(&b, "\t\texec %s \"$svk_sif\" %s\n", shqAll(line), shqAll(argv))
 	return b.String(), nil
 }

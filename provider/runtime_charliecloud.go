@@ -17,24 +17,24 @@ import (
 //     message for the exit marker;
 //   - svk_ch_config prints, NUL-separated, the image's ENTRYPOINT (entry),
 //     ENTRYPOINT and CMD (run), or its WORKDIR (workdir).
-const charliecloudHelpers = `ch_run=$(command -v ch-run)
+const charliecloudHelpers = `svk_ch_run=$(command -v ch-run)
 svk_ch_storage=
 svk_ch_env() {
-	[ -n "$ch_run" ] && command -v ch-image >/dev/null || { svk_reason ContainerRuntimeNotFound "Charliecloud (ch-run, ch-image) is not installed on $(hostname)"; return 127; }
+	[ -n "$svk_ch_run" ] && command -v ch-image >/dev/null || { svk_reason ContainerRuntimeNotFound "Charliecloud (ch-run, ch-image) is not installed on $(hostname)"; return 127; }
 	# Slurm gives jobs no login environment; ch-image wants USER.
 	[ -n "${USER:-}" ] || export USER="$(id -un)"
 	[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
 	svk_ch_storage=$(ch-image gestalt storage-path 2>&1) || { svk_reason ContainerRuntimeError "ch-image: $svk_ch_storage"; return 125; }
 	# ch-run up to 0.38 drops a trailing newline from each --set-env0 entry
 	# (0.45 does not): values that end in one get one more to drop.
-	case $("$ch_run" --version 2>&1) in 0.[12]* | 0.3[0-8] | 0.3[0-8].*) svk_ch_nl=$'\n' ;; *) svk_ch_nl= ;; esac
+	case $("$svk_ch_run" --version 2>&1) in 0.[12]* | 0.3[0-8] | 0.3[0-8].*) svk_ch_nl=$'\n' ;; *) svk_ch_nl= ;; esac
 }
 svk_ch_env0() { # NAME VALUE: one --set-env0 entry, exactly
 	if [[ $2 == *$'\n' ]]; then printf '%s=%s%s\0' "$1" "$2" "$svk_ch_nl"; else printf '%s=%s\0' "$1" "$2"; fi
 }
 svk_ch_dir() { # IMAGE: the image's directory in the storage
-	local p=${1//\//%}
-	printf '%s/img/%s' "$svk_ch_storage" "${p//:/+}"
+	local svk_p=${1//\//%}
+	printf '%s/img/%s' "$svk_ch_storage" "${svk_p//:/+}"
 }
 svk_ch_pull() { # POLICY IMAGE [USERFILE PASSFILE]
 	local out
@@ -123,6 +123,6 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	for _, m := range c.mounts {
 		line = append(line, "--bind="+m.spec("")) // read-only cannot be asked for
 	}
-	fmt.Fprintf(&b, "\t\texec \"$ch_run\" %s --cd=\"$svk_wd\" %s -- \"${svk_argv[@]}\" 3< <(svk_env)\n", shqAll(line), shq(c.image))
+	fmt.Fprintf(&b, "\t\texec \"$svk_ch_run\" %s --cd=\"$svk_wd\" %s -- \"${svk_argv[@]}\" 3< <(svk_env)\n", shqAll(line), shq(c.image))
 	return b.String(), nil
 }

@@ -21,9 +21,9 @@ const enrootHelpers = `svk_enroot_fetch() {
 	conf=$(mktemp -d) || return 1
 	(umask 077 && printf 'machine %s login %s password %s\n' "$host" "$(cat "$3")" "$(cat "$4")" "${host%:*}" "$(cat "$3")" "$(cat "$4")" >"$conf/.credentials")
 	ENROOT_CONFIG_PATH=$conf enroot import -o "$1" "$2"
-	local rc=$?
+	local svk_rc=$?
 	rm -rf "$conf"
-	return $rc
+	return $svk_rc
 }
 `
 
@@ -37,16 +37,16 @@ const enrootHelpers = `svk_enroot_fetch() {
 // bash script). Read-only mounts are rbind,ro.
 func (t *translator) launchEnroot(c resolved) (string, error) {
 	var b strings.Builder
-	name := "slurm-vk-$SLURM_JOB_ID-" + c.name
-	fmt.Fprintf(&b, "\t\tsqsh=\"%s\"\n", imageFile("enroot", c.image, "sqsh"))
+	name := "slurm-vk-$svk_job-" + c.name
+	fmt.Fprintf(&b, "\t\tsvk_sqsh=\"%s\"\n", imageFile("enroot", c.image, "sqsh"))
 	fetch := []string{"svk_enroot_fetch", enrootURI(c.image)}
 	if user, pass, ok, err := t.registryCredentials(c); err != nil {
 		return "", err
 	} else if ok {
 		fetch = append(fetch, user, pass)
 	}
-	fmt.Fprintf(&b, "\t\t%s \"$sqsh\" %s || exit $?\n", shqAll([]string{"svk_pull_file", pullPolicyOf(c.pullPolicy), c.image}), shqAll(fetch))
-	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$sqsh\" >/dev/null || exit 125\n", name)
+	fmt.Fprintf(&b, "\t\t%s \"$svk_sqsh\" %s || exit $?\n", shqAll([]string{"svk_pull_file", pullPolicyOf(c.pullPolicy), c.image}), shqAll(fetch))
+	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$svk_sqsh\" >/dev/null || exit 125\n", name)
 	line := []string{"enroot", "start", "--rw"}
 	for _, m := range c.mounts {
 		line = append(line, "--mount", m.spec(":none:x-create=auto,rbind,ro"))

@@ -11,6 +11,11 @@ func launchNone(c resolved) (string, error) {
 	if len(c.command) == 0 && len(c.args) == 0 {
 		return "", invalid("NoCommand", "container %q: runtime none needs a command (there is no image entrypoint)", c.name)
 	}
+	for _, e := range c.env {
+		if bashOwn(e.name) {
+			return "", invalid("InvalidEnvName", "container %q: environment variable name %q: with runtime none the environment is set by bash, which keeps %s for itself", c.name, e.name, e.name)
+		}
+	}
 	var b strings.Builder
 	exportEnv(&b, append(c.volEnv, c.env...), "")
 	if c.workingDir != "" {
@@ -18,4 +23,16 @@ func launchNone(c resolved) (string, error) {
 	}
 	fmt.Fprintf(&b, "\t\texec %s\n", shqAll(append(c.command, c.args...)))
 	return b.String(), nil
+}
+
+// bashOwn are the variables bash sets itself, readonly or special (an
+// assignment is ignored, refused or changes their meaning), so an export
+// cannot pass them on.
+func bashOwn(name string) bool {
+	switch name {
+	case "BASHOPTS", "BASHPID", "DIRSTACK", "EPOCHREALTIME", "EPOCHSECONDS", "EUID", "FUNCNAME", "GROUPS", "HISTCMD",
+		"LINENO", "PIPESTATUS", "PPID", "RANDOM", "SECONDS", "SHELLOPTS", "SRANDOM", "UID":
+		return true
+	}
+	return strings.HasPrefix(name, "BASH_")
 }

@@ -25,27 +25,27 @@ func pullPolicyOf(p corev1.PullPolicy) string {
 //     killed, or podman cannot join the user namespace again;
 //   - svk_podman_pull applies the pull policy, and on failure leaves the
 //     kubelet's reason and podman's own message for the exit marker.
-const podmanHelpers = `podman=$(command -v podman)
+const podmanHelpers = `svk_podman=$(command -v podman)
 svk_podman_env() {
-	[ -n "$podman" ] || { svk_reason ContainerRuntimeNotFound "podman is not installed on $(hostname)"; return 127; }
+	[ -n "$svk_podman" ] || { svk_reason ContainerRuntimeNotFound "podman is not installed on $(hostname)"; return 127; }
 	local uid
 	uid=$(id -u)
 	[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$uid" | cut -d: -f6)"
 	if [ -z "${XDG_RUNTIME_DIR:-}" ] && [ -d "/run/user/$uid" ]; then export XDG_RUNTIME_DIR="/run/user/$uid"; fi
-	local p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$uid}/libpod/tmp/pause.pid"
-	if [ -f "$p" ] && ! kill -0 "$(cat "$p")" 2>/dev/null; then rm -f "$p"; fi
+	local svk_p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$uid}/libpod/tmp/pause.pid"
+	if [ -f "$svk_p" ] && ! kill -0 "$(cat "$svk_p")" 2>/dev/null; then rm -f "$svk_p"; fi
 	export PODMAN_IGNORE_CGROUPSV1_WARNING=1 # or podman writes it into every container's log
 }
 svk_podman_pull() { # POLICY IMAGE [AUTHFILE]
 	local out
 	case $1 in
 	Never)
-		"$podman" image exists "$2" && return 0
+		"$svk_podman" image exists "$2" && return 0
 		svk_reason ErrImageNeverPull "Container image \"$2\" is not present with pull policy of Never"
 		return 125 ;;
-	IfNotPresent) "$podman" image exists "$2" && return 0 ;;
+	IfNotPresent) "$svk_podman" image exists "$2" && return 0 ;;
 	esac
-	if out=$("$podman" pull --quiet ${3:+--authfile "$3"} "$2" 2>&1 >/dev/null); then return 0; fi
+	if out=$("$svk_podman" pull --quiet ${3:+--authfile "$3"} "$2" 2>&1 >/dev/null); then return 0; fi
 	svk_reason ErrImagePull "Failed to pull image \"$2\": $out"
 	return 125
 }
@@ -111,7 +111,7 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	// The job's user inside too, whatever the image's USER says: files in
 	// volumes and on the shared file system belong to the user, as with
 	// every HPC container runtime.
-	fmt.Fprintf(&b, "\t\texec \"$podman\" %s --user \"$(id -u):$(id -g)\" --name \"slurm-vk-${SLURM_JOB_ID}-%s${svk_task:+.$svk_task}\" %s %s\n",
+	fmt.Fprintf(&b, "\t\texec \"$svk_podman\" %s --user \"$(id -u):$(id -g)\" --name \"slurm-vk-${svk_job}-%s${svk_task:+.$svk_task}\" %s %s\n",
 		shqAll(line), c.name, shq(c.image), shqAll(c.args))
 	return b.String(), nil
 }

@@ -14,34 +14,34 @@ import (
 
 // runFunction is the script's run and svk_reason functions: a container's
 // attempts, each logged, timed and with its exit marker, in files named by
-// fetch/layout for the attempt in $n (so the script and the endpoint agree
+// fetch/layout for the attempt in $svk_n (so the script and the endpoint agree
 // by construction).
 var runFunction = func() string {
-	f := func(kind string) string { return layout.AttemptName("$n", kind) }
+	f := func(kind string) string { return layout.AttemptName("$svk_n", kind) }
 	var old []string // the attempt before the previous one: every kind
 	for _, k := range layout.AttemptKinds {
-		old = append(old, "\"$dir/"+layout.AttemptName("$((n - 2))", k)+"\"")
+		old = append(old, "\"$svk_dir/"+layout.AttemptName("$((svk_n - 2))", k)+"\"")
 	}
 	return strings.NewReplacer(
-		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{START}", f(layout.KindStart), "{TIMES}", f(layout.KindTimes),
-		"{REASON}", layout.ReasonName("$n"), "{EXITTMP}", layout.ExitTempName("$n"), "{OLD}", strings.Join(old, " "),
+		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{TIMES}", f(layout.KindTimes),
+		"{REASON}", layout.ReasonName("$svk_n"), "{EXITTMP}", layout.ExitTempName("$svk_n"), "{OLD}", strings.Join(old, " "),
 		"{WORK}", layout.WorkDir, "{PIDS}", layout.PIDsDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
 		"{STDIN}", layout.StdinDir, "{ONCE}", layout.OnceSuffix,
 	).Replace(`run() { # run NAME FUNC POLICY [open|once]: a container's attempts, each logged, timed and with its exit marker
-	local stop=0
-	trap 'stop=1' TERM
-	local dir="$pod_dir/$1" n=0 rc began sampler delay=$backoff fifo= holder= svk_in=
-	mkdir -p "$dir" && cd "$dir" || return 125
+	local svk_stop=0
+	trap 'svk_stop=1' TERM
+	local svk_dir="$svk_pod_dir/$1" svk_n=0 svk_rc svk_began svk_sampler svk_delay=$svk_backoff svk_fifo= svk_holder= svk_in=
+	mkdir -p "$svk_dir" && cd "$svk_dir" || return 125
 	# stdin: only with an agent on this node to write it (else /dev/null,
 	# as a container that reads to the end must not wait for ever).
 	if [ -n "${4:-}" ] && [ -n "${svk_agent:-}" ]; then
-		fifo="$pod_dir/{STDIN}/$1"
-		mkdir -p "$pod_dir/{STDIN}" || return 125
+		svk_fifo="$svk_pod_dir/{STDIN}/$1"
+		mkdir -p "$svk_pod_dir/{STDIN}" || return 125
 	fi
 	while :; do
-		[ "$n" -lt 2 ] || rm -f {OLD}
-		rm -f "$dir/{REASON}"
-		if [ -n "$fifo" ]; then
+		[ "$svk_n" -lt 2 ] || rm -f {OLD}
+		rm -f "$svk_dir/{REASON}"
+		if [ -n "$svk_fifo" ]; then
 			# A new FIFO per attempt, as a restarted container has a new
 			# stdin; the holder keeps it open for writing between attaches,
 			# so the container neither waits to start nor reads an end of
@@ -49,55 +49,55 @@ var runFunction = func() string {
 			# (once). It is set up under a temporary name and renamed into
 			# place last, so an attach finds it whole or not at all, and
 			# before the attempt's log exists (the provider waits for that).
-			rm -f "$fifo" "$fifo{ONCE}" "$fifo.new" "$fifo{ONCE}.new"
-			mkfifo -m 600 "$fifo.new" || return 125
-			sleep 2147483647 <>"$fifo.new" >/dev/null 2>&1 &
-			holder=$!
-			exec {svk_in}<"$fifo.new" || return 125
+			rm -f "$svk_fifo" "$svk_fifo{ONCE}" "$svk_fifo.new" "$svk_fifo{ONCE}.new"
+			mkfifo -m 600 "$svk_fifo.new" || return 125
+			sleep 2147483647 <>"$svk_fifo.new" >/dev/null 2>&1 &
+			svk_holder=$!
+			exec {svk_in}<"$svk_fifo.new" || return 125
 			if [ "$4" = once ]; then
-				echo "$holder" >"$fifo{ONCE}.new" && mv -f "$fifo{ONCE}.new" "$fifo{ONCE}" || return 125
+				echo "$svk_holder" >"$svk_fifo{ONCE}.new" && mv -f "$svk_fifo{ONCE}.new" "$svk_fifo{ONCE}" || return 125
 			fi
-			mv -f "$fifo.new" "$fifo" || return 125
+			mv -f "$svk_fifo.new" "$svk_fifo" || return 125
 		fi
-		: >"$dir/{START}" && : >>"$dir/{LOG}" || return 125
-		sampler=
-		if [ -n "$logtime" ]; then
-			"$logtime" "$dir/{LOG}" "$dir/{TIMES}" </dev/null &
-			sampler=$!
+		: >>"$svk_dir/{LOG}" || return 125
+		svk_sampler=
+		if [ -n "$svk_logtime" ]; then
+			"$svk_logtime" "$svk_dir/{LOG}" "$svk_dir/{TIMES}" </dev/null &
+			svk_sampler=$!
 		fi
-		began=$SECONDS
+		svk_began=$SECONDS
 		# The container's own exec takes its stdin from $svk_in (a pull
 		# before it must not read what is typed).
-		"$2" </dev/null >>"$dir/{LOG}" 2>&1
-		rc=$?
-		rm -f "$pod_dir/{PIDS}/$1"
-		if [ -n "$holder" ]; then
-			kill "$holder" 2>/dev/null
-			wait "$holder" 2>/dev/null
-			holder=
+		"$2" </dev/null >>"$svk_dir/{LOG}" 2>&1
+		svk_rc=$?
+		rm -f "$svk_pod_dir/{PIDS}/$1"
+		if [ -n "$svk_holder" ]; then
+			kill "$svk_holder" 2>/dev/null
+			wait "$svk_holder" 2>/dev/null
+			svk_holder=
 			exec {svk_in}<&-
 			svk_in=
-			rm -f "$fifo{ONCE}"
+			rm -f "$svk_fifo{ONCE}"
 		fi
-		[ -z "$sampler" ] || { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
-		{ echo "$rc"; cat "$dir/{REASON}" 2>/dev/null || :; } >"$dir/{EXITTMP}" && mv -f "$dir/{EXITTMP}" "$dir/{EXIT}"
-		rm -f "$dir/{REASON}"
+		[ -z "$svk_sampler" ] || { kill "$svk_sampler" 2>/dev/null; wait "$svk_sampler" 2>/dev/null; }
+		{ echo "$svk_rc"; cat "$svk_dir/{REASON}" 2>/dev/null || :; } >"$svk_dir/{EXITTMP}" && mv -f "$svk_dir/{EXITTMP}" "$svk_dir/{EXIT}"
+		rm -f "$svk_dir/{REASON}"
 		case $3 in
 		Always) ;;
-		OnFailure) [ "$rc" -ne 0 ] || return 0 ;;
-		*) return "$rc" ;;
+		OnFailure) [ "$svk_rc" -ne 0 ] || return 0 ;;
+		*) return "$svk_rc" ;;
 		esac
-		[ "$stop" -eq 0 ] && [ "$n" -lt {MAXATTEMPT} ] || return "$rc"
-		[ $((SECONDS - began)) -lt $((2 * backoff_max)) ] || delay=$backoff
-		sleep "$delay" &
+		[ "$svk_stop" -eq 0 ] && [ "$svk_n" -lt {MAXATTEMPT} ] || return "$svk_rc"
+		[ $((SECONDS - svk_began)) -lt $((2 * svk_backoff_max)) ] || svk_delay=$svk_backoff
+		sleep "$svk_delay" &
 		wait $!
-		[ "$stop" -eq 0 ] || { kill $! 2>/dev/null; return "$rc"; }
-		delay=$((delay * 2 > backoff_max ? backoff_max : delay * 2))
-		n=$((n + 1))
+		[ "$svk_stop" -eq 0 ] || { kill $! 2>/dev/null; return "$svk_rc"; }
+		svk_delay=$((svk_delay * 2 > svk_backoff_max ? svk_backoff_max : svk_delay * 2))
+		svk_n=$((svk_n + 1))
 	done
 }
-svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$dir/{REASON}"; } # REASON MESSAGE, for run's marker
-mkdir -p "$pod_dir/{WORK}" || exit 125
+svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$svk_dir/{REASON}"; } # REASON MESSAGE, for run's marker
+mkdir -p "$svk_pod_dir/{WORK}" || exit 125
 `)
 }()
 
@@ -167,12 +167,15 @@ func seconds(d, def time.Duration) int {
 func (t *translator) script(inits, mains []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "#!/bin/bash\n# slurm-vk: pod %s/%s uid %s\n", t.pod.Namespace, t.pod.Name, t.pod.UID)
-	fmt.Fprintf(&b, "pod_dir=%s\n", shq(t.podDir))
+	// Every variable of the script is named svk_*, which no pod's env may
+	// be (env.go): the container's env, set in its function, cannot steer
+	// what the script does after it. The job's ID too, as it names things.
+	fmt.Fprintf(&b, "svk_pod_dir=%s svk_job=$SLURM_JOB_ID\n", shq(t.podDir))
 	helper := t.cfg.LogTimeHelper
 	if helper == "" {
 		helper = DefaultLogTimeHelper
 	}
-	fmt.Fprintf(&b, "backoff=%d backoff_max=%d\nlogtime=$(command -v %s 2>/dev/null || :)\n",
+	fmt.Fprintf(&b, "svk_backoff=%d svk_backoff_max=%d\nsvk_logtime=$(command -v %s 2>/dev/null || :)\n",
 		seconds(t.cfg.RestartBackoff, DefaultRestartBackoff), seconds(t.cfg.MaxRestartBackoff, DefaultMaxRestartBackoff), shq(helper))
 	// The marker holds the exit code, then, when the container function
 	// left one (svk_reason: a pull failure...), a reason and a message.
@@ -196,26 +199,26 @@ func (t *translator) script(inits, mains []string) string {
 	for _, c := range t.pod.Spec.InitContainers {
 		fmt.Fprintf(&b, "run %s c_%s %s%s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c))
 	}
-	b.WriteString("pids=()\n")
+	b.WriteString("svk_pids=()\n")
 	for _, c := range t.pod.Spec.Containers {
 		f := "c_" + envSafe(c.Name)
 		if t.shape != nil && t.shape.launcher == LauncherSrun {
 			fmt.Fprintf(&b, "%s_tasks() { svk_tasks %s; }\n", f, f)
 			f += "_tasks"
 		}
-		fmt.Fprintf(&b, "run %s %s %s%s &\npids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod), t.stdinArg(&c))
+		fmt.Fprintf(&b, "run %s %s %s%s &\nsvk_pids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod), t.stdinArg(&c))
 	}
 	b.WriteString(`trap '' TERM
-status=0
-for p in "${pids[@]}"; do
-	wait "$p"
-	rc=$?
-	if [ "$status" -eq 0 ] && [ "$rc" -ne 0 ]; then status=$rc; fi
+svk_status=0
+for svk_p in "${svk_pids[@]}"; do
+	wait "$svk_p"
+	svk_rc=$?
+	if [ "$svk_status" -eq 0 ] && [ "$svk_rc" -ne 0 ]; then svk_status=$svk_rc; fi
 done
 `)
 	if t.agent() {
 		b.WriteString("[ -z \"$svk_agent\" ] || kill \"$svk_agent\" 2>/dev/null\n")
 	}
-	b.WriteString("exit \"$status\"\n")
+	b.WriteString("exit \"$svk_status\"\n")
 	return b.String()
 }

@@ -181,7 +181,10 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	st.InitContainerStatuses, initFailed = v.initContainers()
 	st.ContainerStatuses, allReady, allOK = v.containers(initFailed)
 	st.Phase, st.Reason, st.Message = v.phase(allOK && !initFailed)
-	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, initFailed || st.Phase == corev1.PodPending, now, st.Reason, st.Message)
+	if st.Phase == corev1.PodRunning && startingUp(st.ContainerStatuses) {
+		st.Phase = corev1.PodPending // the job runs, the containers not yet
+	}
+	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, !initialized(st.InitContainerStatuses), now, st.Reason, st.Message)
 	return st
 }
 
@@ -203,6 +206,22 @@ type statusView struct {
 func (v *statusView) backingOff(name string, policy corev1.RestartPolicy) bool {
 	code, ok := v.o.exits[name]
 	return ok && !v.terminal && restarts(policy, code)
+}
+
+// running tells whether the container's latest attempt has started its
+// process: the job script marks the start right before it execs the
+// container, after the image is pulled (its attempt exists from before).
+func (v *statusView) running(name string) bool {
+	return v.o.attempts[name].Current.StartedAt != nil
+}
+
+// creating is the reason of a container not started yet, as the
+// kubelet gives it: PodInitializing in a pod with init containers.
+func (v *statusView) creating() string {
+	if len(v.pod.Spec.InitContainers) > 0 {
+		return "PodInitializing"
+	}
+	return "ContainerCreating"
 }
 
 // startedAt is when the latest attempt started, where the job says.
@@ -277,9 +296,12 @@ func (v *statusView) initContainers() (out []corev1.ContainerStatus, initFailed 
 			if _, known := v.o.exitedAt[c.Name]; known {
 				v.began = cs.State.Terminated.FinishedAt.Time
 			}
-		case v.started && !initFailed && !v.terminal:
+		case v.started && !initFailed && !v.terminal && v.running(c.Name):
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(v.startedAt(c.Name))}
 			initFailed = true // the following ones wait
+		case v.started && !initFailed && !v.terminal:
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"} // being created
+			initFailed = true
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
 		}
@@ -317,6 +339,9 @@ func (v *statusView) containers(initFailed bool) (out []corev1.ContainerStatus, 
 			if cs.State.Terminated.ExitCode != 0 {
 				allOK = false
 			}
+		case !v.running(c.Name):
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: v.creating()}
+			cs.Started = ptrBool(false)
 		default:
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(v.startedAt(c.Name))}
 			cs.Started = ptrBool(true)
@@ -348,6 +373,29 @@ func (v *statusView) phase(succeeded bool) (corev1.PodPhase, string, string) {
 		}
 		return corev1.PodFailed, jobReasons[j.State], msg
 	}
+}
+
+// startingUp tells whether a pod whose job runs is still Pending as a
+// kubelet counts it: a container waits to start (being created, or for the
+// init containers) and has not run before.
+func startingUp(cs []corev1.ContainerStatus) bool {
+	for _, c := range cs {
+		if c.State.Waiting != nil && c.LastTerminationState.Terminated == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// initialized tells whether every init container has succeeded (true
+// without any), the pod's Initialized condition.
+func initialized(inits []corev1.ContainerStatus) bool {
+	for _, c := range inits {
+		if c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func pendingMessage(j *slurmclient.Job) string {

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,52 +43,67 @@ func TestPodStatus(t *testing.T) {
 		phase     corev1.PodPhase
 		podReason string
 		a, b      cstate
+		// creating are containers whose latest attempt has not started
+		// its process (no start marker); every other one has.
+		creating []string
 	}{
 		{"pending on priority", job("PENDING", "Priority", 0, 0), nil, nil, corev1.PodPending, ReasonPending,
-			cstate{waiting: "Priority"}, cstate{waiting: "Priority"}},
+			cstate{waiting: "Priority"}, cstate{waiting: "Priority"}, nil},
 		{"pending on resources", job("PENDING", "Resources", 0, 0), nil, nil, corev1.PodPending, ReasonPending,
-			cstate{waiting: "Resources"}, cstate{waiting: "Resources"}},
+			cstate{waiting: "Resources"}, cstate{waiting: "Resources"}, nil},
 		{"running", job("RUNNING", "", 0, 0), map[string]int{"init": 0}, nil, corev1.PodRunning, "",
-			cstate{running: true}, cstate{running: true}},
+			cstate{running: true}, cstate{running: true}, nil},
 		{"running, one container done", job("RUNNING", "", 0, 0), map[string]int{"init": 0, "b": 0}, nil, corev1.PodRunning, "",
-			cstate{running: true}, cstate{terminatedReason: "Completed"}},
+			cstate{running: true}, cstate{terminatedReason: "Completed"}, nil},
 		{"running, one container done: finished when its marker says", job("RUNNING", "", 0, 0), map[string]int{"init": 0, "b": 0},
 			map[string]time.Time{"b": start.Add(10 * time.Second)}, corev1.PodRunning, "",
-			cstate{running: true}, cstate{terminatedReason: "Completed", at: start.Add(10 * time.Second)}},
+			cstate{running: true}, cstate{terminatedReason: "Completed", at: start.Add(10 * time.Second)}, nil},
 		{"completed, marker times kept within the job", job("COMPLETED", "", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0},
 			map[string]time.Time{"a": start.Add(5 * time.Second), "b": end.Add(time.Hour)}, corev1.PodSucceeded, "",
-			cstate{terminatedReason: "Completed", at: start.Add(5 * time.Second)}, cstate{terminatedReason: "Completed"}},
+			cstate{terminatedReason: "Completed", at: start.Add(5 * time.Second)}, cstate{terminatedReason: "Completed"}, nil},
 		{"completed: a marker in the job's last second, past Slurm's truncated end, is kept", job("COMPLETED", "", 0, 0),
 			map[string]int{"init": 0, "a": 0, "b": 0},
 			map[string]time.Time{"a": start.Add(5 * time.Second), "b": end.Add(764 * time.Millisecond)}, corev1.PodSucceeded, "",
-			cstate{terminatedReason: "Completed", at: start.Add(5 * time.Second)}, cstate{terminatedReason: "Completed", at: end.Add(764 * time.Millisecond)}},
+			cstate{terminatedReason: "Completed", at: start.Add(5 * time.Second)}, cstate{terminatedReason: "Completed", at: end.Add(764 * time.Millisecond)}, nil},
 		{"init container's end is the containers' start", job("RUNNING", "", 0, 0), map[string]int{"init": 0},
 			map[string]time.Time{"init": start.Add(7 * time.Second)}, corev1.PodRunning, "",
-			cstate{running: true, at: start.Add(7 * time.Second)}, cstate{running: true, at: start.Add(7 * time.Second)}},
+			cstate{running: true, at: start.Add(7 * time.Second)}, cstate{running: true, at: start.Add(7 * time.Second)}, nil},
 		{"completed", job("COMPLETED", "", 0, 0), map[string]int{"init": 0, "a": 0, "b": 0}, nil, corev1.PodSucceeded, "",
-			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Completed"}},
+			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Completed"}, nil},
 		{"failed with exit codes from markers", job("FAILED", "NonZeroExitCode", 3, 0), map[string]int{"init": 0, "a": 0, "b": 3}, nil, corev1.PodFailed, "",
-			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Error", exit: 3}},
+			cstate{terminatedReason: "Completed"}, cstate{terminatedReason: "Error", exit: 3}, nil},
 		{"failed without markers: the job's code", job("FAILED", "NonZeroExitCode", 5, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "",
-			cstate{terminatedReason: "Error", exit: 5}, cstate{terminatedReason: "Error", exit: 5}},
+			cstate{terminatedReason: "Error", exit: 5}, cstate{terminatedReason: "Error", exit: 5}, nil},
 		{"cancelled by a signal", job("CANCELLED", "", 0, 15), map[string]int{"init": 0}, nil, corev1.PodFailed, "SlurmJobCancelled",
-			cstate{terminatedReason: "SlurmJobCancelled", exit: 143}, cstate{terminatedReason: "SlurmJobCancelled", exit: 143}},
+			cstate{terminatedReason: "SlurmJobCancelled", exit: 143}, cstate{terminatedReason: "SlurmJobCancelled", exit: 143}, nil},
 		{"timeout", job("TIMEOUT", "TimeLimit", 0, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "DeadlineExceeded",
-			cstate{terminatedReason: "DeadlineExceeded", exit: 137}, cstate{terminatedReason: "DeadlineExceeded", exit: 137}},
+			cstate{terminatedReason: "DeadlineExceeded", exit: 137}, cstate{terminatedReason: "DeadlineExceeded", exit: 137}, nil},
 		{"out of memory", job("OUT_OF_MEMORY", "OutOfMemory", 0, 9), map[string]int{"init": 0, "a": 137}, nil, corev1.PodFailed, "OOMKilled",
-			cstate{terminatedReason: "OOMKilled", exit: 137}, cstate{terminatedReason: "OOMKilled", exit: 137}},
+			cstate{terminatedReason: "OOMKilled", exit: 137}, cstate{terminatedReason: "OOMKilled", exit: 137}, nil},
 		{"node failure", job("NODE_FAIL", "", 0, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "SlurmNodeFail",
-			cstate{terminatedReason: "SlurmNodeFail", exit: 137}, cstate{terminatedReason: "SlurmNodeFail", exit: 137}},
+			cstate{terminatedReason: "SlurmNodeFail", exit: 137}, cstate{terminatedReason: "SlurmNodeFail", exit: 137}, nil},
 		{"preempted", job("PREEMPTED", "", 0, 0), map[string]int{"init": 0}, nil, corev1.PodFailed, "SlurmJobPreempted",
-			cstate{terminatedReason: "SlurmJobPreempted", exit: 137}, cstate{terminatedReason: "SlurmJobPreempted", exit: 137}},
+			cstate{terminatedReason: "SlurmJobPreempted", exit: 137}, cstate{terminatedReason: "SlurmJobPreempted", exit: 137}, nil},
+		{"running, the containers being created: Pending, as a kubelet says", job("RUNNING", "", 0, 0), map[string]int{"init": 0},
+			nil, corev1.PodPending, "", cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}, []string{"a", "b"}},
+		{"running, one container started, the other being created: Pending", job("RUNNING", "", 0, 0), map[string]int{"init": 0},
+			nil, corev1.PodPending, "", cstate{running: true}, cstate{waiting: "PodInitializing"}, []string{"b"}},
+		{"running, the init container being created", job("RUNNING", "", 0, 0), nil,
+			nil, corev1.PodPending, "", cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}, []string{"init", "a", "b"}},
 		{"init container failed", job("FAILED", "NonZeroExitCode", 1, 0), map[string]int{"init": 1}, nil, corev1.PodFailed, "",
-			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}},
+			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}, nil},
 		{"node failure before any marker", job("NODE_FAIL", "", 0, 0), nil, nil, corev1.PodFailed, "SlurmNodeFail",
-			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}},
+			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			st := podStatus(pod, observation{job: tt.job, exits: tt.exits, exitedAt: tt.exitedAt}, now)
+			attempts := map[string]fetchclient.Container{}
+			for _, name := range []string{"init", "a", "b"} {
+				if !slices.Contains(tt.creating, name) {
+					attempts[name] = fetchclient.Container{Current: fetchclient.Info{Exists: true, StartedAt: &start}}
+				}
+			}
+			st := podStatus(pod, observation{job: tt.job, exits: tt.exits, exitedAt: tt.exitedAt, attempts: attempts}, now)
 			if st.Phase != tt.phase || st.Reason != tt.podReason {
 				t.Errorf("phase %s reason %q, want %s %q", st.Phase, st.Reason, tt.phase, tt.podReason)
 			}
@@ -119,7 +135,7 @@ func TestPodStatus(t *testing.T) {
 					}
 				}
 			}
-			if tt.phase == corev1.PodPending && (st.Message == "" || st.ContainerStatuses[0].State.Waiting.Message == "") {
+			if tt.phase == corev1.PodPending && tt.job.State == slurmclient.StatePending && (st.Message == "" || st.ContainerStatuses[0].State.Waiting.Message == "") {
 				t.Error("a pending pod must say why")
 			}
 		})
@@ -159,7 +175,7 @@ func TestPodStatusRestarts(t *testing.T) {
 		{"Always restarts a success", corev1.RestartPolicyAlways, running,
 			fetchclient.Container{Current: attempt(0, code(0), at(0), at(5), "")}, "CrashLoopBackOff", false, "", 0, 0},
 		{"a pull failure backs off as ImagePullBackOff", corev1.RestartPolicyAlways, running,
-			fetchclient.Container{Current: attempt(3, code(125), at(0), at(1), "ErrImagePull"), Previous: prev(attempt(2, code(125), nil, nil, "ErrImagePull"))}, "ImagePullBackOff", false, "", 3, 125},
+			fetchclient.Container{Current: attempt(3, code(125), nil, at(1), "ErrImagePull"), Previous: prev(attempt(2, code(125), nil, nil, "ErrImagePull"))}, "ImagePullBackOff", false, "", 3, 125},
 		{"Never: terminated, no back-off", corev1.RestartPolicyNever, running,
 			fetchclient.Container{Current: attempt(0, code(1), at(0), at(5), "")}, "", false, "Error", 0, -1},
 		{"job ended during a back-off: terminated", corev1.RestartPolicyOnFailure,
@@ -170,7 +186,8 @@ func TestPodStatusRestarts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			pod := basePod("r", corev1.Container{Name: "main", Image: "busybox"}, corev1.Container{Name: "side"})
 			pod.Spec.RestartPolicy = tt.policy
-			st := podStatus(pod, observe(tt.job, map[string]fetchclient.Container{"main": tt.c}), now)
+			side := fetchclient.Container{Current: attempt(0, nil, at(0), nil, "")}
+			st := podStatus(pod, observe(tt.job, map[string]fetchclient.Container{"main": tt.c, "side": side}), now)
 			cs := st.ContainerStatuses[0]
 			switch {
 			case tt.waiting != "":

@@ -181,11 +181,25 @@ func (noFiles) Logs(context.Context, layout.Pod, string, fetchclient.LogOptions)
 	return nil, fmt.Errorf("no logs here")
 }
 
+// startedFiles is noFiles where every container's first attempt has
+// started (at the epoch: the job's start stands for it) and none ended:
+// a running job's pod is Running.
+type startedFiles struct{ noFiles }
+
+func (startedFiles) Containers(_ context.Context, _ layout.Pod, names []string) (map[string]fetchclient.Container, error) {
+	out := map[string]fetchclient.Container{}
+	epoch := time.Unix(0, 0)
+	for _, n := range names {
+		out[n] = fetchclient.Container{Current: fetchclient.Info{Exists: true, StartedAt: &epoch}}
+	}
+	return out, nil
+}
+
 func TestSyncRequestsAndTruth(t *testing.T) {
 	ctx := context.Background()
 	f := newFakeSlurm()
 	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone},
-		PendingRefreshPerCycle: 1000}, f, noFiles{}, lookups)
+		PendingRefreshPerCycle: 1000}, f, startedFiles{}, lookups)
 	var mu sync.Mutex
 	last := map[types.UID]*corev1.Pod{}
 	p.notify = func(pod *corev1.Pod) { mu.Lock(); last[pod.UID] = pod; mu.Unlock() }

@@ -26,7 +26,7 @@ const ReasonTaskFailed = "TaskFailed"
 // which may be a task the failure ended (143). --kill-on-bad-exit ends the
 // other tasks when one fails.
 func (t *translator) tasksFunction() string {
-	vars := append([]string{"pod_dir", "dir", "n"}, t.rt.vars...)
+	vars := append([]string{"svk_pod_dir", "svk_job", "svk_dir", "svk_n"}, t.rt.vars...)
 	// srun takes the job's nodes from the allocation, but not what each
 	// task gets: a job submitted through slurmrestd has no sbatch to leave
 	// them in the environment.
@@ -44,18 +44,18 @@ func (t *translator) tasksFunction() string {
 		opts += " --mpi=" + t.shape.mpi // a plugin name: [a-z0-9_] only
 	}
 	return strings.NewReplacer("{OPTS}", opts, "{VARS}", strings.Join(vars, " "), "{TASKFAILED}", ReasonTaskFailed,
-		"{LOG}", layout.AttemptName("$n", layout.KindLog), "{REASON}", layout.ReasonName("$n")).Replace(
+		"{LOG}", layout.AttemptName("$svk_n", layout.KindLog), "{REASON}", layout.ReasonName("$svk_n")).Replace(
 		`svk_tasks() { # FUNC: FUNC as every task of the job
-	local rc m c
+	local svk_rc m c
 	svk_prologue="$(declare -f; declare -p {VARS} 2>/dev/null)" \
 		srun{OPTS} bash -c 'eval "$svk_prologue" && unset svk_prologue && svk_task=$SLURM_STEP_ID.$SLURM_PROCID && "$0"' "$1"
-	rc=$?
-	if [ "$rc" -ne 0 ] && [ ! -s "$dir/{REASON}" ] && m=$(grep -a -m1 '^srun: error: .*task' "$dir/{LOG}"); then
+	svk_rc=$?
+	if [ "$svk_rc" -ne 0 ] && [ ! -s "$svk_dir/{REASON}" ] && m=$(grep -a -m1 '^srun: error: .*task' "$svk_dir/{LOG}"); then
 		svk_reason {TASKFAILED} "${m#srun: error: }"
 		c=${m##* }
-		case $c in [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) rc=$c ;; esac
+		case $c in [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) svk_rc=$c ;; esac
 	fi
-	return "$rc"
+	return "$svk_rc"
 }
 `)
 }

@@ -224,7 +224,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	if err := layout.ValidateContainer(c.Name); err != nil {
 		return "", invalid("InvalidContainerName", "%w", err)
 	}
-	env, err := t.env(c)
+	env, size, err := t.env(c)
 	if err != nil {
 		return "", err
 	}
@@ -249,8 +249,13 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 			return "", invalid("InvalidContainer", "container %q: image, workingDir, command and args may not contain a NUL byte", c.Name)
 		}
 	}
-	rc.command = expandAll(c.Command, env)
-	rc.args = expandAll(c.Args, env)
+	room := MaxContainerArgs - size
+	if rc.command, err = expandAll(c, "command", c.Command, env, &room); err != nil {
+		return "", err
+	}
+	if rc.args, err = expandAll(c, "args", c.Args, env, &room); err != nil {
+		return "", err
+	}
 	if t.rt.image {
 		if err := rc.validateForContainer(); err != nil {
 			return "", err
@@ -268,22 +273,26 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Right before the exec, once the image is pulled and the env and
+	// directory are the container's: the attempt's start marker (the
+	// container is running from here on, not while it is being created)
+	// and, with an agent, the PID it enters the container by (removed by
+	// run when it ends).
+	// The PID first: once the provider sees the start, exec finds it.
+	var started string
 	if t.agent() {
-		// The subshell that execs the container records its PID, for the
-		// agent to enter the container by (removed by run when it ends):
-		// right before the exec, once its env and directory are the
-		// container's.
-		pid := fmt.Sprintf("\t\techo \"$BASHPID\" >\"$pod_dir\"/%s || :\n", shq(path.Join(layout.PIDsDir, c.Name)))
+		started = fmt.Sprintf("\t\techo \"$BASHPID\" >\"$svk_pod_dir\"/%s || :\n", shq(path.Join(layout.PIDsDir, c.Name)))
 		if rc.stdin {
 			// The attach FIFO run opened, as the container's stdin, from
 			// here on only (when run found an agent on the node).
-			pid += "\t\t[ -z \"${svk_in:-}\" ] || exec <&\"$svk_in\" {svk_in}<&-\n"
+			started += "\t\t[ -z \"${svk_in:-}\" ] || exec <&\"$svk_in\" {svk_in}<&-\n"
 		}
-		if i := strings.LastIndex(body, "\t\texec "); i >= 0 {
-			body = body[:i] + pid + body[i:]
-		} else {
-			body = pid + body
-		}
+	}
+	started += fmt.Sprintf("\t\t: >\"$svk_dir/%s\" || :\n", layout.AttemptName("$svk_n", layout.KindStart))
+	if i := strings.LastIndex(body, "\t\texec "); i >= 0 {
+		body = body[:i] + started + body[i:]
+	} else {
+		body = started + body
 	}
 	b.WriteString(body)
 	return fmt.Sprintf("c_%s() {\n\t(\n%s\t)\n}\n", envSafe(c.Name), b.String()), nil

@@ -89,13 +89,13 @@ func (c Containers) find(name string) (*process, error) {
 
 // command builds argv's process as the container's: its env, its
 // working directory, argv[0] looked up in its PATH.
-func (p *process) command(argv []string, stdin, tty bool) (*exec.Cmd, error) {
+func (p *process) command(ctx context.Context, argv []string, stdin, tty bool) (*exec.Cmd, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("no command")
 	}
 	switch p.runtime {
 	case "podman":
-		return p.podmanExec(argv, stdin, tty)
+		return p.podmanExec(ctx, argv, stdin, tty)
 	case "charliecloud":
 		return p.charliecloudExec(argv)
 	}
@@ -129,19 +129,16 @@ func (p *process) command(argv []string, stdin, tty bool) (*exec.Cmd, error) {
 // XDG_RUNTIME_DIR: where rootless podman keeps its containers) it reuses;
 // the container, named as the job script names it, has its own env and
 // working directory.
-func (p *process) podmanExec(argv []string, stdin, tty bool) (*exec.Cmd, error) {
+func (p *process) podmanExec(ctx context.Context, argv []string, stdin, tty bool) (*exec.Cmd, error) {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
 	if err != nil || filepath.Base(exe) != "podman" {
-		return nil, fmt.Errorf("container %q is not running under podman yet", p.container)
+		return nil, &startingError{fmt.Sprintf("container %q is not running under podman yet", p.container)}
 	}
-	job := ""
-	for _, kv := range p.env {
-		if v, ok := strings.CutPrefix(kv, "SLURM_JOB_ID="); ok {
-			job = v
-		}
-	}
+	// The job names its containers by its ID: the agent's own (the
+	// job's), not podman's, which the pod's env could have changed.
+	job := os.Getenv("SLURM_JOB_ID")
 	if job == "" {
-		return nil, fmt.Errorf("container %q: no SLURM_JOB_ID in its podman's environment", p.container)
+		return nil, fmt.Errorf("container %q: the agent runs outside a Slurm job (no SLURM_JOB_ID)", p.container)
 	}
 	args := []string{exe, "exec"}
 	if stdin {
@@ -150,7 +147,15 @@ func (p *process) podmanExec(argv []string, stdin, tty bool) (*exec.Cmd, error) 
 	if tty {
 		args = append(args, "-t")
 	}
-	args = append(append(args, "slurm-vk-"+job+"-"+p.container), argv...)
+	name := "slurm-vk-" + job + "-" + p.container
+	// podman exec needs the container running, which it is a moment
+	// after the job ran podman run.
+	inspect := exec.CommandContext(ctx, exe, "container", "inspect", "--format", "{{.State.Running}}", name)
+	inspect.Env, inspect.Dir = p.env, "/"
+	if out, err := inspect.Output(); err != nil || strings.TrimSpace(string(out)) != "true" {
+		return nil, &startingError{fmt.Sprintf("container %q is not running under podman yet", p.container)}
+	}
+	args = append(append(args, name), argv...)
 	return &exec.Cmd{Path: exe, Args: args, Env: p.env, Dir: "/"}, nil
 }
 
@@ -169,7 +174,7 @@ func (p *process) charliecloudExec(argv []string) (*exec.Cmd, error) {
 		return nil, fmt.Errorf("container %q is not running", p.container)
 	}
 	if ours, _ := os.Readlink("/proc/self/ns/user"); theirs == ours {
-		return nil, fmt.Errorf("container %q is not running under charliecloud yet", p.container)
+		return nil, &startingError{fmt.Sprintf("container %q is not running under charliecloud yet", p.container)}
 	}
 	nsenter, err := exec.LookPath("nsenter")
 	if err != nil {
@@ -209,14 +214,44 @@ func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 	}
 }
 
+// startingError: the container's runtime is still starting it (the job
+// marked it started as it ran the runtime); worth a short wait.
+type startingError struct{ msg string }
+
+func (e *startingError) Error() string { return e.msg }
+
+// startWait bounds the wait for a runtime to start a container whose
+// image is already pulled (podman creates and starts it, ch-run enters
+// its namespaces): seconds at most.
+var startWait, startPoll = time.Minute, 100 * time.Millisecond
+
+// commandFor finds the container and builds argv's command in it, waiting
+// (up to startWait) while its runtime is still starting it.
+func commandFor(ctx context.Context, cs Containers, req tunnel.Request) (*exec.Cmd, error) {
+	ctx, cancel := context.WithTimeout(ctx, startWait)
+	defer cancel()
+	for {
+		proc, err := cs.find(req.Container)
+		if err != nil {
+			return nil, err
+		}
+		cmd, err := proc.command(ctx, req.Command, req.Stdin, req.TTY)
+		var starting *startingError
+		if !errors.As(err, &starting) {
+			return cmd, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(startPoll):
+		}
+	}
+}
+
 // runExec runs req's command in its container with the session's
 // streams, and returns how it ended. The session closing ends it.
 func runExec(ctx context.Context, cfg Config, st net.Conn, req tunnel.Request, mu *sync.Mutex) tunnel.Exit {
-	proc, err := cfg.Containers.find(req.Container)
-	if err != nil {
-		return tunnel.Exit{Code: -1, Error: err.Error()}
-	}
-	cmd, err := proc.command(req.Command, req.Stdin, req.TTY)
+	cmd, err := commandFor(ctx, cfg.Containers, req)
 	if err != nil {
 		return tunnel.Exit{Code: -1, Error: err.Error()}
 	}
