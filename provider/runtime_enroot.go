@@ -49,6 +49,15 @@ func (t *translator) launchEnroot(c resolved) (string, error) {
 	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$svk_sqsh\" >/dev/null || exit 125\n", name)
 	line := []string{"enroot", "start", "--rw"}
 	for _, m := range c.mounts {
+		// enroot turns the colons into the blanks of an fstab line, whose
+		// fields are split at blanks (and \ begins an escape): a blank in a
+		// path would shift the fields (a mountPath "/etc/app none rbind"
+		// drops ",ro").
+		for _, p := range []string{m.host, m.path} {
+			if strings.ContainsAny(p, " \t\n\v\f\r\\#") {
+				return "", invalid("InvalidMountPath", "container %q: mount path %q: with runtime enroot a mount path may not contain blanks, '\\' or '#' (enroot makes an fstab line of it)", c.name, p)
+			}
+		}
 		line = append(line, "--mount", m.spec(":none:x-create=auto,rbind,ro"))
 	}
 	for _, e := range c.env {

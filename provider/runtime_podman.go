@@ -36,6 +36,18 @@ svk_podman_env() {
 	if [ -f "$svk_p" ] && ! kill -0 "$(cat "$svk_p")" 2>/dev/null; then rm -f "$svk_p"; fi
 	export PODMAN_IGNORE_CGROUPSV1_WARNING=1 # or podman writes it into every container's log
 }
+svk_on_term() { # NAME: stop it as a kubelet does, TERM then KILL after the grace period (conmon, not the job, runs it)
+	"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}" >/dev/null 2>&1 &
+}
+svk_end() { # what is left of the job's containers goes, and the user's pause process once no container of the user runs (Slurm's cgroup would end it with the job)
+	local ids p
+	ids=$("$svk_podman" ps -aq --filter "name=^slurm-vk-${svk_job}-" 2>/dev/null) || return 0
+	[ -z "$ids" ] || "$svk_podman" rm -f $ids >/dev/null 2>&1
+	[ -z "$("$svk_podman" ps -q 2>/dev/null)" ] || return 0
+	p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$(id -u)}/libpod/tmp/pause.pid"
+	[ ! -f "$p" ] || kill "$(cat "$p")" 2>/dev/null
+	return 0
+}
 svk_podman_pull() { # POLICY IMAGE [AUTHFILE]
 	local out
 	case $1 in
@@ -64,7 +76,7 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	}
 	fmt.Fprintf(&b, "\t\t%s || exit $?\n", shqAll(pull))
 
-	line := []string{"run", "--rm", "--pull=never", "--userns=keep-id", "--network=host", "--env", "SLURM_JOB_ID", "--env", "SLURM_JOB_NODELIST"}
+	line := []string{"--rm", "--pull=never", "--userns=keep-id", "--network=host", "--env", "SLURM_JOB_ID", "--env", "SLURM_JOB_NODELIST"}
 	if t.shape != nil {
 		// A task of a job with a shape: Slurm's task variables and the
 		// PMI ones that MPI ranks wire up with. (Not --ipc=host: it needs
@@ -111,7 +123,19 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	// The job's user inside too, whatever the image's USER says: files in
 	// volumes and on the shared file system belong to the user, as with
 	// every HPC container runtime.
-	fmt.Fprintf(&b, "\t\texec \"$svk_podman\" %s --user \"$(id -u):$(id -g)\" --name \"slurm-vk-${svk_job}-%s${svk_task:+.$svk_task}\" %s %s\n",
-		shqAll(line), c.name, shq(c.image), shqAll(c.args))
+	//
+	// Created, then started attached: the arguments (with a Secret's value,
+	// where they refer to one) are on podman create's command line only
+	// while it creates the container, not on a podman run's for the
+	// container's whole life; the container's own process has them, as
+	// on any node.
+	name := fmt.Sprintf("\"slurm-vk-${svk_job}-%s${svk_task:+.$svk_task}\"", c.name)
+	fmt.Fprintf(&b, "\t\t\"$svk_podman\" %s --user \"$(id -u):$(id -g)\" --name %s %s %s >/dev/null || exit 125\n",
+		shqAll(append([]string{"create"}, line...)), name, shq(c.image), shqAll(c.args))
+	start := []string{"start", "--attach"}
+	if c.stdin {
+		start = append(start, "--interactive")
+	}
+	fmt.Fprintf(&b, "\t\texec \"$svk_podman\" %s %s\n", shqAll(start), name)
 	return b.String(), nil
 }

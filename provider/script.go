@@ -28,8 +28,11 @@ var runFunction = func() string {
 		"{WORK}", layout.WorkDir, "{PIDS}", layout.PIDsDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
 		"{STDIN}", layout.StdinDir, "{ONCE}", layout.OnceSuffix,
 	).Replace(`run() { # run NAME FUNC POLICY [open|once]: a container's attempts, each logged, timed and with its exit marker
-	local svk_stop=0
-	trap 'svk_stop=1' TERM
+	local svk_stop=0 svk_name=$1 svk_cpid=
+	# TERM (a delete, the time limit) is for the container, which Slurm
+	# signals too: this shell notes it, restarts nothing after it, and
+	# lets the runtime stop what is not the job's own process (svk_on_term).
+	trap 'svk_stop=1; [ -z "$svk_cpid" ] || svk_on_term "$svk_name"' TERM
 	local svk_dir="$svk_pod_dir/$1" svk_n=0 svk_rc svk_began svk_sampler svk_delay=$svk_backoff svk_fifo= svk_holder= svk_in=
 	mkdir -p "$svk_dir" && cd "$svk_dir" || return 125
 	# stdin: only with an agent on this node to write it (else /dev/null,
@@ -67,9 +70,17 @@ var runFunction = func() string {
 		fi
 		svk_began=$SECONDS
 		# The container's own exec takes its stdin from $svk_in (a pull
-		# before it must not read what is typed).
-		"$2" </dev/null >>"$svk_dir/{LOG}" 2>&1
-		svk_rc=$?
+		# before it must not read what is typed). In the background, so
+		# that a TERM runs the trap at once (bash holds a trap until a
+		# foreground command ends); a wait the trap cut short waits again.
+		"$2" </dev/null >>"$svk_dir/{LOG}" 2>&1 &
+		svk_cpid=$!
+		while :; do
+			wait "$svk_cpid"
+			svk_rc=$?
+			[ "$svk_rc" -gt 128 ] && kill -0 "$svk_cpid" 2>/dev/null || break
+		done
+		svk_cpid=
 		rm -f "$svk_pod_dir/{PIDS}/$1"
 		if [ -n "$svk_holder" ]; then
 			kill "$svk_holder" 2>/dev/null
@@ -97,6 +108,10 @@ var runFunction = func() string {
 	done
 }
 svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$svk_dir/{REASON}"; } # REASON MESSAGE, for run's marker
+# A runtime whose containers are not the job's own processes (podman's
+# are conmon's) stops them itself: on TERM (NAME), and at the job's end.
+svk_on_term() { :; }
+svk_end() { :; }
 mkdir -p "$svk_pod_dir/{WORK}" || exit 125
 `)
 }()
@@ -150,6 +165,18 @@ func (t *translator) stdinArg(c *corev1.Container) string {
 	return " open"
 }
 
+// stopGrace is how long a container stopped on TERM has before it is
+// killed: the pod's grace period, less a second, so the runtime's KILL
+// comes before Slurm's (the provider cancels the job when the grace
+// period is over; Slurm's time limit leaves KillWait, 30 s by default).
+func (t *translator) stopGrace() int {
+	g := int64(corev1.DefaultTerminationGracePeriodSeconds)
+	if p := t.pod.Spec.TerminationGracePeriodSeconds; p != nil {
+		g = *p
+	}
+	return int(max(g-1, 0))
+}
+
 func seconds(d, def time.Duration) int {
 	if d <= 0 {
 		d = def
@@ -175,8 +202,8 @@ func (t *translator) script(inits, mains []string) string {
 	if helper == "" {
 		helper = DefaultLogTimeHelper
 	}
-	fmt.Fprintf(&b, "svk_backoff=%d svk_backoff_max=%d\nsvk_logtime=$(command -v %s 2>/dev/null || :)\n",
-		seconds(t.cfg.RestartBackoff, DefaultRestartBackoff), seconds(t.cfg.MaxRestartBackoff, DefaultMaxRestartBackoff), shq(helper))
+	fmt.Fprintf(&b, "svk_backoff=%d svk_backoff_max=%d svk_grace=%d\nsvk_logtime=$(command -v %s 2>/dev/null || :)\n",
+		seconds(t.cfg.RestartBackoff, DefaultRestartBackoff), seconds(t.cfg.MaxRestartBackoff, DefaultMaxRestartBackoff), t.stopGrace(), shq(helper))
 	// The marker holds the exit code, then, when the container function
 	// left one (svk_reason: a pull failure...), a reason and a message.
 	// SIGTERM (a delete, the time limit: Slurm signals every process of
@@ -219,6 +246,6 @@ done
 	if t.agent() {
 		b.WriteString("[ -z \"$svk_agent\" ] || kill \"$svk_agent\" 2>/dev/null\n")
 	}
-	b.WriteString("exit \"$svk_status\"\n")
+	b.WriteString("svk_end\nexit \"$svk_status\"\n")
 	return b.String()
 }

@@ -209,6 +209,25 @@ func TestTranslateRejects(t *testing.T) {
 	badRuntime := basePod("badrt", corev1.Container{Name: "main", Command: []string{"true"}})
 	badRuntime.Annotations = map[string]string{AnnotationRuntime: "docker"}
 	badEnv := basePod("badenv", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "my.var", Value: "x"}}})
+	// #28: a volume name that is a path (only the API server's check
+	// stood in the way: the emptyDir was the bind /etc:/hostetc).
+	escapingVolume := basePod("escvol", corev1.Container{Name: "main", Command: []string{"true"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "../../../../etc", MountPath: "/hostetc"}}})
+	escapingVolume.Spec.Volumes = []corev1.Volume{{Name: "../../../../etc", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	reservedEnv := basePod("resenv", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "svk_podman", Value: "/tmp/x"}}})
+	// $( repeated: its expansion cost the square of its length.
+	hugeRefs := basePod("hugerefs", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "X", Value: strings.Repeat("$(", 512<<10)}}})
+	// $(A) where A is large, many times: gigabytes from a 1.5 MiB pod.
+	big := []corev1.EnvVar{{Name: "A", Value: strings.Repeat("a", 100<<10)}}
+	for i := range 30 {
+		big = append(big, corev1.EnvVar{Name: fmt.Sprintf("B%d", i), Value: "$(A)"})
+	}
+	amplified := basePod("amplified", corev1.Container{Name: "main", Command: []string{"true"}, Env: big})
+	enrootBlank := basePod("enrootblank", corev1.Container{Name: "main", Image: "busybox", Command: []string{"true"},
+		VolumeMounts: []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app none rbind", ReadOnly: true}}})
+	enrootBlank.Annotations = map[string]string{AnnotationRuntime: RuntimeEnroot}
+	enrootBlank.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	amplifiedArgs := basePod("ampargs", corev1.Container{Name: "main", Command: []string{"true"}, Args: []string{strings.Repeat("$(A)", 3)}, Env: big[:1]})
 	for _, tt := range []struct {
 		pod    *corev1.Pod
 		reason string
@@ -220,6 +239,12 @@ func TestTranslateRejects(t *testing.T) {
 		{badOption, "OptionNotAllowed"},
 		{badRuntime, "UnsupportedRuntime"},
 		{badEnv, "InvalidEnvName"},
+		{escapingVolume, "InvalidVolumeName"},
+		{reservedEnv, "InvalidEnvName"},
+		{hugeRefs, "InvalidEnvValue"},
+		{amplified, "InvalidEnvValue"},
+		{amplifiedArgs, "InvalidContainer"},
+		{enrootBlank, "InvalidMountPath"},
 	} {
 		_, err := Translate(tt.pod, testCfg, lookups)
 		var ip *InvalidPodError

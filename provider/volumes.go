@@ -25,6 +25,11 @@ type volume struct {
 func (t *translator) volumes() error {
 	t.vols = map[string]volume{}
 	for _, v := range t.pod.Spec.Volumes {
+		// The name becomes a path on the compute node: checked here, not
+		// only by the API server.
+		if err := layout.ValidateVolume(v.Name); err != nil {
+			return invalid("InvalidVolumeName", "%w", err)
+		}
 		dir := layout.StagedVolume(v.Name)
 		switch {
 		case v.EmptyDir != nil:

@@ -257,7 +257,7 @@ func kubeletAPI(o *options, kube kubernetes.Interface, recorder record.EventReco
 		if err != nil {
 			return err
 		}
-		cfg.Handler = nodeutil.WithAuth(auth, tailZero(mux))
+		cfg.Handler = nodeutil.WithAuth(writeVerbForStreams{auth}, tailZero(mux))
 		return nil
 	}
 }

@@ -96,6 +96,15 @@ func ValidateContainer(name string) error {
 	return nil
 }
 
+// ValidateVolume checks a volume name (a DNS-1123 label, as the API
+// server requires): it names a directory of the pod's.
+func ValidateVolume(name string) error {
+	if len(name) > 63 || !dns1123Label.MatchString(name) {
+		return fmt.Errorf("volume name %q is not a DNS-1123 label", name)
+	}
+	return nil
+}
+
 // ValidateAttempt checks a container attempt number.
 func ValidateAttempt(attempt int) error {
 	if attempt < 0 || attempt > MaxAttempt {

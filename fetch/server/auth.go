@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/slurmkube/slurm-vk/internal/tokenfile"
 )
@@ -72,34 +74,65 @@ func (s *Server) clientCap() int {
 	return max(s.cfg.MaxLongPolls/len(s.callers), s.cfg.MaxLongPollsPerPod)
 }
 
-// polls counts the log reads waiting: in all, per client and per pod.
+// userShare is how much of a server-wide cap the pods of one user (one
+// tenant: a namespace in mapped tenancy) may hold when several users are
+// configured: an equal share, and never less than least, so that one
+// tenant's pods cannot lock the others out of kubectl logs -f or exec.
+func (s *Server) userShare(total, least int) int {
+	if n := len(s.cfg.Users); n >= 2 {
+		return max(total/n, least)
+	}
+	return total
+}
+
+// ownerOf is the uid that owns the pod directory, -1 if unknown.
+func ownerOf(pr *os.Root) int {
+	fi, err := pr.Stat(".")
+	if err != nil {
+		return -1
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return int(st.Uid)
+	}
+	return -1
+}
+
+// polls counts the log reads waiting: in all, per client, per pod and
+// per user (the pod directory's owner).
 type polls struct {
 	mu        sync.Mutex
 	total     int
 	perClient map[*caller]int
 	perPod    map[string]int
+	perUser   map[int]int
 }
+
+// pollCaps are the caps acquire checks.
+type pollCaps struct{ total, perPod, perClient, perUser int }
 
 // acquire takes a place for one more waiting read, or says why there is
 // none: the HTTP status and a reason.
-func (p *polls) acquire(c *caller, pod string, max, perPod, perClient int) (int, string) {
+func (p *polls) acquire(c *caller, pod string, user int, caps pollCaps) (int, string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
-	case p.perPod[pod] >= perPod:
-		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads already wait on this pod; retry later", perPod)
-	case p.total >= max:
-		return http.StatusServiceUnavailable, fmt.Sprintf("%d log reads already wait on this server; retry later", max)
-	case p.perClient[c] >= perClient:
-		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads of this client already wait; retry later", perClient)
+	case p.perPod[pod] >= caps.perPod:
+		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads already wait on this pod; retry later", caps.perPod)
+	case p.total >= caps.total:
+		return http.StatusServiceUnavailable, fmt.Sprintf("%d log reads already wait on this server; retry later", caps.total)
+	case p.perClient[c] >= caps.perClient:
+		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads of this client already wait; retry later", caps.perClient)
+	case p.perUser[user] >= caps.perUser:
+		return http.StatusTooManyRequests, fmt.Sprintf("%d log reads of this user's pods already wait (its share of the server); retry later", caps.perUser)
 	}
 	p.total++
 	p.perClient[c]++
 	p.perPod[pod]++
+	p.perUser[user]++
 	return 0, ""
 }
 
-func (p *polls) release(c *caller, pod string) {
+func (p *polls) release(c *caller, pod string, user int) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.total--
@@ -108,5 +141,8 @@ func (p *polls) release(c *caller, pod string) {
 	}
 	if p.perPod[pod]--; p.perPod[pod] <= 0 {
 		delete(p.perPod, pod)
+	}
+	if p.perUser[user]--; p.perUser[user] <= 0 {
+		delete(p.perUser, user)
 	}
 }

@@ -42,6 +42,9 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 		if !fi.Mode().IsRegular() {
 			return st, fmt.Errorf("log: %w", syscall.ELOOP)
 		}
+		if err := ownFile(pr, "log", fi); err != nil {
+			return st, err // not even its size
+		}
 		st.exists, st.size, st.mtime = true, fi.Size(), fi.ModTime()
 	case !errors.Is(err, fs.ErrNotExist):
 		return st, err

@@ -80,11 +80,37 @@ func openPlain(pr *os.Root, name string) (*os.File, error) {
 	if err == nil && !fi.Mode().IsRegular() {
 		err = fmt.Errorf("%s: %w", name, errNotRegular)
 	}
+	if err == nil {
+		err = ownFile(pr, name, fi)
+	}
 	if err != nil {
 		f.Close()
 		return nil, err
 	}
 	return f, nil
+}
+
+// errNotOwn is a log or marker that is not the job's own file: a hard link
+// (the job can link a file it cannot read into its directory, where
+// fs.protected_hardlinks is off, and the endpoint runs as root) or a file
+// of another user.
+var errNotOwn = fmt.Errorf("not the job's own file (a hard link, or another user's): %w", syscall.ELOOP)
+
+// ownFile checks that fi, opened as name in the pod directory, is a file
+// the job made: one link, and the owner of the pod directory.
+func ownFile(pr *os.Root, name string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	dir, err := pr.Stat(".")
+	if err != nil {
+		return err
+	}
+	if ds, ok := dir.Sys().(*syscall.Stat_t); ok && (st.Nlink != 1 || st.Uid != ds.Uid) {
+		return fmt.Errorf("%s: %w", name, errNotOwn)
+	}
+	return nil
 }
 
 // openStream opens the pod's directory and looks at one container's
@@ -207,12 +233,15 @@ func (s *Server) readLog(w http.ResponseWriter, r *http.Request, pod layout.Pod)
 // read's offset or the container's end. Not ok: the answer is written (or
 // the client is gone).
 func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, pod layout.Pod, pr *os.Root, q streamQuery, rq readQuery) (streamState, bool) {
-	if code, why := s.polls.acquire(callerOf(r), pod.Dir(), s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod, s.clientCap()); code != 0 {
+	user := ownerOf(pr)
+	caps := pollCaps{total: s.cfg.MaxLongPolls, perPod: s.cfg.MaxLongPollsPerPod, perClient: s.clientCap(),
+		perUser: s.userShare(s.cfg.MaxLongPolls, s.cfg.MaxLongPollsPerPod)}
+	if code, why := s.polls.acquire(callerOf(r), pod.Dir(), user, caps); code != 0 {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, code, why)
 		return streamState{}, false
 	}
-	defer s.polls.release(callerOf(r), pod.Dir())
+	defer s.polls.release(callerOf(r), pod.Dir(), user)
 	st, err := s.waitForOutput(r.Context(), pod, pr, q, rq.offset, rq.wait)
 	if err != nil {
 		if r.Context().Err() == nil { // else the client went away
@@ -372,13 +401,21 @@ func (s *Server) waitForOutput(ctx context.Context, pod layout.Pod, pr *os.Root,
 	s.m.longPolls.Inc()
 	defer s.m.longPolls.Dec()
 	// Watch the container directory, or the pod directory until the job
-	// creates it; the poll covers writes inotify cannot see.
-	dir := pod.Path(s.cfg.Root, q.container)
-	if _, err := pr.Lstat(q.container); err != nil {
-		dir = pod.Path(s.cfg.Root)
+	// creates it; the poll covers writes inotify cannot see. Only a real
+	// directory: inotify follows links, and where a link points is the
+	// job's to choose (checked again once watched, as the job may swap
+	// it meanwhile).
+	isDir := func() bool { fi, err := pr.Lstat(q.container); return err == nil && fi.IsDir() }
+	events, stop := s.watch.subscribe(pod.Path(s.cfg.Root))
+	if isDir() {
+		stop()
+		events, stop = s.watch.subscribe(pod.Path(s.cfg.Root, q.container))
+		if !isDir() {
+			stop()
+			events, stop = s.watch.subscribe(pod.Path(s.cfg.Root))
+		}
 	}
-	events, stop := s.watch.subscribe(dir)
-	defer stop()
+	defer func() { stop() }()
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	poll := time.NewTicker(s.cfg.PollInterval)

@@ -127,7 +127,7 @@ func New(cfg Config) (*Server, error) {
 		root.Close()
 		return nil, err
 	}
-	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}},
+	s := &Server{cfg: cfg, root: root, callers: callers, log: cfg.Logger, watch: w, polls: polls{perPod: map[string]int{}, perClient: map[*caller]int{}, perUser: map[int]int{}},
 		hub: hub.New(cfg.MaxAgents, cfg.Logger)}
 	reg, gather := cfg.Registerer, cfg.Gatherer
 	if reg == nil {

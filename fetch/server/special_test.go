@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -126,4 +127,96 @@ type countingReaderAt struct {
 func (c *countingReaderAt) ReadAt(p []byte, off int64) (int, error) {
 	c.n += int64(len(p))
 	return c.f.ReadAt(p, off)
+}
+
+// TestOnlyTheJobsOwnFiles: a job hard-links a file it cannot read (a
+// root-only file of the shared file system, where fs.protected_hardlinks
+// is off) into its log's or marker's place; the endpoint, running as
+// root, serves none of it, not even its size: 403. A single-link file of
+// another user in that place is refused too.
+func TestOnlyTheJobsOwnFiles(t *testing.T) {
+	for _, tt := range []struct {
+		name, file, path string
+	}{
+		{"log, read", layout.LogFile("main", 0), "/containers/main/log?offset=0"},
+		{"log, info", layout.LogFile("main", 0), "/containers/main/info"},
+		{"log, tail", layout.LogFile("main", 0), "/containers/main/info?tail_lines=1"},
+		{"exit marker", layout.ExitFile("main", 0), "/containers/main/info"},
+		{"time index", layout.TimesFile("main", 0), "/containers/main/log?offset=0&times=1"},
+	} {
+		t.Run("hard link/"+tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.writeLog("main", 0, "out\n", nil)
+			secret := filepath.Join(e.outside, "root-only")
+			if err := os.WriteFile(secret, []byte("0\nroot's secret\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(e.root, testPod.Dir(), tt.file)
+			os.Remove(p)
+			if err := os.Link(secret, p); err != nil {
+				t.Fatal(err)
+			}
+			status, _, b := e.do("GET", podURL(testPod)+tt.path, nil)
+			body := string(b)
+			if status != http.StatusForbidden || strings.Contains(body, "secret") || strings.Contains(body, "15") {
+				t.Errorf("GET %s with a hard link in place: %d %q, want 403 and nothing of the file", tt.path, status, body)
+			}
+		})
+	}
+	t.Run("another user's file", func(t *testing.T) {
+		testenv.NeedRoot(t, "own a file as another user")
+		e := newEnv(t)
+		e.writeLog("main", 0, "out\n", nil)
+		p := filepath.Join(e.root, testPod.Dir(), layout.LogFile("main", 0))
+		if err := os.Chown(p, 2002, 2002); err != nil {
+			t.Fatal(err)
+		}
+		if status, _, body := e.do("GET", podURL(testPod)+"/containers/main/log?offset=0", nil); status != http.StatusForbidden {
+			t.Errorf("another user's log: %d %q, want 403", status, body)
+		}
+	})
+}
+
+// TestNoWatchThroughALink: a job that makes its container directory a
+// symbolic link (here to a directory of its own pod, which os.Root lets a
+// read through; a link out of the pod is refused before any wait) has a
+// follow's long-poll watch the pod directory, never the link: inotify
+// would follow it, and where it points is the job's to choose.
+func TestNoWatchThroughALink(t *testing.T) {
+	e := newEnv(t)
+	dir := filepath.Join(e.root, testPod.Dir())
+	os.MkdirAll(filepath.Join(dir, "elsewhere"), 0o755)
+	os.WriteFile(filepath.Join(dir, "elsewhere", "0.log"), []byte("x\n"), 0o644)
+	if err := os.Symlink("elsewhere", filepath.Join(dir, "main")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(ctx, "GET", e.http.URL+podURL(testPod)+"/containers/main/log?offset=2&wait=60s", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var watched []string
+	for deadline := time.Now().Add(30 * time.Second); len(watched) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the follow never waited")
+		}
+		e.srv.watch.mu.Lock()
+		for d := range e.srv.watch.subs {
+			watched = append(watched, d)
+		}
+		e.srv.watch.mu.Unlock()
+	}
+	cancel()
+	<-done
+	for _, d := range watched {
+		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
+			t.Errorf("watched %s, which is not a directory (%v)", d, err)
+		}
+	}
 }

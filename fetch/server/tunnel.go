@@ -54,7 +54,12 @@ func (s *Server) tunnelAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(sw, http.StatusUnauthorized, "not this pod's agent token")
 		return
 	}
-	if s.hub.Agent(sw, r, pod.Dir()) {
+	owner := -1
+	if pr, err := s.root.OpenRoot(pod.Dir()); err == nil {
+		owner = ownerOf(pr)
+		pr.Close()
+	}
+	if s.hub.Agent(sw, r, pod.Dir(), owner, s.userShare(s.cfg.MaxAgents, 1)) {
 		sw.code = http.StatusSwitchingProtocols
 	}
 }

@@ -41,7 +41,7 @@ func main() {
 	name := filepath.Base(os.Args[0])
 	c := call{Name: name, Args: os.Args[1:]}
 	stub, isStub := stubRuntimes[name]
-	if isStub && len(c.Args) > 0 && (name == "ch-run" && c.Args[0] != "--version" || c.Args[0] == "run" || c.Args[0] == "exec" || c.Args[0] == "start") {
+	if isStub && len(c.Args) > 0 && (name == "ch-run" && c.Args[0] != "--version" || c.Args[0] == "run" || c.Args[0] == "create" || c.Args[0] == "exec" || c.Args[0] == "start") {
 		// The rest carries the pod's strings: the payload records them.
 		c.Args = c.Args[:1]
 		if name == "ch-run" {

@@ -14,7 +14,7 @@ import (
 // programs, in the shims' directory. A stub does what its runtime does with the job
 // script's command line, as the runtime documents it: it takes the
 // container's environment, working directory and argv from the runtime's
-// own channels (podman's --env, --workdir and --entrypoint, ch-run's
+// own channels (podman create's --env, --workdir and --entrypoint, ch-run's
 // --set-env0 stream and --cd, apptainer's APPTAINERENV_ variables and
 // --pwd, enroot's --env and --rc file) and execs argv with exactly those,
 // so the payload records what a container would have been given. Pulls
@@ -77,17 +77,35 @@ func envFlag(env []string, v string) []string {
 	return env
 }
 
+// podmanContainer is what podman create recorded, for podman start.
+type podmanContainer struct {
+	Argv, Env []string
+	Dir       string
+}
+
 func stubPodman(args []string) {
+	store := filepath.Join(os.Getenv(stubRoot), "podman")
 	switch {
 	case len(args) >= 2 && args[0] == "image" && args[1] == "exists":
 		os.Exit(0) // present: the traced pods pull with IfNotPresent
-	case len(args) >= 1 && args[0] == "pull":
+	case len(args) >= 1 && (args[0] == "pull" || args[0] == "ps" || args[0] == "rm" || args[0] == "stop"):
 		os.Exit(0)
-	case len(args) < 1 || args[0] != "run":
+	case len(args) >= 3 && args[0] == "start" && args[1] == "--attach":
+		b, err := os.ReadFile(filepath.Join(store, args[len(args)-1]))
+		if err != nil {
+			stubExit("start: no such container: %v", err)
+		}
+		var c podmanContainer
+		if err := json.Unmarshal(b, &c); err != nil {
+			stubExit("%v", err)
+		}
+		stubExec(c.Argv, c.Env, c.Dir)
+	case len(args) < 1 || args[0] != "create":
 		stubExit("podman %q: not a call the job script makes", args)
 	}
-	var env, entry []string
-	dir := ""
+	var c podmanContainer
+	var entry []string
+	name := ""
 	i := 1
 	for ; i < len(args) && strings.HasPrefix(args[i], "--"); i++ {
 		if strings.Contains(args[i], "=") {
@@ -97,9 +115,11 @@ func stubPodman(args []string) {
 		case "--rm", "--interactive", "--tty":
 			continue
 		case "--env":
-			env = envFlag(env, args[i+1])
+			c.Env = envFlag(c.Env, args[i+1]) // as podman does: at create
 		case "--workdir":
-			dir = args[i+1]
+			c.Dir = args[i+1]
+		case "--name":
+			name = args[i+1]
 		case "--entrypoint":
 			if err := json.Unmarshal([]byte(args[i+1]), &entry); err != nil {
 				stubExit("--entrypoint %q: %v", args[i+1], err)
@@ -107,10 +127,17 @@ func stubPodman(args []string) {
 		}
 		i++ // every other flag the script gives takes a value
 	}
-	if i >= len(args) {
-		stubExit("podman run without an image")
+	if i >= len(args) || name == "" {
+		stubExit("podman create without an image or a name")
 	}
-	stubExec(append(entry, args[i+1:]...), env, dir)
+	c.Argv = append(entry, args[i+1:]...)
+	b, _ := json.Marshal(c)
+	if err := os.MkdirAll(store, 0o755); err != nil {
+		stubExit("%v", err)
+	}
+	if err := os.WriteFile(filepath.Join(store, name), b, 0o644); err != nil {
+		stubExit("%v", err)
+	}
 }
 
 func stubChImage(args []string) {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -107,6 +108,77 @@ spec:
 		out, err = kubectl("", "--as=system:serviceaccount:default:nobody", "port-forward", "pod/exec-me", local+":"+port)
 		if err == nil || !strings.Contains(out, "forbidden") {
 			t.Errorf("kubectl port-forward as a user without RBAC: %v: %s", err, out)
+		}
+	})
+	t.Run("the kubelet API: exec needs create on nodes/proxy, also as a WebSocket GET", func(t *testing.T) {
+		// Two ServiceAccounts straight at the kubelet API, as a scraper
+		// would call it: one granted get on nodes/proxy (what a metrics
+		// scraper has), one create. A WebSocket exec is a GET; a kubelet
+		// would let the first in.
+		c.apply(`apiVersion: v1
+kind: ServiceAccount
+metadata: {name: scraper, namespace: default}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: operator, namespace: default}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: e2e-nodes-proxy-get}
+rules: [{apiGroups: [""], resources: [nodes/proxy], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: e2e-nodes-proxy-create}
+rules: [{apiGroups: [""], resources: [nodes/proxy], verbs: [get, create]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: e2e-scraper}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: e2e-nodes-proxy-get}
+subjects: [{kind: ServiceAccount, name: scraper, namespace: default}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: e2e-operator}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: e2e-nodes-proxy-create}
+subjects: [{kind: ServiceAccount, name: operator, namespace: default}]
+`)
+		t.Cleanup(func() {
+			c.kubectl("delete", "clusterrolebinding", "e2e-scraper", "e2e-operator", "--ignore-not-found")
+			c.kubectl("delete", "clusterrole", "e2e-nodes-proxy-get", "e2e-nodes-proxy-create", "--ignore-not-found")
+			c.kubectl("delete", "serviceaccount", "scraper", "operator", "--ignore-not-found")
+		})
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+		status := func(sa, path string) int {
+			tok := strings.TrimSpace(c.must("create", "token", sa))
+			req, _ := http.NewRequest("GET", "https://127.0.0.1:10250"+path, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+			req.Header.Set("Sec-WebSocket-Version", "13")
+			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+			req.Header.Set("Sec-WebSocket-Protocol", "v5.channel.k8s.io")
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("%s: %v", path, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		exec := "/exec/default/exec-me/main?command=true&output=1"
+		if code := status("scraper", exec); code != http.StatusForbidden {
+			t.Errorf("a WebSocket exec with get on nodes/proxy: HTTP %d, want 403", code)
+		}
+		if code := status("scraper", "/portForward/default/exec-me?port="+port); code != http.StatusForbidden {
+			t.Errorf("a WebSocket port-forward with get on nodes/proxy: HTTP %d, want 403", code)
+		}
+		if code := status("scraper", "/containerLogs/default/exec-me/main"); code != http.StatusOK {
+			t.Errorf("logs with get on nodes/proxy: HTTP %d, want 200", code)
+		}
+		if code := status("operator", exec); code == http.StatusForbidden || code == http.StatusUnauthorized {
+			t.Errorf("a WebSocket exec with create on nodes/proxy: HTTP %d, want it let through", code)
 		}
 	})
 	// bench/exec.sh: kubectl exec round trips against kubectl get of the

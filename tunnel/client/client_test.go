@@ -43,7 +43,7 @@ func newRig(t *testing.T, runAgent bool) *rig {
 		parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
 		switch {
 		case len(parts) == 5 && parts[1] == "agent":
-			h.Agent(w, r, strings.Join(parts[2:], "/"))
+			h.Agent(w, r, strings.Join(parts[2:], "/"), 0, 16)
 		case len(parts) == 6 && parts[1] == "pods" && parts[5] == "tunnel":
 			h.Session(w, r, strings.Join(parts[2:5], "/"))
 		default:

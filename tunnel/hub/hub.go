@@ -27,13 +27,17 @@ type Hub struct {
 	mu      sync.Mutex
 	agents  map[string]*yamux.Session
 	joining int // agents upgrading, counted against max
-	closed  bool
+	// owners counts each owner's agents, connected or upgrading, and
+	// owner the owner of each connected pod's.
+	owners map[int]int
+	owner  map[string]int
+	closed bool
 }
 
 // New makes a hub holding at most maxAgents agents (pods with an exec
 // channel open) at once.
 func New(maxAgents int, log *slog.Logger) *Hub {
-	return &Hub{max: maxAgents, log: log, agents: map[string]*yamux.Session{}}
+	return &Hub{max: maxAgents, log: log, agents: map[string]*yamux.Session{}, owners: map[int]int{}, owner: map[string]int{}}
 }
 
 // Agents is how many agents are connected.
@@ -48,28 +52,37 @@ func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
 	agents := h.agents
-	h.agents = map[string]*yamux.Session{}
+	h.agents, h.owner, h.owners = map[string]*yamux.Session{}, map[string]int{}, map[int]int{}
 	h.mu.Unlock()
 	for _, s := range agents {
 		s.Close()
 	}
 }
 
-// Agent takes over an authenticated agent's request for pod: it answers
-// 101 and keeps the connection as the pod's until it closes. A newer
-// agent for the pod replaces the older (a reconnect the older did not
-// see end). It reports whether it switched protocols.
-func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) bool {
+// Agent takes over an authenticated agent's request for pod, whose
+// directory belongs to owner (a uid): it answers 101 and keeps the
+// connection as the pod's until it closes. A newer agent for the pod
+// replaces the older (a reconnect the older did not see end). One owner's
+// pods hold at most share agents, so that one tenant cannot take every
+// slot. It reports whether it switched protocols.
+func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string, owner, share int) bool {
 	// A slot is taken before the upgrade, so that agents connecting at
 	// once cannot pass the cap together.
 	h.mu.Lock()
-	full := h.closed || (h.agents[pod] == nil && len(h.agents)+h.joining >= h.max)
-	if !full {
+	replacing := h.agents[pod] != nil
+	full := h.closed || (!replacing && len(h.agents)+h.joining >= h.max)
+	mine := !replacing && h.owners[owner] >= share
+	if !full && !mine {
 		h.joining++
+		h.owners[owner]++
 	}
 	h.mu.Unlock()
 	if full {
 		http.Error(w, fmt.Sprintf("the fetch endpoint holds %d agents, its most; retry later", h.max), http.StatusServiceUnavailable)
+		return false
+	}
+	if mine {
+		http.Error(w, fmt.Sprintf("the pods of this user hold %d agents, their share of the fetch endpoint; retry later", share), http.StatusTooManyRequests)
 		return false
 	}
 	joined := false
@@ -77,6 +90,7 @@ func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) bool {
 		if !joined {
 			h.mu.Lock()
 			h.joining--
+			h.release(owner)
 			h.mu.Unlock()
 		}
 	}()
@@ -95,7 +109,10 @@ func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) bool {
 	}
 	h.mu.Lock()
 	old := h.agents[pod]
-	h.agents[pod] = sess
+	if old != nil {
+		h.release(h.owner[pod]) // the new agent holds the pod's slot
+	}
+	h.agents[pod], h.owner[pod] = sess, owner
 	h.joining--
 	joined = true
 	h.mu.Unlock()
@@ -106,11 +123,25 @@ func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) bool {
 	<-sess.CloseChan()
 	h.mu.Lock()
 	if h.agents[pod] == sess {
-		delete(h.agents, pod)
+		h.forget(pod)
 	}
 	h.mu.Unlock()
 	h.log.Debug("agent gone", "pod", pod)
 	return true
+}
+
+// release gives back one of owner's slots; h.mu is held.
+func (h *Hub) release(owner int) {
+	if h.owners[owner]--; h.owners[owner] <= 0 {
+		delete(h.owners, owner)
+	}
+}
+
+// forget removes the pod's connected agent and its slot; h.mu is held.
+func (h *Hub) forget(pod string) {
+	h.release(h.owner[pod])
+	delete(h.agents, pod)
+	delete(h.owner, pod)
 }
 
 // Drop disconnects the pod's agent, if any: its job ended or the pod is
@@ -118,7 +149,9 @@ func (h *Hub) Agent(w http.ResponseWriter, r *http.Request, pod string) bool {
 func (h *Hub) Drop(pod string) {
 	h.mu.Lock()
 	sess := h.agents[pod]
-	delete(h.agents, pod)
+	if sess != nil {
+		h.forget(pod)
+	}
 	h.mu.Unlock()
 	if sess != nil {
 		sess.Close()

@@ -50,7 +50,7 @@ func pong(conn io.Reader, v uint32) error {
 // goroutine) and keeps one whose data frames merely look like them.
 func TestHostileAgent(t *testing.T) {
 	h := New(10, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.Agent(w, r, "ns_p_u") }))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.Agent(w, r, "ns_p_u", 0, 10) }))
 	defer srv.Close()
 	defer h.Close()
 	connect := func(t *testing.T) io.ReadWriteCloser {
@@ -116,4 +116,63 @@ func TestHostileAgent(t *testing.T) {
 			t.Error("an agent was dropped for its data")
 		}
 	})
+}
+
+// TestOwnerShare: one owner's pods (one tenant's) hold at most their
+// share of the hub's agent slots: a third agent of alice's, with a share
+// of two, is refused (429) while the hub has room, and bob's connects; a
+// reconnect of a pod that has an agent replaces it without a slot of its
+// own, and a dropped agent gives its slot back.
+func TestOwnerShare(t *testing.T) {
+	const alice, bob = 2001, 2002
+	h := New(10, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		owner := alice
+		if strings.HasPrefix(r.URL.Path, "/bob/") {
+			owner = bob
+		}
+		h.Agent(w, r, r.URL.Path, owner, 2)
+	}))
+	defer srv.Close()
+	defer h.Close()
+	connect := func(path string) (io.Closer, error) {
+		u, _ := url.Parse(srv.URL + path)
+		return tunnel.Dial(context.Background(), u, "", nil)
+	}
+	until := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); h.Agents() != n; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d agents, want %d", h.Agents(), n)
+			}
+		}
+	}
+	a1, err := connect("/alice/1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect("/alice/2"); err != nil {
+		t.Fatal(err)
+	}
+	until(2)
+	if c, err := connect("/alice/3"); err == nil || !strings.Contains(err.Error(), "429") {
+		t.Errorf("alice's third agent: %v, want refused (429)", err)
+		if c != nil {
+			c.Close()
+		}
+	}
+	if _, err := connect("/bob/1"); err != nil {
+		t.Errorf("bob's agent: %v", err)
+	}
+	until(3)
+	if _, err := connect("/alice/1"); err != nil { // a reconnect
+		t.Errorf("a reconnect of alice's first pod: %v", err)
+	}
+	h.Drop("/alice/2")
+	until(2)
+	if _, err := connect("/alice/3"); err != nil {
+		t.Errorf("alice's third agent once the second is gone: %v", err)
+	}
+	until(3)
+	a1.Close()
 }
