@@ -2,6 +2,7 @@ package provider
 
 import (
 	"context"
+	"syscall"
 	"testing"
 	"time"
 
@@ -267,8 +268,8 @@ func TestGraceCancelSurvivesRestart(t *testing.T) {
 	if err := p.DeletePod(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	if f.reset()["signal"] != 1 || cancelled(job) {
-		t.Fatal("a running job must get SIGTERM and keep running through its grace period")
+	if f.reset()["signal"] != 1 || cancelled(job) || len(f.signals) != 1 || f.signals[0] != syscall.SIGTERM {
+		t.Fatalf("a running job must get SIGTERM (got %v) and keep running through its grace period", f.signals)
 	}
 	if syncAfter(p, 29*time.Second, job) {
 		t.Fatal("cancelled before the grace period was over")
@@ -354,5 +355,60 @@ func TestRestartKeepsStatus(t *testing.T) {
 	}
 	if n := f.reset()["submit"]; n != 1 {
 		t.Errorf("%d submits, want the first only", n)
+	}
+}
+
+// stagingHook is noFiles whose CreatePod (the pod directory, staging's
+// first step) runs hook first: what happens while a create stages.
+type stagingHook struct {
+	noFiles
+	hook func()
+}
+
+func (s stagingHook) CreatePod(context.Context, layout.Pod, string) error {
+	s.hook()
+	return nil
+}
+
+// TestLostRequestLandsWhileStaging: a submit failed without an answer (the
+// request may still be on its way), so the retry looks for the pod's job
+// first, finds none, and stages its files; meanwhile the lost request
+// lands and makes its job. The retry looks once more right before it
+// submits, finds that job and follows it: one job, not two.
+func TestLostRequestLandsWhileStaging(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeSlurm()
+	var pod *corev1.Pod
+	landed := false
+	files := stagingHook{hook: func() {
+		if landed || pod == nil {
+			return
+		}
+		landed = true
+		f.mu.Lock()
+		f.next++
+		f.jobs[f.next] = &slurmclient.Job{ID: f.next, Comment: JobComment("n", pod), State: slurmclient.StatePending, SubmitTime: time.Now()}
+		f.mu.Unlock()
+	}}
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone}}, f, files, lookups)
+	if err := p.Recover(ctx, func(string) bool { return true }); err != nil {
+		t.Fatal(err)
+	}
+	pod = &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: types.UID("u-1")},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "main", Command: []string{"true"}}}}}
+	p.mu.Lock()
+	p.uncertain[pod.UID] = true // an earlier submit got no answer
+	p.mu.Unlock()
+	if err := p.create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if !landed {
+		t.Fatal("the pod staged nothing: the test's hook never ran")
+	}
+	if n := f.reset()["submit"]; n != 0 {
+		t.Errorf("%d submits, want none: the job the lost request made runs the pod", n)
+	}
+	if st, _ := p.get(pod.Namespace, pod.Name); st == nil || st.job != 101 {
+		t.Errorf("the pod follows %+v, want job 101", st)
 	}
 }

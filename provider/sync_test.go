@@ -27,6 +27,7 @@ type fakeSlurm struct {
 	down      bool
 	calls     map[string]int
 	cancelled []slurmclient.JobID
+	signals   []syscall.Signal
 	nodes     []slurmclient.Node
 	// loseNext makes the next submit create its job but lose the answer;
 	// onLose, if set, runs then, as if while the answer was on its way.
@@ -134,8 +135,14 @@ func (f *fakeSlurm) Cancel(_ context.Context, id slurmclient.JobID) error {
 	return nil
 }
 
-func (f *fakeSlurm) Signal(context.Context, slurmclient.JobID, syscall.Signal) error {
-	return f.call("signal")
+func (f *fakeSlurm) Signal(_ context.Context, _ slurmclient.JobID, sig syscall.Signal) error {
+	if err := f.call("signal"); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	f.signals = append(f.signals, sig)
+	f.mu.Unlock()
+	return nil
 }
 func (f *fakeSlurm) Nodes(context.Context) ([]slurmclient.Node, error) {
 	return f.nodes, f.call("nodes")

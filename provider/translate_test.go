@@ -227,6 +227,9 @@ func TestTranslateRejects(t *testing.T) {
 		VolumeMounts: []corev1.VolumeMount{{Name: "cfg", MountPath: "/etc/app none rbind", ReadOnly: true}}})
 	enrootBlank.Annotations = map[string]string{AnnotationRuntime: RuntimeEnroot}
 	enrootBlank.Spec.Volumes = []corev1.Volume{{Name: "cfg", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+	nulAnnotation := basePod("nulann", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{
+		{Name: "A", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['h']"}}}}})
+	nulAnnotation.Annotations = map[string]string{"h": "a\x00b"} // a NUL would end the value at exec
 	amplifiedArgs := basePod("ampargs", corev1.Container{Name: "main", Command: []string{"true"}, Args: []string{strings.Repeat("$(A)", 3)}, Env: big[:1]})
 	for _, tt := range []struct {
 		pod    *corev1.Pod
@@ -245,6 +248,7 @@ func TestTranslateRejects(t *testing.T) {
 		{amplified, "InvalidEnvValue"},
 		{amplifiedArgs, "InvalidContainer"},
 		{enrootBlank, "InvalidMountPath"},
+		{nulAnnotation, "InvalidFieldRef"},
 	} {
 		_, err := Translate(tt.pod, testCfg, lookups)
 		var ip *InvalidPodError

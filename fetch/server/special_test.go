@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -218,5 +219,38 @@ func TestNoWatchThroughALink(t *testing.T) {
 		if fi, err := os.Lstat(d); err != nil || !fi.IsDir() {
 			t.Errorf("watched %s, which is not a directory (%v)", d, err)
 		}
+	}
+}
+
+// noNewlines is a log of size bytes without a newline, counting what is
+// read of it.
+type noNewlines struct {
+	size int64
+	read int64
+}
+
+func (n *noNewlines) ReadAt(p []byte, off int64) (int, error) {
+	if off >= n.size {
+		return 0, io.EOF
+	}
+	k := min(int64(len(p)), n.size-off)
+	for i := range p[:k] {
+		p[i] = 'x'
+	}
+	n.read += k
+	return int(k), nil
+}
+
+// TestLineStartIsBounded: a line start sought in a log with no newline
+// (a job that prints one endless line) looks at most MaxTailScan bytes
+// ahead, not the whole log.
+func TestLineStartIsBounded(t *testing.T) {
+	log := &noNewlines{size: 4 * MaxTailScan}
+	at, err := LineStart(context.Background(), log, 1, log.size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at > 1+MaxTailScan || log.read > MaxTailScan+(64<<10)+1 {
+		t.Errorf("LineStart read %d bytes and answered %d; want at most %d read", log.read, at, MaxTailScan)
 	}
 }

@@ -61,6 +61,20 @@ func stubExec(argv, env []string, dir string) {
 	stubExit("exec %s: %v", path, err)
 }
 
+// require exits unless args hold every one of flags: the ones the job
+// script must give for the container to be what the pod asked for.
+func require(runtime string, args []string, why string, flags ...string) {
+	for _, f := range flags {
+		found := false
+		for _, a := range args {
+			found = found || a == f
+		}
+		if !found {
+			stubExit("%s without %s: %s", runtime, f, why)
+		}
+	}
+}
+
 // envFlag is a runtime's --env NAME=VALUE or --env NAME (from its own
 // environment); globs (podman's SLURM_*) pass the job's variables, which
 // the traced pods do not look at.
@@ -103,6 +117,8 @@ func stubPodman(args []string) {
 	case len(args) < 1 || args[0] != "create":
 		stubExit("podman %q: not a call the job script makes", args)
 	}
+	require("podman create", args, "the container would be left behind, run as another uid, or pull on its own",
+		"--rm", "--userns=keep-id", "--pull=never")
 	var c podmanContainer
 	var entry []string
 	name := ""
@@ -160,6 +176,7 @@ func stubChRun(args []string) {
 		fmt.Println("0.45")
 		return
 	}
+	require("ch-run", args, "the job's environment would reach the container, or the image be read-only", "--unset-env=*", "--write-fake")
 	var env []string
 	dir := ""
 	i := 0
@@ -197,6 +214,7 @@ func stubApptainer(args []string) {
 	if len(args) < 1 || args[0] != "exec" && args[0] != "run" {
 		stubExit("apptainer %q: not a call the job script makes", args)
 	}
+	require("apptainer", args, "the job's environment (or the shell's evaluation of it) would reach the container", "--cleanenv", "--no-eval")
 	var env []string
 	for _, kv := range os.Environ() {
 		if v, ok := strings.CutPrefix(kv, "APPTAINERENV_"); ok {
@@ -233,6 +251,7 @@ func stubEnroot(args []string) {
 	case len(args) < 1 || args[0] != "start":
 		stubExit("enroot %q: not a call the job script makes", args)
 	}
+	require("enroot start", args, "the container's root file system would be read-only", "--rw")
 	var env []string
 	rc := ""
 	i := 1
