@@ -214,12 +214,14 @@ func (r *report) packageDone(e event) {
 	k := key{e.Package, ""}
 	held := r.output[k]
 	delete(r.output, k)
+	if e.Action == "fail" {
+		r.pkgFailed = append(r.pkgFailed, e.Package)
+	}
 	if r.verbose {
 		return // its lines were printed as they came
 	}
 	switch e.Action {
 	case "fail":
-		r.pkgFailed = append(r.pkgFailed, e.Package)
 		if held != nil {
 			io.WriteString(r.out, held.String())
 		}

@@ -68,6 +68,14 @@ unit  example.com/p TestRoot/sub.* needs root
 		t.Run(tt.name, func(t *testing.T) {
 			var out strings.Builder
 			r := newReport(tt.lane, append([]allowed(nil), allow...), &out, false)
+			defer func() {
+				// Verbose or not, the verdict is the same.
+				v := newReport(tt.lane, append([]allowed(nil), allow...), &strings.Builder{}, true)
+				v.read(strings.NewReader(tt.in))
+				if ok := v.finish(); ok != tt.ok {
+					t.Errorf("verbose: ok = %v, want %v", ok, tt.ok)
+				}
+			}()
 			if err := r.read(strings.NewReader(tt.in)); err != nil {
 				t.Fatal(err)
 			}

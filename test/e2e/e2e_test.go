@@ -40,7 +40,7 @@ type cluster struct {
 	cp         map[string]string // CONTROLPLANE_ENV
 	lab        *labenv.Lab
 	fetchdAddr string
-	fetchd     *exec.Cmd
+	fetchd     *proc
 	tokenFile  string
 	root       string
 	bin        string
@@ -81,15 +81,26 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// proc is a binary a test started; done closes once it has exited.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// kill ends it with SIGKILL and waits for it.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
 // start runs a binary until the test ends, logging to a file in dir.
-func start(t *testing.T, dir, name string, args ...string) *exec.Cmd {
-	cmd, _ := startLogged(t, dir, name, nil, args...)
-	return cmd
+func start(t *testing.T, dir, name string, args ...string) *proc {
+	return startLogged(t, dir, name, nil, args...)
 }
 
 // startLogged is start; with tee set, the binary's stderr also goes
-// there.
-func startLogged(t *testing.T, dir, name string, tee io.Writer, args ...string) (*exec.Cmd, *os.File) {
+// there, and tee is closed once the binary has exited.
+func startLogged(t *testing.T, dir, name string, tee io.WriteCloser, args ...string) *proc {
 	logf, err := os.Create(filepath.Join(dir, name+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -102,15 +113,21 @@ func startLogged(t *testing.T, dir, name string, tee io.Writer, args ...string) 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() { // the one Wait
+		cmd.Wait()
+		if tee != nil {
+			tee.Close()
+		}
+		close(p.done)
+	}()
 	t.Cleanup(func() {
 		cmd.Process.Signal(os.Interrupt)
 		select {
-		case <-done:
+		case <-p.done:
 		case <-time.After(10 * time.Second):
 			cmd.Process.Kill()
-			<-done // its port and files are free before the next test
+			<-p.done // its port and files are free before the next test
 		}
 		logf.Close()
 		if t.Failed() {
@@ -121,7 +138,7 @@ func startLogged(t *testing.T, dir, name string, tee io.Writer, args ...string) 
 			t.Logf("--- %s log (tail)\n%s", name, b)
 		}
 	})
-	return cmd, logf
+	return p
 }
 
 // startFetchd starts slurm-fetchd with c.fetchdArgs: the first time on a
@@ -135,14 +152,13 @@ func (c *cluster) startFetchd(t *testing.T) {
 	}
 	pr, pw := io.Pipe()
 	listening := fetchtest.Listening(pr)
-	cmd, _ := startLogged(t, c.bin, "slurm-fetchd", pw, append([]string{"-listen", listen}, c.fetchdArgs...)...)
-	go func() { cmd.Wait(); pw.Close() }()
+	p := startLogged(t, c.bin, "slurm-fetchd", pw, append([]string{"-listen", listen}, c.fetchdArgs...)...)
 	select {
 	case addr, ok := <-listening:
 		if !ok {
 			t.Fatalf("slurm-fetchd -listen %s ended before it listened (see its log)", listen)
 		}
-		c.fetchdAddr, c.fetchd = addr, cmd
+		c.fetchdAddr, c.fetchd = addr, p
 	case <-time.After(time.Minute): // only a wedged machine takes this long
 		t.Fatalf("slurm-fetchd -listen %s did not listen within a minute", listen)
 	}
@@ -558,8 +574,7 @@ func TestE2EMore(t *testing.T) {
 			done <- out
 		}()
 		time.Sleep(2 * time.Second)
-		c.fetchd.Process.Kill()
-		c.fetchd.Wait()
+		c.fetchd.kill()
 		time.Sleep(1500 * time.Millisecond)
 		// Owned by the whole test, not this subtest: later ones need it.
 		c.startFetchd(c.top)

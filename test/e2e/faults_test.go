@@ -39,21 +39,20 @@ type faultRig struct {
 	c    *cluster
 	args []string
 	mu   sync.Mutex
-	cmd  *exec.Cmd
+	p    *proc
 }
 
 func (r *faultRig) start() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cmd = start(r.c.top, r.c.bin, "slurm-vk", r.args...)
+	r.p = start(r.c.top, r.c.bin, "slurm-vk", r.args...)
 }
 
 // kill stops the provider with SIGKILL: nothing of it gets to clean up.
 func (r *faultRig) kill() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cmd.Process.Kill()
-	r.cmd.Wait()
+	r.p.kill()
 }
 
 // restartLab restarts lab daemons (by their recorded PIDs) and waits until
@@ -171,8 +170,7 @@ func TestE2EFaults(t *testing.T) {
 			}()
 		}
 		time.Sleep(2 * time.Second)
-		c.fetchd.Process.Kill()
-		c.fetchd.Wait()
+		c.fetchd.kill()
 		more := c.faultPods(run, "fetchless", 10)
 		c.apply(manifestOf(more))
 		for _, p := range more {
