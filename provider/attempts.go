@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/virtual-kubelet/virtual-kubelet/errdefs"
@@ -72,7 +73,9 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 		if fp == seen {
 			continue
 		}
-		status := podStatus(pod, observe(rec, containers), p.cfg.Now())
+		o := observe(rec, containers)
+		o.hostIP = p.hostIP(rec)
+		status := podStatus(pod, o, p.cfg.Now())
 		p.mu.Lock()
 		if cur, ok := p.pods[pod.UID]; !ok || cur != st || st.final || st.record != rec {
 			p.mu.Unlock()
@@ -118,4 +121,34 @@ func (p *Provider) logAttempt(ctx context.Context, pod *corev1.Pod, container st
 		return 0, errdefs.InvalidInput(fmt.Sprintf("previous terminated container %q in pod %q not found", container, pod.Name))
 	}
 	return c.Previous.Attempt, nil
+}
+
+// hostIP is the address of the node that runs the job's batch script (the
+// pod's containers, or its first task), "" while unknown.
+func (p *Provider) hostIP(job *slurmclient.Job) string {
+	if p.cfg.NodeAddress == nil || job == nil {
+		return ""
+	}
+	node := job.BatchHost
+	if node == "" {
+		node = firstHost(job.Nodes)
+	}
+	return p.cfg.NodeAddress(node)
+}
+
+// firstHost is the first name of a Slurm host list ("c[1-3],d1": c1).
+func firstHost(list string) string {
+	end := strings.IndexAny(list, ",[")
+	switch {
+	case end < 0:
+		return list
+	case list[end] == ',':
+		return list[:end]
+	}
+	rest := list[end+1:] // a range: PREFIX[FIRST-...
+	k := strings.IndexAny(rest, ",-]")
+	if k < 0 {
+		return list
+	}
+	return list[:end] + rest[:k]
 }

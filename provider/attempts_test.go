@@ -98,3 +98,11 @@ func TestLogsErrorsClassified(t *testing.T) {
 		})
 	}
 }
+
+func TestFirstHost(t *testing.T) {
+	for list, want := range map[string]string{"c1": "c1", "c1,c2": "c1", "c[1-3]": "c1", "c[07,9]": "c07", "node[001-004],gpu1": "node001", "": ""} {
+		if got := firstHost(list); got != want {
+			t.Errorf("firstHost(%q) = %q, want %q", list, got, want)
+		}
+	}
+}

@@ -145,7 +145,11 @@ func (p *Provider) plan(ctx context.Context, pod *corev1.Pod) (*Plan, Tenant, er
 	}
 	var plan *Plan
 	if err == nil {
-		plan, err = Translate(pod, p.cfg.TranslateConfig, p.look)
+		cfg := p.cfg.TranslateConfig
+		if p.cfg.Allocatable != nil {
+			cfg.Allocatable = p.cfg.Allocatable()
+		}
+		plan, err = Translate(pod, cfg, p.look)
 	}
 	var bad *InvalidPodError
 	switch {

@@ -137,6 +137,14 @@ func (t *translator) env(c *corev1.Container) ([]envVar, int, error) {
 	return l.vars, l.size, nil
 }
 
+// nodeFields are the downward API's fields that are the address of the
+// node the pod runs on (its containers share the node's network), which
+// the job script reads into hostIPVar when it starts.
+var nodeFields = map[string]bool{"status.hostIP": true, "status.hostIPs": true, "status.podIP": true, "status.podIPs": true}
+
+// hostIPVar is the script's variable holding the node's address.
+const hostIPVar = "svk_host_ip"
+
 // envSecret stages a Secret's value for a container's environment and
 // returns the file as jobs see it.
 func (t *translator) envSecret(c *corev1.Container, secret, key string, data []byte) string {
@@ -198,6 +206,10 @@ func (t *translator) envFrom(c *corev1.Container, from corev1.EnvFromSource, l *
 func (t *translator) valueFrom(c *corev1.Container, e corev1.EnvVar) (v envVar, ok bool, err error) {
 	vf := e.ValueFrom
 	switch {
+	case vf.FieldRef != nil && nodeFields[vf.FieldRef.FieldPath]:
+		// Known where the job runs, not before: the script finds it.
+		t.hostIP = true
+		return envVar{name: e.Name, value: refMark + hostIPVar + refMark}, true, nil
 	case vf.FieldRef != nil:
 		s, err := t.fieldRef(vf.FieldRef.FieldPath)
 		if err == nil && strings.Contains(s, "\x00") {

@@ -78,6 +78,9 @@ func processesOf(uid int) []string {
 		if err != nil {
 			continue
 		}
+		if strings.Contains(string(status), "\nState:\tZ") {
+			continue // ended; its parent has not reaped it yet
+		}
 		for _, line := range strings.Split(string(status), "\n") {
 			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" && f[1] == strconv.Itoa(uid) {
 				cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))

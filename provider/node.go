@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"regexp"
 	"strconv"
 	"strings"
@@ -70,7 +71,8 @@ type NodeProvider struct {
 
 	mu    sync.Mutex
 	node  *corev1.Node
-	sizes []NodeSize // the partition's nodes, as last read
+	sizes []NodeSize        // the partition's nodes, as last read
+	addrs map[string]string // their IP addresses, by name
 }
 
 var _ node.NodeProvider = (*NodeProvider)(nil)
@@ -181,9 +183,16 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 	var capacity corev1.ResourceList
 	var sizes []NodeSize
 	var nodes []slurmclient.Node
+	var addrs map[string]string
 	info, err := np.slurm.Ping(ctx)
 	if err == nil {
 		capacity, sizes, nodes, err = np.capacity(ctx)
+	}
+	if err == nil {
+		np.mu.Lock()
+		known := np.addrs
+		np.mu.Unlock()
+		addrs = nodeAddresses(nodes, known)
 	}
 	if err != nil {
 		ready.Status = corev1.ConditionFalse
@@ -205,7 +214,7 @@ func (np *NodeProvider) refresh(ctx context.Context) bool {
 		if info.SlurmVersion != "" && n.Labels[LabelSlurmVersion] != info.SlurmVersion {
 			n.Labels[LabelSlurmVersion], changed = info.SlurmVersion, true
 		}
-		np.sizes = sizes
+		np.sizes, np.addrs = sizes, addrs
 		if ni := nodeInfo(n.Status.NodeInfo, info, np.cfg.Partition, nodes); ni != n.Status.NodeInfo {
 			n.Status.NodeInfo, changed = ni, true
 		}
@@ -412,6 +421,49 @@ func (np *NodeProvider) NodeSizes() []NodeSize {
 	np.mu.Lock()
 	defer np.mu.Unlock()
 	return np.sizes
+}
+
+// NodeAddress is the IP address of the partition's node name, as Slurm
+// reaches it (its NodeAddr, resolved here where it is a name), or "" if
+// unknown: a pod's host and pod IP (its containers share the node's
+// network).
+func (np *NodeProvider) NodeAddress(name string) string {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	return np.addrs[name]
+}
+
+// Allocatable is what the node offers pods now: the default limits the
+// downward API gives a container without its own.
+func (np *NodeProvider) Allocatable() corev1.ResourceList {
+	np.mu.Lock()
+	defer np.mu.Unlock()
+	return np.node.Status.Allocatable.DeepCopy()
+}
+
+// nodeAddresses resolves the nodes' NodeAddr to IP addresses (a name that
+// does not resolve here is left out); known are the last ones, which a
+// name keeps rather than being looked up again.
+func nodeAddresses(nodes []slurmclient.Node, known map[string]string) map[string]string {
+	out := map[string]string{}
+	for _, n := range nodes {
+		a := n.Address
+		if a == "" {
+			a = n.Name
+		}
+		if ip := net.ParseIP(a); ip != nil {
+			out[n.Name] = ip.String()
+			continue
+		}
+		if ip, ok := known[n.Name]; ok {
+			out[n.Name] = ip
+			continue
+		}
+		if ips, err := net.LookupIP(a); err == nil && len(ips) > 0 {
+			out[n.Name] = ips[0].String()
+		}
+	}
+	return out
 }
 
 var gresGPU = regexp.MustCompile(`(?:^|,)gpu(?::[^:,(]+)?:(\d+)`)

@@ -66,6 +66,12 @@ type Config struct {
 	// NodeSizes, if set, are the partition's nodes (NodeProvider.NodeSizes):
 	// a pod that fits none fails before it is submitted.
 	NodeSizes func() []NodeSize
+	// NodeAddress, if set, is the IP address of a node of the partition
+	// (NodeProvider.NodeAddress): a running pod's host and pod IP.
+	NodeAddress func(node string) string
+	// Allocatable, if set, is what the node offers pods now
+	// (NodeProvider.Allocatable), for TranslateConfig.Allocatable.
+	Allocatable func() corev1.ResourceList
 	// Tunnel, with TranslateConfig's Agent and AgentURL, serves kubectl
 	// exec; nil: exec is refused.
 	Tunnel Tunnel

@@ -58,7 +58,9 @@ func prefixRefs(s, prefix string) string {
 	}
 	parts := strings.Split(s, refMark)
 	for i := 1; i < len(parts); i += 2 {
-		parts[i] = prefix + parts[i]
+		if !strings.HasPrefix(parts[i], ReservedEnvPrefix) { // the script's own are not the container's
+			parts[i] = prefix + parts[i]
+		}
 	}
 	return strings.Join(parts, refMark)
 }

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -204,5 +205,49 @@ func TestScriptInitRestarts(t *testing.T) {
 	time.Sleep(3 * time.Second) // longer than any back-off: nothing may start now
 	if _, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, layout.StartFile("main", 3))); err == nil {
 		t.Error("an attempt started after SIGTERM")
+	}
+}
+
+// TestTerminationMessageFromTheLog: with FallbackToLogsOnError, a
+// container that fails leaves its log's tail (the last 80 lines, at most
+// 2,048 bytes, byte for byte) as its termination message, in its exit
+// marker; one that succeeds leaves none. The provider reports it as the
+// container's terminated message (and no Slurm text where the container
+// said nothing).
+func TestTerminationMessageFromTheLog(t *testing.T) {
+	r := newRestartRig(t)
+	long := strings.Repeat("x", 3000)
+	for _, tt := range []struct {
+		name, script string
+		code         int
+		want         string
+	}{
+		{"fails", `printf 'first\nDONE'; exit 3`, 3, "first\nDONE"},
+		{"fails after many lines", `seq 1 100; printf 'last\n'; exit 1`, 1, func() string {
+			var b strings.Builder
+			for i := 22; i <= 100; i++ {
+				b.WriteString(strconv.Itoa(i) + "\n")
+			}
+			return b.String() + "last\n"
+		}()},
+		{"fails with a long line", `printf '%s' ` + long + `; exit 2`, 2, long[len(long)-2048:]},
+		{"succeeds", `echo DONE`, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := sh("main", tt.script)
+			c.TerminationMessagePolicy = corev1.TerminationMessageFallbackToLogsOnError
+			pod := basePod("msg-"+strings.ReplaceAll(tt.name, " ", "-"), c)
+			cmd := r.start(t, pod)
+			cmd.Wait()
+			marker := r.file(pod, "main", layout.AttemptName("0", layout.KindExit))
+			code, rest, _ := strings.Cut(marker, "\n")
+			msg := ""
+			if reason, m, ok := strings.Cut(rest, "\n"); ok && reason == "" {
+				msg = m
+			}
+			if code != strconv.Itoa(tt.code) || msg != tt.want {
+				t.Errorf("marker %q: code %s, message %q; want %d, %q", marker, code, msg, tt.code, tt.want)
+			}
+		})
 	}
 }

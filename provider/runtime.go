@@ -16,12 +16,15 @@ type containerRuntime struct {
 	// vars are the shell variables helpers sets, which a container's
 	// function uses: srun's tasks get them too (tasks.go).
 	vars []string
+	// messageFile: the runtime can bind a file at the container's
+	// terminationMessagePath (a path the image need not have).
+	messageFile bool
 }
 
 var runtimes = map[string]containerRuntime{
 	RuntimeNone:         {launch: func(_ *translator, c resolved) (string, error) { return launchNone(c) }},
-	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"svk_podman"}},
+	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"svk_podman"}, messageFile: true},
 	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true, vars: []string{"svk_ch_run", "svk_ch_storage"}},
-	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true, vars: []string{"svk_cache"}},
-	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true, vars: []string{"svk_cache"}},
+	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true, vars: []string{"svk_cache"}, messageFile: true},
+	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true, vars: []string{"svk_cache"}, messageFile: true},
 }

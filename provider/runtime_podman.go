@@ -27,25 +27,31 @@ func pullPolicyOf(p corev1.PullPolicy) string {
 //     kubelet's reason and podman's own message for the exit marker.
 const podmanHelpers = `svk_podman=$(command -v podman)
 svk_podman_env() {
-	[ -n "$svk_podman" ] || { svk_reason ContainerRuntimeNotFound "podman is not installed on $(hostname)"; return 127; }
 	local uid
 	uid=$(id -u)
 	[ -n "${HOME:-}" ] || export HOME="$(getent passwd "$uid" | cut -d: -f6)"
 	if [ -z "${XDG_RUNTIME_DIR:-}" ] && [ -d "/run/user/$uid" ]; then export XDG_RUNTIME_DIR="/run/user/$uid"; fi
 	local svk_p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$uid}/libpod/tmp/pause.pid"
-	if [ -f "$svk_p" ] && ! kill -0 "$(cat "$svk_p")" 2>/dev/null; then rm -f "$svk_p"; fi
+	if [ -f "$svk_p" ] && ! kill -0 "$(cat "$svk_p" 2>/dev/null)" 2>/dev/null; then rm -f "$svk_p"; fi
 	export PODMAN_IGNORE_CGROUPSV1_WARNING=1 # or podman writes it into every container's log
 }
 svk_on_term() { # NAME: stop it as a kubelet does, TERM then KILL after the grace period (conmon, not the job, runs it)
-	"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}" >/dev/null 2>&1 &
+	[ -n "$svk_podman" ] || return 0
+	(
+		svk_podman_env
+		"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}"
+	) >/dev/null 2>&1 &
 }
 svk_end() { # what is left of the job's containers goes, and the user's pause process once no container of the user runs (Slurm's cgroup would end it with the job)
-	local ids p
-	ids=$("$svk_podman" ps -aq --filter "name=^slurm-vk-${svk_job}-" 2>/dev/null) || return 0
-	[ -z "$ids" ] || "$svk_podman" rm -f $ids >/dev/null 2>&1
-	[ -z "$("$svk_podman" ps -q 2>/dev/null)" ] || return 0
-	p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$(id -u)}/libpod/tmp/pause.pid"
-	[ ! -f "$p" ] || kill "$(cat "$p")" 2>/dev/null
+	[ -n "$svk_podman" ] || return 0
+	(
+		svk_podman_env
+		ids=$("$svk_podman" ps -aq --filter "name=^slurm-vk-${svk_job}-" 2>/dev/null) || exit 0
+		[ -z "$ids" ] || "$svk_podman" rm -f $ids >/dev/null 2>&1
+		[ -z "$("$svk_podman" ps -q 2>/dev/null)" ] || exit 0
+		p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$(id -u)}/libpod/tmp/pause.pid"
+		[ ! -f "$p" ] || kill "$(cat "$p")" 2>/dev/null
+	)
 	return 0
 }
 svk_podman_pull() { # POLICY IMAGE [AUTHFILE]
@@ -69,7 +75,8 @@ svk_podman_pull() { # POLICY IMAGE [AUTHFILE]
 // command line, Secret-backed ones by name from podman's environment).
 func (t *translator) launchPodman(c resolved) (string, error) {
 	var b strings.Builder
-	b.WriteString("\t\tsvk_podman_env || exit $?\n")
+	b.WriteString("\t\t[ -n \"$svk_podman\" ] || { svk_reason ContainerRuntimeNotFound \"podman is not installed on $(hostname)\"; exit 127; }\n")
+	b.WriteString("\t\tsvk_podman_env\n")
 	pull := []string{"svk_podman_pull", pullPolicyOf(c.pullPolicy), c.image}
 	if t.pullAuth != "" {
 		pull = append(pull, t.pullAuth)

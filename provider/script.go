@@ -26,18 +26,27 @@ var runFunction = func() string {
 		"{LOG}", f(layout.KindLog), "{EXIT}", f(layout.KindExit), "{TIMES}", f(layout.KindTimes),
 		"{REASON}", layout.ReasonName("$svk_n"), "{EXITTMP}", layout.ExitTempName("$svk_n"), "{OLD}", strings.Join(old, " "),
 		"{WORK}", layout.WorkDir, "{PIDS}", layout.PIDsDir, "{MAXATTEMPT}", strconv.Itoa(layout.MaxAttempt),
-		"{STDIN}", layout.StdinDir, "{ONCE}", layout.OnceSuffix,
-	).Replace(`run() { # run NAME FUNC POLICY [open|once]: a container's attempts, each logged, timed and with its exit marker
-	local svk_stop=0 svk_name=$1 svk_cpid=
+		"{STDIN}", layout.StdinDir, "{ONCE}", layout.OnceSuffix, "{MSG}", f(layout.KindMsg),
+		"{MAXMSG}", strconv.Itoa(maxTerminationMessage), "{LOGLINES}", strconv.Itoa(maxTerminationLogLines), "{MAXLOGMSG}", strconv.Itoa(maxTerminationLogBytes),
+	).Replace(`run() { # run NAME FUNC POLICY STDIN MSG: a container's attempts, each logged, timed and with its exit marker
+	# STDIN: - (none), open or once; MSG: how its termination message is
+	# found: file (the file its runtime binds at terminationMessagePath),
+	# logs (the log's tail when it failed), file+logs (the file, else the
+	# log's tail when it failed), -.
+	local svk_stop=0 svk_name=$1 svk_cpid= svk_wd= svk_msg= svk_m
 	# TERM (a delete, the time limit) is for the container, which Slurm
 	# signals too: this shell notes it, restarts nothing after it, and
 	# lets the runtime stop what is not the job's own process (svk_on_term).
-	trap 'svk_stop=1; [ -z "$svk_cpid" ] || svk_on_term "$svk_name"' TERM
+	# The container's process group is its own (below): the TERM goes on
+	# to it (Slurm may signal only the job's), and once the grace period
+	# is over, what still runs there is killed, as a kubelet kills a
+	# container's cgroup.
+	trap 'svk_stop=1; [ -z "$svk_cpid" ] || { kill -TERM -- "-$svk_cpid" 2>/dev/null; svk_on_term "$svk_name"; svk_kill_after "$svk_cpid"; }' TERM
 	local svk_dir="$svk_pod_dir/$1" svk_n=0 svk_rc svk_began svk_sampler svk_delay=$svk_backoff svk_fifo= svk_holder= svk_in=
 	mkdir -p "$svk_dir" && cd "$svk_dir" || return 125
 	# stdin: only with an agent on this node to write it (else /dev/null,
 	# as a container that reads to the end must not wait for ever).
-	if [ -n "${4:-}" ] && [ -n "${svk_agent:-}" ]; then
+	if [ "$4" != - ] && [ -n "${svk_agent:-}" ]; then
 		svk_fifo="$svk_pod_dir/{STDIN}/$1"
 		mkdir -p "$svk_pod_dir/{STDIN}" || return 125
 	fi
@@ -63,6 +72,13 @@ var runFunction = func() string {
 			mv -f "$svk_fifo.new" "$svk_fifo" || return 125
 		fi
 		: >>"$svk_dir/{LOG}" || return 125
+		svk_msg=
+		case $5 in file*)
+			# Writable by whatever user the container runs as (inside a pod
+			# directory closed to others).
+			svk_msg="$svk_dir/{MSG}"
+			: >"$svk_msg" && chmod 666 "$svk_msg" || return 125 ;;
+		esac
 		svk_sampler=
 		if [ -n "$svk_logtime" ]; then
 			"$svk_logtime" "$svk_dir/{LOG}" "$svk_dir/{TIMES}" </dev/null &
@@ -73,13 +89,25 @@ var runFunction = func() string {
 		# before it must not read what is typed). In the background, so
 		# that a TERM runs the trap at once (bash holds a trap until a
 		# foreground command ends); a wait the trap cut short waits again.
-		"$2" </dev/null >>"$svk_dir/{LOG}" 2>&1 &
+		# (This subshell keeps a handler for TERM, as this shell does, so
+		# that its status is the container's; the container's own is
+		# reset to the default, a handler is not inherited by exec.)
+		# In a process group of its own (set -m), so that what it leaves
+		# running, as a kubelet's cgroup would, ends with it.
+		set -m
+		{
+			trap : TERM
+			"$2"
+		} </dev/null >>"$svk_dir/{LOG}" 2>&1 &
 		svk_cpid=$!
+		set +m
 		while :; do
 			wait "$svk_cpid"
 			svk_rc=$?
 			[ "$svk_rc" -gt 128 ] && kill -0 "$svk_cpid" 2>/dev/null || break
 		done
+		kill -KILL -- "-$svk_cpid" 2>/dev/null
+		[ -z "$svk_wd" ] || { kill -KILL -- "-$svk_wd" 2>/dev/null; wait "$svk_wd" 2>/dev/null; svk_wd=; }
 		svk_cpid=
 		rm -f "$svk_pod_dir/{PIDS}/$1"
 		if [ -n "$svk_holder" ]; then
@@ -91,7 +119,18 @@ var runFunction = func() string {
 			rm -f "$svk_fifo{ONCE}"
 		fi
 		[ -z "$svk_sampler" ] || { kill "$svk_sampler" 2>/dev/null; wait "$svk_sampler" 2>/dev/null; }
-		{ echo "$svk_rc"; cat "$svk_dir/{REASON}" 2>/dev/null || :; } >"$svk_dir/{EXITTMP}" && mv -f "$svk_dir/{EXITTMP}" "$svk_dir/{EXIT}"
+		# The termination message, as the kubelet reads it: the file (at
+		# most {MAXMSG} bytes), else, if it failed and the pod asks, the
+		# log's last {LOGLINES} lines (at most {MAXLOGMSG} bytes); in the
+		# marker after an empty reason line, byte for byte.
+		svk_m=
+		[ -z "$svk_msg" ] || svk_m=$(head -c {MAXMSG} "$svk_msg" 2>/dev/null; printf x)
+		svk_m=${svk_m%x}
+		case $5 in *logs) [ -n "$svk_m" ] || [ "$svk_rc" -eq 0 ] || { svk_m=$(tail -n {LOGLINES} "$svk_dir/{LOG}" | tail -c {MAXLOGMSG}; printf x); svk_m=${svk_m%x}; } ;; esac
+		{
+			echo "$svk_rc"
+			if [ -s "$svk_dir/{REASON}" ]; then cat "$svk_dir/{REASON}"; elif [ -n "$svk_m" ]; then printf '\n%s' "$svk_m"; fi
+		} >"$svk_dir/{EXITTMP}" && mv -f "$svk_dir/{EXITTMP}" "$svk_dir/{EXIT}"
 		rm -f "$svk_dir/{REASON}"
 		case $3 in
 		Always) ;;
@@ -112,9 +151,31 @@ svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$svk_dir/{REASON}"; } # REASON MESS
 # are conmon's) stops them itself: on TERM (NAME), and at the job's end.
 svk_on_term() { :; }
 svk_end() { :; }
+svk_kill_after() { # PGID: KILL the group once the grace period is over (run's svk_wd)
+	[ -z "$svk_wd" ] || return 0
+	set -m # its own group too: run ends it, sleep and all, when the container ends first
+	{ trap "" TERM; sleep "$svk_grace"; kill -KILL -- "-$1"; } >/dev/null 2>&1 &
+	svk_wd=$!
+	set +m
+}
 mkdir -p "$svk_pod_dir/{WORK}" || exit 125
 `)
 }()
+
+// hostIPFunction sets hostIPVar: the address Slurm reaches this node by
+// (its NodeAddr, from scontrol, which runs wherever slurmd does), as an IP
+// (a name is looked up), as the provider reports the pod's host and pod IP.
+var hostIPFunction = strings.ReplaceAll(`svk_node_ip() {
+	local a
+	a=$(scontrol show node "${SLURMD_NODENAME:-$(hostname -s)}" 2>/dev/null | tr ' ' '\n' | sed -n 's/^NodeAddr=//p')
+	case $a in
+	*:* | [0-9]*.[0-9]*.[0-9]*.[0-9]*) ;;
+	*) a=$(getent ahosts "${a:-$(hostname)}" 2>/dev/null | awk 'NR == 1 { print $1 }') ;;
+	esac
+	printf '%s' "$a"
+}
+{VAR}=$(svk_node_ip)
+`, "{VAR}", hostIPVar)
 
 // restartPolicy is the pod's, Always when unset (as the API server
 // defaults it).
@@ -154,15 +215,41 @@ func (t *translator) anyStdin() bool {
 }
 
 // stdinArg is run's fourth argument for the container: how its stdin
-// FIFO closes, or nothing for /dev/null.
+// FIFO closes, or - for /dev/null.
 func (t *translator) stdinArg(c *corev1.Container) string {
 	switch {
 	case !t.stdin(c):
-		return ""
+		return "-"
 	case c.StdinOnce:
-		return " once"
+		return "once"
 	}
-	return " open"
+	return "open"
+}
+
+// Bounds of a termination message, the kubelet's: what is read of the
+// file, and of the log (its last lines, and bytes) with
+// FallbackToLogsOnError.
+const (
+	maxTerminationMessage  = 4096
+	maxTerminationLogLines = 80
+	maxTerminationLogBytes = 2048
+)
+
+// msgArg is run's fifth argument for the container: where its termination
+// message comes from (file: the runtime binds the file at its
+// terminationMessagePath; logs: the log's tail if it failed).
+func (t *translator) msgArg(c *corev1.Container) string {
+	arg := "-"
+	if t.rt.messageFile && c.TerminationMessagePath != "" {
+		arg = "file"
+	}
+	if c.TerminationMessagePolicy == corev1.TerminationMessageFallbackToLogsOnError {
+		if arg == "-" {
+			return "logs"
+		}
+		return arg + "+logs"
+	}
+	return arg
 }
 
 // stopGrace is how long a container stopped on TERM has before it is
@@ -212,6 +299,9 @@ func (t *translator) script(inits, mains []string) string {
 	// not inherit), so they live on to write each container's marker, and
 	// restart nothing after it.
 	b.WriteString(runFunction)
+	if t.hostIP {
+		b.WriteString(hostIPFunction)
+	}
 	b.WriteString(t.agentLines())
 	b.WriteString(t.rt.helpers)
 	if t.shape != nil && t.shape.launcher == LauncherSrun {
@@ -224,7 +314,7 @@ func (t *translator) script(inits, mains []string) string {
 		b.WriteString(block)
 	}
 	for _, c := range t.pod.Spec.InitContainers {
-		fmt.Fprintf(&b, "run %s c_%s %s%s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c))
+		fmt.Fprintf(&b, "run %s c_%s %s %s %s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))
 	}
 	b.WriteString("svk_pids=()\n")
 	for _, c := range t.pod.Spec.Containers {
@@ -233,7 +323,7 @@ func (t *translator) script(inits, mains []string) string {
 			fmt.Fprintf(&b, "%s_tasks() { svk_tasks %s; }\n", f, f)
 			f += "_tasks"
 		}
-		fmt.Fprintf(&b, "run %s %s %s%s &\nsvk_pids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod), t.stdinArg(&c))
+		fmt.Fprintf(&b, "run %s %s %s %s %s &\nsvk_pids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))
 	}
 	b.WriteString(`trap '' TERM
 svk_status=0

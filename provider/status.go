@@ -46,16 +46,22 @@ type observation struct {
 	// reasons holds why a container ended, where its marker says (a pull
 	// failure: ErrImagePull and the runtime's message).
 	reasons map[string]exitReason
+	// messages holds the termination message a container left (its
+	// terminationMessagePath, or its log's tail), where it left one.
+	messages map[string]string
 	// attempts holds each container's latest attempt and the one before
 	// (the maps above describe the latest).
 	attempts map[string]fetchclient.Container
+	// hostIP is the address of the node the job runs on, where known: the
+	// pod's host IP and its IP (its containers share the node's network).
+	hostIP string
 }
 
 // observe reads the containers' attempts, as the fetch endpoint reported
 // them, into an observation of job.
 func observe(job *slurmclient.Job, containers map[string]fetchclient.Container) observation {
 	o := observation{job: job, exits: map[string]int{}, exitedAt: map[string]time.Time{},
-		reasons: map[string]exitReason{}, attempts: containers}
+		reasons: map[string]exitReason{}, messages: map[string]string{}, attempts: containers}
 	for name, c := range containers {
 		info := c.Current
 		if info.Exited && info.ExitCode != nil {
@@ -65,6 +71,8 @@ func observe(job *slurmclient.Job, containers map[string]fetchclient.Container) 
 			}
 			if info.Reason != "" {
 				o.reasons[name] = exitReason{info.Reason, info.Message}
+			} else if info.Message != "" {
+				o.messages[name] = info.Message
 			}
 		}
 	}
@@ -127,6 +135,8 @@ func markerState(info *fetchclient.Info) *corev1.ContainerStateTerminated {
 	}
 	if info.Reason != "" {
 		t.Reason, t.Message = info.Reason, info.Message
+	} else {
+		t.Message = info.Message // the termination message
 	}
 	if info.StartedAt != nil {
 		t.StartedAt = metav1.NewTime(*info.StartedAt)
@@ -170,9 +180,10 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	j := o.job
 	v := &statusView{pod: pod, o: o, j: j, now: now, terminal: j.State.Terminal(), began: j.StartTime}
 	v.started = !j.StartTime.IsZero() && (j.State == slurmclient.StateRunning || v.terminal)
-	st := corev1.PodStatus{
-		HostIP:    "127.0.0.1",
-		StartTime: ptrTime(mt(j.SubmitTime)),
+	st := corev1.PodStatus{StartTime: ptrTime(mt(j.SubmitTime))}
+	if v.started && o.hostIP != "" {
+		st.HostIP, st.PodIP = o.hostIP, o.hostIP
+		st.HostIPs, st.PodIPs = []corev1.HostIP{{IP: o.hostIP}}, []corev1.PodIP{{IP: o.hostIP}}
 	}
 	if st.StartTime.IsZero() {
 		st.StartTime = ptrTime(metav1.NewTime(now))
@@ -266,7 +277,11 @@ func (v *statusView) terminated(name string, fallbackReason string) *corev1.Cont
 	default:
 		t.Reason = fallbackReason
 	}
-	t.Message = fmt.Sprintf("Slurm job %d: %s", j.ID, j.State)
+	if _, ok := o.exits[name]; ok {
+		t.Message = o.messages[name] // its termination message, as a kubelet has it
+	} else {
+		t.Message = fmt.Sprintf("Slurm job %d: %s", j.ID, j.State) // ended by Slurm, no marker
+	}
 	if r, ok := o.reasons[name]; ok {
 		t.Reason, t.Message = r.reason, r.message
 	}

@@ -176,6 +176,7 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 			}
 		}
 		o := observe(job, containers)
+		o.hostIP = p.hostIP(job)
 		seen = fingerprint(containers)
 		status = podStatus(pod, o, now)
 		final = job.State.Terminal()

@@ -27,6 +27,9 @@ const ReasonTaskFailed = "TaskFailed"
 // other tasks when one fails.
 func (t *translator) tasksFunction() string {
 	vars := append([]string{"svk_pod_dir", "svk_job", "svk_dir", "svk_n"}, t.rt.vars...)
+	if t.hostIP {
+		vars = append(vars, hostIPVar)
+	}
 	// srun takes the job's nodes from the allocation, but not what each
 	// task gets: a job submitted through slurmrestd has no sbatch to leave
 	// them in the environment.

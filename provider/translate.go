@@ -45,6 +45,9 @@ type TranslateConfig struct {
 	// AgentCAFile is the CA of an https AgentURL, as compute nodes find
 	// it (empty: the nodes' system roots).
 	AgentCAFile string
+	// Allocatable is what the node offers pods: the limits the downward
+	// API gives a container that sets none (the provider fills it in).
+	Allocatable corev1.ResourceList
 }
 
 // Defaults for TranslateConfig's restart back-off, as the kubelet's.
@@ -207,6 +210,8 @@ type translator struct {
 	pullAuths map[string]json.RawMessage
 	// mounts by volume name: host path as jobs see it, and read-only.
 	vols map[string]volume
+	// hostIP: a container's env has the node's address (hostIPVar).
+	hostIP bool
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {
@@ -260,6 +265,15 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 		if err := rc.validateForContainer(); err != nil {
 			return "", err
 		}
+	}
+	if t.rt.messageFile && c.TerminationMessagePath != "" {
+		// The attempt's message file (run names it in svk_msg) at the
+		// container's terminationMessagePath.
+		p := c.TerminationMessagePath
+		if !path.IsAbs(p) || strings.ContainsAny(p, ",:\n\x00 \t\\#") {
+			return "", invalid("InvalidTerminationMessagePath", "container %q: terminationMessagePath %q must be absolute and contain no ',', ':', blanks, '\\', '#' or control characters", c.Name, p)
+		}
+		rc.mounts = append(rc.mounts, mount{host: refMark + "svk_msg" + refMark, path: p})
 	}
 
 	var b strings.Builder

@@ -225,28 +225,51 @@ func (t *translator) fieldRef(fp string) (string, error) {
 	return "", fmt.Errorf("field %q is not available to Slurm jobs", fp)
 }
 
+// resourceRef is a container's resource as the downward API gives it, as
+// the kubelet does: a limit the container does not set is the node's
+// allocatable (cpu, memory, ephemeral storage); a CPU value in (rounded up)
+// multiples of the divisor's millicores, any other in its units.
 func (t *translator) resourceRef(r *corev1.ResourceFieldSelector) (string, error) {
 	var c *corev1.Container
-	for i := range t.pod.Spec.Containers {
-		if t.pod.Spec.Containers[i].Name == r.ContainerName || (r.ContainerName == "" && i == 0) {
-			c = &t.pod.Spec.Containers[i]
+	for _, cs := range [][]corev1.Container{t.pod.Spec.Containers, t.pod.Spec.InitContainers} {
+		for i := range cs {
+			if cs[i].Name == r.ContainerName || (r.ContainerName == "" && i == 0 && c == nil) {
+				c = &cs[i]
+			}
 		}
 	}
 	if c == nil {
 		return "", fmt.Errorf("no container %q", r.ContainerName)
 	}
 	kind, name, _ := strings.Cut(r.Resource, ".")
-	list := c.Resources.Limits
-	if kind == "requests" {
+	var list corev1.ResourceList
+	switch kind {
+	case "limits":
+		list = c.Resources.Limits
+	case "requests":
 		list = c.Resources.Requests
+	default:
+		return "", fmt.Errorf("unsupported container resource %q", r.Resource)
 	}
-	q, ok := list[corev1.ResourceName(name)]
+	res := corev1.ResourceName(name)
+	switch {
+	case res == corev1.ResourceCPU, res == corev1.ResourceMemory, res == corev1.ResourceEphemeralStorage, strings.HasPrefix(name, corev1.ResourceHugePagesPrefix):
+	default:
+		return "", fmt.Errorf("unsupported container resource %q", r.Resource)
+	}
+	q, ok := list[res]
+	if !ok && kind == "limits" {
+		q, ok = t.cfg.Allocatable[res]
+	}
 	if !ok {
-		return "0", nil
+		q = resource.Quantity{}
 	}
 	div := resource.MustParse("1")
 	if !r.Divisor.IsZero() {
 		div = r.Divisor
 	}
-	return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(div.MilliValue()))), 10), nil
+	if res == corev1.ResourceCPU {
+		return strconv.FormatInt(int64(math.Ceil(float64(q.MilliValue())/float64(div.MilliValue()))), 10), nil
+	}
+	return strconv.FormatInt(int64(math.Ceil(float64(q.Value())/float64(div.Value()))), 10), nil
 }

@@ -141,7 +141,7 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			np.Carry(prev)
 		}
 		np.Prime(ctx, pc.Node)
-		cfg.NodeSizes = np.NodeSizes
+		cfg.NodeSizes, cfg.NodeAddress, cfg.Allocatable = np.NodeSizes, np.NodeAddress, np.Allocatable
 		p = provider.New(cfg, slurm, files, look)
 		return p, np, nil
 	},

@@ -7,6 +7,7 @@
 //	    <container>/<attempt>.start               empty; its mtime is when the attempt started
 //	    <container>/<attempt>.times               when the log's bytes were written (fetch/logtime)
 //	    <container>/<attempt>.exit                exit code, written when it ends
+//	    <container>/<attempt>.msg                 the container's terminationMessagePath (its runtime binds it)
 //	    <container>/.<attempt>.reason, .exit.tmp  the job script's own, never served
 //	    slurm-%j.out                              Slurm's output of the job (not a container's)
 //	    _staged/<path>                            files the provider uploads
@@ -138,10 +139,11 @@ const (
 	KindExit  = "exit"  // exit code (and reason, message), written when it ends
 	KindStart = "start" // empty; its mtime is when the attempt started
 	KindTimes = "times" // the log's time index (fetch/logtime)
+	KindMsg   = "msg"   // the container's termination message file (bound at terminationMessagePath)
 )
 
 // AttemptKinds are every kind an attempt may have on disk.
-var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit}
+var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit, KindMsg}
 
 // AttemptName is an attempt's file name in its container directory. The
 // job script calls it with a shell expression for the attempt ("$n"), Go

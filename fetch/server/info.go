@@ -93,8 +93,9 @@ func latestAttempt(pr *os.Root, container string) (int, error) {
 }
 
 // parseMarker reads an exit marker: the exit code on the first line, then
-// optionally a reason (one word) and a message. A marker it cannot read
-// still means the container ended: code -1.
+// optionally a reason (one word) and a message, or an empty reason line
+// and the container's termination message, kept byte for byte. A marker
+// it cannot read still means the container ended: code -1.
 func parseMarker(s string) (code int, reason, message string) {
 	first, rest, _ := strings.Cut(s, "\n")
 	code, err := strconv.Atoi(strings.TrimSpace(first))
@@ -102,6 +103,9 @@ func parseMarker(s string) (code int, reason, message string) {
 		code = -1
 	}
 	reason, message, _ = strings.Cut(rest, "\n")
+	if reason == "" {
+		return code, "", strings.ToValidUTF8(message, "\uFFFD")
+	}
 	reason = strings.TrimSpace(reason)
 	if strings.ContainsFunc(reason, func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9') }) || len(reason) > 64 {
 		return code, "", ""

@@ -58,7 +58,7 @@ type streamState struct {
 
 // maxMarker bounds what is read of an exit marker: the code, a reason
 // and a runtime's message.
-const maxMarker = 4096
+const maxMarker = 8192
 
 // errNotRegular is a log or marker that is not a regular file: a job
 // can plant a FIFO, a socket or a device node where its output should be.

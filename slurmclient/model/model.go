@@ -120,6 +120,7 @@ type Job struct {
 	StartTime   time.Time // zero until the job starts
 	EndTime     time.Time // zero until the job ends (or its expected end while running)
 	Nodes       string
+	BatchHost   string // the node that runs the batch script (the pod's containers, one task)
 	WorkDir     string
 	Stdout      string // with %j, %x expanded by slurmrestd
 	Stderr      string
@@ -143,6 +144,7 @@ type JobFilter struct {
 // Node is one Slurm node's capacity and state.
 type Node struct {
 	Name         string
+	Address      string // NodeAddr: how the node is reached (an IP, or a name to resolve)
 	CPUs         int
 	MemoryMB     int64 // RealMemory
 	FreeMemMB    int64

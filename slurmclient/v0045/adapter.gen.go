@@ -324,6 +324,7 @@ func (b *Backend) Nodes(ctx context.Context) ([]model.Node, error) {
 	for _, n := range r.Nodes {
 		out = append(out, model.Node{
 			Name:         deref(n.Name),
+			Address:      deref(n.Address),
 			CPUs:         int(deref(n.Cpus)),
 			MemoryMB:     deref(n.RealMemory),
 			FreeMemMB:    noVal64(n.FreeMem),

@@ -36,6 +36,7 @@ func toJob(j V0045JobInfo) model.Job {
 		StartTime:   unixTime(j.StartTime),
 		EndTime:     unixTime(j.EndTime),
 		Nodes:       deref(j.Nodes),
+		BatchHost:   deref(j.BatchHost),
 		WorkDir:     deref(j.CurrentWorkingDirectory),
 		Stdout:      deref(j.StandardOutput),
 		Stderr:      deref(j.StandardError),
