@@ -43,8 +43,12 @@ chart-push: ## Package the chart and push it as an OCI artifact to CHART_REGISTR
 		$$helm push $(CHART_DIR)/slurm-vk-*.tgz oci://$(CHART_REGISTRY) $(if $(CHART_CA),--ca-file $(CHART_CA))
 
 .PHONY: test
-test: ## Everything, on a fresh machine: lint, verify, unit and lab tests (trixie, sid), end to end on a real control plane
+test: ## Everything, on a fresh machine: lint, verify, unit and lab tests (trixie, sid), end to end on a real control plane, the quick upstream conformance specs
 	hack/test.sh
+
+.PHONY: conformance
+conformance: ## Kubernetes' own e2e specs (test/conformance/specs.yaml, all of them) against the virtual node on the lab; prints the table (first time: ~10 min to build the suite)
+	hack/conformance/run.sh
 
 .PHONY: chart
 chart: ## Lint the Helm chart, check its goldens, schema and configs (builds the pinned helm once, ~3 min)

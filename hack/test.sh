@@ -83,6 +83,11 @@ lane() {
 mapfile -t pkgs < <(go list ./... | grep -v '/test/e2e$')
 SLURM_LAB_ENV= lane unit -- -race -timeout 15m -skip '^(TestLab|BenchmarkLab)' "${pkgs[@]}"
 
+if [ -z "${SKIP_E2E:-}" ]; then
+	step "the upstream e2e suite (built once from the control plane's module)"
+	hack/conformance/build.sh >/dev/null
+fi
+
 for s in $TEST_SUITES; do
 	env_file=.cache/lab/$s/lab.env
 	if ! { [ -f "$env_file" ] && LAB_SUITE=$s bash -c '. hack/lab/common.sh; pid_alive slurmrestd'; }; then
@@ -101,7 +106,7 @@ for s in $TEST_SUITES; do
 		fi
 		hack/controlplane/up.sh
 		CONTROLPLANE_ENV=$PWD/.cache/controlplane/env SLURM_LAB_ENV=$PWD/$env_file SLURM_LAB_REQUIRED=1 SLURM_E2E_REQUIRED=1 \
-			lane "e2e-$s" -v -- -timeout 25m ./test/e2e/
+			lane "e2e-$s" -v -- -timeout 35m ./test/e2e/
 	fi
 done
 step "lanes"

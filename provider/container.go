@@ -24,7 +24,8 @@ type resolved struct {
 	env           []envVar
 	volEnv        []envVar // SLURM_VK_MOUNT_<VOLUME>: runtime none only
 	mounts        []mount
-	stdin, tty    bool // the container's stdin is the attach FIFO; podman gives it a terminal
+	stdin, tty    bool   // the container's stdin is the attach FIFO; podman gives it a terminal
+	uid, gid      *int64 // securityContext's runAsUser and runAsGroup (the container's over the pod's)
 }
 
 // mount is a volume at its mountPath.

@@ -50,6 +50,8 @@ type envList struct {
 	// environment will take of a process's MaxContainerArgs.
 	sizes []int
 	size  int
+	// fallback: the services' variables, which $(VAR) can refer to.
+	fallback []envVar
 }
 
 // set defines v (size, for a file-backed one, set by the caller), within
@@ -88,10 +90,16 @@ func (l *envList) put(v envVar) {
 	l.size += v.size
 }
 
-// lookup finds a variable defined so far, for expand.
+// lookup finds a variable defined so far, or else a service's, for
+// expand.
 func (l *envList) lookup(name string) (envVar, bool) {
 	i, ok := l.index[name]
 	if !ok {
+		for _, v := range l.fallback {
+			if v.name == name {
+				return v, true
+			}
+		}
 		return envVar{}, false
 	}
 	return l.vars[i], true
@@ -102,6 +110,11 @@ func (l *envList) lookup(name string) (envVar, bool) {
 // environment.
 func (t *translator) env(c *corev1.Container) ([]envVar, int, error) {
 	var l envList
+	services, err := t.serviceEnv()
+	if err != nil {
+		return nil, 0, err
+	}
+	l.fallback = services
 	for _, from := range c.EnvFrom {
 		if err := t.envFrom(c, from, &l); err != nil {
 			return nil, 0, err
@@ -129,6 +142,14 @@ func (t *translator) env(c *corev1.Container) ([]envVar, int, error) {
 			return nil, 0, err
 		}
 		if ok {
+			if err := l.set(c, v); err != nil {
+				return nil, 0, err
+			}
+		}
+	}
+	// The services' variables where the container set none by the name.
+	for _, v := range services {
+		if _, ok := l.index[v.name]; !ok {
 			if err := l.set(c, v); err != nil {
 				return nil, 0, err
 			}

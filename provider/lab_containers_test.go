@@ -100,6 +100,21 @@ func containerScenarios(t *testing.T, r *labRig, p *Provider, rt string) {
 		wantLogs(t, pod, map[string]string{"main": "from-pod kept fast\n/tmp\n/opt/conda/bin:/bin\n" + strconv.Itoa(r.lab.UID) + "\nsecret-ok\n"})
 	})
 
+	t.Run("securityContext runAsUser and runAsGroup: podman runs as them, other runtimes refuse with the reason", func(t *testing.T) {
+		uid, gid := int64(65534), int64(4321)
+		pod := labPod("runas", corev1.Container{Name: "main", Image: busybox, Command: []string{"sh", "-c", "id -u; id -g"},
+			SecurityContext: &corev1.SecurityContext{RunAsUser: &uid, RunAsGroup: &gid}})
+		if rt == RuntimePodman {
+			run(t, pod, corev1.PodSucceeded)
+			wantLogs(t, pod, map[string]string{"main": "65534\n4321\n"})
+			return
+		}
+		got := run(t, pod, corev1.PodFailed)
+		if s := got.Status.ContainerStatuses[0].State.Terminated; s == nil || s.Reason != "RunAsNotSupported" || !strings.Contains(s.Message, "runAsUser 65534") {
+			t.Errorf("runAsUser with runtime %s: %+v, want RunAsNotSupported naming runAsUser 65534", rt, s)
+		}
+	})
+
 	t.Run("volumes at their mountPath: configMap, emptyDir shared by two containers, subPath", func(t *testing.T) {
 		pod := labPod("vols",
 			corev1.Container{Name: "writer", Image: busybox, Command: []string{"sh", "-c",

@@ -62,6 +62,9 @@ type NodeConfig struct {
 	// Runtime is the container runtime jobs run pods with, for the
 	// node's system info.
 	Runtime string
+	// NoProviderTaint leaves the provider's taint off (a lab running the
+	// upstream e2e suite, whose pods do not tolerate it).
+	NoProviderTaint bool
 }
 
 // NodeProvider keeps the virtual node's capacity and readiness current.
@@ -95,7 +98,9 @@ func NewNodeProvider(cfg NodeConfig, slurm slurmclient.Interface, n *corev1.Node
 		n.Labels[k] = v
 	}
 	n.Labels[LabelPartition] = cfg.Partition
-	n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule})
+	if !cfg.NoProviderTaint {
+		n.Spec.Taints = append(n.Spec.Taints, corev1.Taint{Key: TaintKey, Value: TaintValue, Effect: corev1.TaintEffectNoSchedule})
+	}
 	n.Spec.Taints = append(n.Spec.Taints, cfg.Taints...)
 	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: cfg.InternalIP}, {Type: corev1.NodeHostName, Address: cfg.Name}}
 	n.Status.DaemonEndpoints.KubeletEndpoint.Port = cfg.KubeletPort

@@ -19,11 +19,15 @@ type containerRuntime struct {
 	// messageFile: the runtime can bind a file at the container's
 	// terminationMessagePath (a path the image need not have).
 	messageFile bool
+	// runAs: the runtime runs a container as securityContext's runAsUser
+	// and runAsGroup (resolved.uid, gid); others run it as the job's user
+	// and fail a container that asks for another.
+	runAs bool
 }
 
 var runtimes = map[string]containerRuntime{
 	RuntimeNone:         {launch: func(_ *translator, c resolved) (string, error) { return launchNone(c) }},
-	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"svk_podman"}, messageFile: true},
+	RuntimePodman:       {helpers: podmanHelpers, launch: (*translator).launchPodman, image: true, vars: []string{"svk_podman"}, messageFile: true, runAs: true},
 	RuntimeCharliecloud: {helpers: charliecloudHelpers, launch: (*translator).launchCharliecloud, image: true, vars: []string{"svk_ch_run", "svk_ch_storage"}},
 	RuntimeApptainer:    {helpers: imageFileHelpers + apptainerHelpers, launch: (*translator).launchApptainer, image: true, vars: []string{"svk_cache"}, messageFile: true},
 	RuntimeEnroot:       {helpers: imageFileHelpers + enrootHelpers, launch: (*translator).launchEnroot, image: true, vars: []string{"svk_cache"}, messageFile: true},

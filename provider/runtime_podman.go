@@ -3,6 +3,7 @@ package provider
 import (
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -23,6 +24,11 @@ func pullPolicyOf(p corev1.PullPolicy) string {
 //     (Slurm passes none: HOME, XDG_RUNTIME_DIR) and removes a pause
 //     process's PID file left by an earlier job whose processes Slurm
 //     killed, or podman cannot join the user namespace again;
+//   - svk_begin and svk_end share the user's pause process between jobs
+//     on one node: each job holds a shared flock on podman's runtime
+//     directory, and the last to end (the lock free) ends the pause
+//     process; ending it under another job's podman fails that job's
+//     podman with "invalid internal status" (seen with the e2e suite);
 //   - svk_podman_pull applies the pull policy, and on failure leaves the
 //     kubelet's reason and podman's own message for the exit marker.
 const podmanHelpers = `svk_podman=$(command -v podman)
@@ -42,15 +48,44 @@ svk_on_term() { # NAME: stop it as a kubelet does, TERM then KILL after the grac
 		"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}"
 	) >/dev/null 2>&1 &
 }
-svk_end() { # what is left of the job's containers goes, and the user's pause process once no container of the user runs (Slurm's cgroup would end it with the job)
+svk_podman_dir() { # the user's podman runtime directory (its pause.pid), if it is the user's own
+	local d
+	d=$(svk_podman_env; printf %s "${XDG_RUNTIME_DIR:-/tmp/podman-run-$(id -u)}")
+	mkdir -p -m 0700 "$d" 2>/dev/null
+	[ -d "$d" ] && [ ! -L "$d" ] && [ -O "$d" ] && printf %s "$d"
+}
+svk_begin() { # a shared lock on that directory while the job runs: another job of the user on this node ends the pause process only when it holds the lock alone
+	local d
+	[ -n "$svk_podman" ] && command -v flock >/dev/null && d=$(svk_podman_dir) || return 0
+	( # alone on the node: podman's state names running containers whose conmon is dead (killed, a crash) and no pause process is left, so every podman command fails until migrate resets it
+		exec 9<"$d"
+		flock -xn 9 || exit 0
+		svk_podman_env
+		out=$("$svk_podman" unshare true 2>&1) && exit 0
+		case $out in *"invalid internal status"*) "$svk_podman" system migrate >/dev/null 2>&1 ;; esac
+	)
+	exec {svk_hold}< <(exec flock -w 60 -s -o "$d" sh -c 'echo $$; exec sleep 2147483647' 2>/dev/null)
+	svk_hold_flock=$!
+	read -r -u "$svk_hold" svk_hold_pid || svk_hold_pid=
+	exec {svk_hold}<&-
+}
+svk_end() { # what is left of the job's containers goes, and the user's pause process once no other job of the user holds the lock and no container of the user runs (Slurm's cgroup would end it with the job)
 	[ -n "$svk_podman" ] || return 0
+	if [ -n "${svk_hold_pid:-}" ]; then
+		kill "$svk_hold_pid" 2>/dev/null
+		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 "$svk_hold_flock" 2>/dev/null || break; sleep 0.1; done
+	fi
 	(
 		svk_podman_env
 		ids=$("$svk_podman" ps -aq --filter "name=^slurm-vk-${svk_job}-" 2>/dev/null) || exit 0
 		[ -z "$ids" ] || "$svk_podman" rm -f $ids >/dev/null 2>&1
+		[ -n "${svk_hold_pid:-}" ] && d=$(svk_podman_dir) || exit 0
+		exec 9<"$d"
+		flock -xn 9 || exit 0
 		[ -z "$("$svk_podman" ps -q 2>/dev/null)" ] || exit 0
-		p="${XDG_RUNTIME_DIR:-/tmp/podman-run-$(id -u)}/libpod/tmp/pause.pid"
-		[ ! -f "$p" ] || kill "$(cat "$p")" 2>/dev/null
+		p="$d/libpod/tmp/pause.pid"
+		[ -f "$p" ] && pid=$(cat "$p") && kill "$pid" 2>/dev/null || exit 0
+		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 	)
 	return 0
 }
@@ -127,9 +162,10 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 		ep, _ := json.Marshal(c.command)
 		line = append(line, "--entrypoint", string(ep))
 	}
-	// The job's user inside too, whatever the image's USER says: files in
-	// volumes and on the shared file system belong to the user, as with
-	// every HPC container runtime.
+	// The job's user inside too, whatever the image's USER says (unless
+	// the pod's securityContext says otherwise): files in volumes and on
+	// the shared file system belong to the user, as with every HPC
+	// container runtime.
 	//
 	// Created, then started attached: the arguments (with a Secret's value,
 	// where they refer to one) are on podman create's command line only
@@ -137,8 +173,20 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	// container's whole life; the container's own process has them, as
 	// on any node.
 	name := fmt.Sprintf("\"slurm-vk-${svk_job}-%s${svk_task:+.$svk_task}\"", c.name)
-	fmt.Fprintf(&b, "\t\t\"$svk_podman\" %s --user \"$(id -u):$(id -g)\" --name %s %s %s >/dev/null || exit 125\n",
-		shqAll(append([]string{"create"}, line...)), name, shq(c.image), shqAll(c.args))
+	// securityContext's runAsUser and runAsGroup where the pod sets them
+	// (keep-id maps other ids to the user's subordinate ones); a user
+	// without a group takes the image's group for it, as on a kubelet.
+	user := "\"$(id -u):$(id -g)\""
+	switch {
+	case c.uid != nil && c.gid != nil:
+		user = fmt.Sprintf("%d:%d", *c.uid, *c.gid)
+	case c.uid != nil:
+		user = strconv.FormatInt(*c.uid, 10)
+	case c.gid != nil:
+		user = fmt.Sprintf("\"$(id -u)\":%d", *c.gid)
+	}
+	fmt.Fprintf(&b, "\t\t\"$svk_podman\" %s --user %s --name %s %s %s >/dev/null || exit 125\n",
+		shqAll(append([]string{"create"}, line...)), user, name, shq(c.image), shqAll(c.args))
 	start := []string{"start", "--attach"}
 	if c.stdin {
 		start = append(start, "--interactive")

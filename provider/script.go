@@ -148,8 +148,10 @@ var runFunction = func() string {
 }
 svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$svk_dir/{REASON}"; } # REASON MESSAGE, for run's marker
 # A runtime whose containers are not the job's own processes (podman's
-# are conmon's) stops them itself: on TERM (NAME), and at the job's end.
+# are conmon's) stops them itself: on TERM (NAME), and at the job's end;
+# svk_begin runs before the first container.
 svk_on_term() { :; }
+svk_begin() { :; }
 svk_end() { :; }
 svk_kill_after() { # PGID: KILL the group once the grace period is over (run's svk_wd)
 	[ -z "$svk_wd" ] || return 0
@@ -313,8 +315,9 @@ func (t *translator) script(inits, mains []string) string {
 	for _, block := range mains {
 		b.WriteString(block)
 	}
+	b.WriteString("svk_begin\n")
 	for _, c := range t.pod.Spec.InitContainers {
-		fmt.Fprintf(&b, "run %s c_%s %s %s %s || exit $?\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))
+		fmt.Fprintf(&b, "run %s c_%s %s %s %s || { svk_status=$?; svk_end; exit \"$svk_status\"; }\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))
 	}
 	b.WriteString("svk_pids=()\n")
 	for _, c := range t.pod.Spec.Containers {

@@ -112,6 +112,9 @@ type Lookups struct {
 	Secret    func(namespace, name string) (*corev1.Secret, error)
 	// Pod finds a pod (logs of pods that ended before a restart); optional.
 	Pod func(namespace, name string) (*corev1.Pod, error)
+	// Services lists a namespace's services, for the variables a kubelet
+	// gives containers (serviceEnv); optional: none without it.
+	Services func(namespace string) ([]*corev1.Service, error)
 }
 
 // Translate turns a pod into a job. It is pure: everything it needs comes
@@ -212,6 +215,8 @@ type translator struct {
 	vols map[string]volume
 	// hostIP: a container's env has the node's address (hostIPVar).
 	hostIP bool
+	// services: serviceEnv's variables, once listed.
+	services *[]envVar
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {
@@ -234,6 +239,9 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 		return "", err
 	}
 	rc := resolved{name: c.Name, image: c.Image, pullPolicy: c.ImagePullPolicy, workingDir: c.WorkingDir, env: env, stdin: t.stdin(c), tty: c.TTY}
+	if rc.uid, rc.gid, err = runAs(t.pod, c); err != nil {
+		return "", err
+	}
 	for _, m := range c.VolumeMounts {
 		v, ok := t.vols[m.Name]
 		if !ok {
@@ -283,6 +291,18 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 			fmt.Fprintf(&b, "\t\tmkdir -p %s || exit 125\n", shq(m.host))
 		}
 	}
+	if !t.rt.runAs {
+		// The job's user it is: a container that asks for another fails
+		// with the reason, rather than run as someone it did not ask for.
+		for _, id := range []struct {
+			v          *int64
+			flag, name string
+		}{{rc.uid, "-u", "runAsUser"}, {rc.gid, "-g", "runAsGroup"}} {
+			if id.v != nil {
+				fmt.Fprintf(&b, "\t\t[ \"$(id %s)\" = %d ] || { svk_reason RunAsNotSupported \"runtime %s runs a container as the job's user ($(id -u):$(id -g)), not as %s %d\"; exit 126; }\n", id.flag, *id.v, t.runtime, id.name, *id.v)
+			}
+		}
+	}
 	body, err := t.rt.launch(t, rc)
 	if err != nil {
 		return "", err
@@ -310,4 +330,34 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	}
 	b.WriteString(body)
 	return fmt.Sprintf("c_%s() {\n\t(\n%s\t)\n}\n", envSafe(c.Name), b.String()), nil
+}
+
+// runAs is the user and group a container runs as, from its
+// securityContext over the pod's (nil: the runtime's default, the job's
+// user); runAsNonRoot with user 0 is refused as a kubelet refuses it.
+func runAs(pod *corev1.Pod, c *corev1.Container) (uid, gid *int64, err error) {
+	var nonRoot *bool
+	if p := pod.Spec.SecurityContext; p != nil {
+		uid, gid, nonRoot = p.RunAsUser, p.RunAsGroup, p.RunAsNonRoot
+	}
+	if s := c.SecurityContext; s != nil {
+		if s.RunAsUser != nil {
+			uid = s.RunAsUser
+		}
+		if s.RunAsGroup != nil {
+			gid = s.RunAsGroup
+		}
+		if s.RunAsNonRoot != nil {
+			nonRoot = s.RunAsNonRoot
+		}
+	}
+	for _, id := range []*int64{uid, gid} {
+		if id != nil && (*id < 0 || *id > 1<<32-2) {
+			return nil, nil, invalid("CreateContainerConfigError", "container %q: runAsUser and runAsGroup must be between 0 and 4294967294", c.Name)
+		}
+	}
+	if nonRoot != nil && *nonRoot && uid != nil && *uid == 0 {
+		return nil, nil, invalid("CreateContainerConfigError", "container %q: container's runAsUser breaks non-root policy", c.Name)
+	}
+	return uid, gid, nil
 }

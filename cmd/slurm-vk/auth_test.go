@@ -1,8 +1,12 @@
 package main
 
 import (
+	"crypto/tls"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/virtual-kubelet/virtual-kubelet/node/nodeutil"
@@ -46,4 +50,59 @@ type withAttrs struct {
 
 func (w withAttrs) GetRequestAttributes(u user.Info, r *http.Request) authorizer.Attributes {
 	return w.attrs.GetRequestAttributes(u, r)
+}
+
+// TestBearerTokenWithoutClientCert: with -client-ca the kubelet API still
+// takes a caller with no client certificate as far as the authenticator
+// (which checks its bearer token), as a kubelet does; a certificate from
+// another CA is refused in the handshake.
+func TestBearerTokenWithoutClientCert(t *testing.T) {
+	caCert, err := selfSigned("client-ca", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caCert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := tlsOptions(&options{NodeName: "n", NodeIP: "127.0.0.1", ClientCA: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnauthorized) // the authenticator's answer
+	}))
+	srv.TLS = &tls.Config{}
+	for _, o := range opts {
+		if err := o(srv.TLS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv.StartTLS()
+	defer srv.Close()
+
+	get := func(certs ...tls.Certificate) (*http.Response, error) {
+		cfg := &tls.Config{InsecureSkipVerify: true}
+		if len(certs) > 0 { // sent even though the server names other CAs
+			cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &certs[0], nil }
+		}
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}
+		return hc.Get(srv.URL + "/pods")
+	}
+	resp, err := get()
+	if err != nil {
+		t.Fatalf("no client certificate: %v, want the request to reach the authenticator", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("no client certificate: HTTP %d, want the authenticator's 401", resp.StatusCode)
+	}
+	stranger, err := selfSigned("stranger", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := get(stranger); err == nil {
+		resp.Body.Close()
+		t.Errorf("a client certificate from another CA: HTTP %d, want a refused handshake", resp.StatusCode)
+	}
 }

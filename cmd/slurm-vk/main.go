@@ -29,6 +29,7 @@ import (
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -132,9 +133,10 @@ func serve(ctx context.Context, o *options, kube kubernetes.Interface) error {
 			ConfigMap: func(ns, name string) (*corev1.ConfigMap, error) { return pc.ConfigMaps.ConfigMaps(ns).Get(name) },
 			Secret:    func(ns, name string) (*corev1.Secret, error) { return pc.Secrets.Secrets(ns).Get(name) },
 			Pod:       func(ns, name string) (*corev1.Pod, error) { return pc.Pods.Pods(ns).Get(name) },
+			Services:  func(ns string) ([]*corev1.Service, error) { return pc.Services.Services(ns).List(labels.Everything()) },
 		}
 		np := provider.NewNodeProvider(provider.NodeConfig{Name: o.NodeName, Partition: o.Partition, MaxPods: o.MaxPods, Runtime: o.Runtime,
-			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor}, slurm, pc.Node)
+			InternalIP: o.NodeIP, KubeletPort: int32(port), Interval: o.NodeInterval.Duration, Labels: o.labels, Taints: o.taints, QueueFactor: o.QueueFactor, NoProviderTaint: o.NoProviderTaint}, slurm, pc.Node)
 		// The node as an earlier run left it: a restart keeps its
 		// conditions' transition times (Ready throughout).
 		if prev, err := kube.CoreV1().Nodes().Get(ctx, o.NodeName, metav1.GetOptions{}); err == nil {
@@ -232,6 +234,11 @@ func kubeletAPI(o *options, kube kubernetes.Interface, recorder record.EventReco
 					&workqueue.TypedBucketRateLimiter[any]{Limiter: rate.NewLimiter(rate.Limit(orDefault(o.KubeAPIQPS, defaultKubeAPIQPS)*4),
 						orDefault(o.KubeAPIBurst, defaultKubeAPIBurst)*10)})
 			}
+			// The provider resolves env itself (Secrets stay files the job
+			// reads, fieldRefs a kubelet serves, service variables):
+			// virtual-kubelet's resolution would hand it Secrets as
+			// literal values and fails status.hostIP.
+			pc.SkipDownwardAPIResolution = true
 			pc.SyncPodsFromKubernetesRateLimiter = limiter()
 			pc.DeletePodsFromKubernetesRateLimiter = limiter()
 			pc.SyncPodStatusFromProviderRateLimiter = limiter()
@@ -289,6 +296,15 @@ func serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry) (s
 // servingTLS configures the kubelet API's certificate: the given pair, or
 // a self-signed one; and the client CA when webhook auth is on.
 func servingTLS(o *options) (nodeutil.NodeOpt, error) {
+	opts, err := tlsOptions(o)
+	if err != nil {
+		return nil, err
+	}
+	return nodeutil.WithTLSConfig(opts...), nil
+}
+
+// tlsOptions are servingTLS's changes to the server's tls.Config.
+func tlsOptions(o *options) ([]func(*tls.Config) error, error) {
 	var opts []func(*tls.Config) error
 	if o.TLSCert != "" {
 		opts = append(opts, nodeutil.WithKeyPairFromPath(o.TLSCert, o.TLSKey))
@@ -300,9 +316,17 @@ func servingTLS(o *options) (nodeutil.NodeOpt, error) {
 		opts = append(opts, func(c *tls.Config) error { c.Certificates = []tls.Certificate{cert}; return nil })
 	}
 	if o.ClientCA != "" {
-		opts = append(opts, nodeutil.WithCAFromPath(o.ClientCA))
+		// virtual-kubelet's WithCAFromPath requires a client certificate,
+		// which shuts out bearer tokens (metrics scrapers, a service
+		// account with nodes/proxy) before the webhook authenticator sees
+		// them. A kubelet verifies a certificate if one is given and lets
+		// the authenticator decide otherwise; so does this.
+		opts = append(opts, nodeutil.WithCAFromPath(o.ClientCA), func(c *tls.Config) error {
+			c.ClientAuth = tls.VerifyClientCertIfGiven
+			return nil
+		})
 	}
-	return nodeutil.WithTLSConfig(opts...), nil
+	return opts, nil
 }
 
 // tailZero tells the provider a logs request asked for tailLines=0 (no

@@ -67,6 +67,7 @@ type options struct {
 	MetricsListen      string          `json:"metricsListen"`
 	NodeLabels         string          `json:"nodeLabels"`
 	NodeTaints         string          `json:"nodeTaints"`
+	NoProviderTaint    bool            `json:"noProviderTaint"`
 	Verbose            bool            `json:"verbose"`
 	// Tenancy maps namespaces to Slurm users; only in the -config file.
 	Tenancy provider.Tenancy `json:"tenancy"`
@@ -162,6 +163,7 @@ func (o *options) flagSet() *flag.FlagSet {
 	fs.StringVar(&o.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at /metrics and liveness at /healthz on this address (empty: off)")
 	fs.StringVar(&o.NodeLabels, "node-labels", "", "extra node labels, key=value,... (as the kubelet's --node-labels)")
 	fs.StringVar(&o.NodeTaints, "node-taints", "", "extra node taints, key[=value]:Effect,... (as the kubelet's --register-with-taints)")
+	fs.BoolVar(&o.NoProviderTaint, "no-provider-taint", false, "register the node without the provider's NoSchedule taint, so that pods that do not tolerate it land here: for a lab running the upstream e2e suite, never on a shared cluster (every pod could then become a Slurm job)")
 	fs.BoolVar(&o.Verbose, "v", false, "debug logging")
 	return fs
 }

@@ -16,6 +16,9 @@
 //	lab/app        ENTRYPOINT ["/bin/echo","from-entrypoint"], CMD ["from-cmd"],
 //	               WORKDIR /srv/app, ENV GREETING=from-image, USER 1000
 //
+// With -push-e2e it pushes the images the upstream e2e suite runs to a
+// registry that is already serving, and exits (e2e.go).
+//
 // Layers and configs carry fixed times, so every start serves the same
 // digests and a runtime's image cache stays valid across lab restarts.
 package main
@@ -60,7 +63,15 @@ func main() {
 	passFile := flag.String("password-file", "", "file holding the private registry's password (required)")
 	busybox := flag.String("busybox", "", "a static busybox binary to build the images from (required)")
 	tlsDir := flag.String("tls-dir", "", "where the lab CA and the serving certificate are kept (made when missing; required)")
+	pushE2E := flag.String("push-e2e", "", "instead of serving: push the upstream e2e suite's images (e2e.go) to the registry at this host:port, trusting -tls-dir's CA, and exit")
+	agnhost := flag.String("agnhost", "", "with -push-e2e: the agnhost binary (static)")
 	flag.Parse()
+	if *pushE2E != "" {
+		if err := pushE2EImages(*pushE2E, *tlsDir, *busybox, *agnhost); err != nil {
+			log.Fatalf("registry: %v", err)
+		}
+		return
+	}
 	if *busybox == "" || *passFile == "" || *tlsDir == "" {
 		log.Fatal("registry: -busybox, -password-file and -tls-dir are required")
 	}
@@ -154,7 +165,7 @@ func buildImages(busybox string) (map[string]v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	layer, err := rootLayer(bin)
+	layer, err := rootLayer(bin, applets)
 	if err != nil {
 		return nil, err
 	}
@@ -195,7 +206,7 @@ func withConfig(img v1.Image, c v1.Config) (v1.Image, error) {
 
 // rootLayer is a minimal root file system: busybox and its applets, the
 // directories runtimes mount onto, and users root and app (1000).
-func rootLayer(busybox []byte) (v1.Layer, error) {
+func rootLayer(busybox []byte, applets []string) (v1.Layer, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
@@ -238,6 +249,9 @@ func rootLayer(busybox []byte) (v1.Layer, error) {
 		return nil, err
 	}
 	for _, a := range applets {
+		if a == "busybox" { // Debian's lists itself: a link would replace the binary
+			continue
+		}
 		if err := add(&tar.Header{Name: "bin/" + a, Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}, nil); err != nil {
 			return nil, err
 		}

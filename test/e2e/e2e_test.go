@@ -181,8 +181,9 @@ func setup(t *testing.T, extra ...string) *cluster {
 	return c
 }
 
-// setupSlurmSide builds the binaries and starts slurm-fetchd; no node yet.
-func setupSlurmSide(t *testing.T) *cluster {
+// requireEnv returns the control plane's env file and the lab, or skips
+// the test (fails it with SLURM_E2E_REQUIRED=1) without them.
+func requireEnv(t *testing.T) (string, *labenv.Lab) {
 	cpEnv := os.Getenv("CONTROLPLANE_ENV")
 	if cpEnv == "" {
 		if os.Getenv("SLURM_E2E_REQUIRED") == "1" {
@@ -190,7 +191,12 @@ func setupSlurmSide(t *testing.T) *cluster {
 		}
 		t.Skip("no control plane: run hack/controlplane/up.sh and set CONTROLPLANE_ENV=.cache/controlplane/env")
 	}
-	lab := labenv.Require(t)
+	return cpEnv, labenv.Require(t)
+}
+
+// setupSlurmSide builds the binaries and starts slurm-fetchd; no node yet.
+func setupSlurmSide(t *testing.T) *cluster {
+	cpEnv, lab := requireEnv(t)
 	cp, err := readEnv(cpEnv)
 	if err != nil {
 		t.Fatal(err)
