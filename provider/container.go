@@ -32,7 +32,8 @@ type resolved struct {
 type mount struct {
 	host, path string
 	readOnly   bool
-	create     bool // an emptyDir: the job creates it
+	create     bool   // an emptyDir: the job creates it
+	root       string // the emptyDir's own directory (host without the subPath)
 }
 
 // spec is the runtime's HOST:PATH bind, with ro appended when read-only

@@ -254,7 +254,7 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 			}
 			host = path.Join(host, m.SubPath)
 		}
-		rc.mounts = append(rc.mounts, mount{host: host, path: m.MountPath, readOnly: v.readOnly || m.ReadOnly, create: v.emptyDir})
+		rc.mounts = append(rc.mounts, mount{host: host, path: m.MountPath, readOnly: v.readOnly || m.ReadOnly, create: v.emptyDir, root: v.hostPath})
 		rc.volEnv = append(rc.volEnv, envVar{name: "SLURM_VK_MOUNT_" + strings.ToUpper(envSafe(m.Name)), value: host})
 	}
 	for _, s := range append(append([]string{c.Image, c.WorkingDir}, c.Command...), c.Args...) {
@@ -285,10 +285,13 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	}
 
 	var b strings.Builder
-	// An emptyDir mounted with a subPath is created like the kubelet does.
+	// An emptyDir (and a subPath in it) is created like the kubelet does:
+	// writable by every user, for a container that runs as another
+	// (runAsUser) than the job's; only the pod's own containers reach it
+	// (the pod's directory is the job user's alone).
 	for _, m := range rc.mounts {
 		if m.create {
-			fmt.Fprintf(&b, "\t\tmkdir -p %s || exit 125\n", shq(m.host))
+			fmt.Fprintf(&b, "\t\tmkdir -p %s && chmod 0777 %s || exit 125\n", shq(m.host), shq(m.root))
 		}
 	}
 	if !t.rt.runAs {

@@ -68,6 +68,7 @@ func pushE2EImages(registry, tlsDir, busybox, agnhost string) error {
 	}
 	agLayer, err := filesLayer(map[string]file{
 		"agnhost":               {0o755, ag},
+		"agnhost-2":             {0o777, []byte("agnhost")},  // upstream's link, for the entrypoint specs
 		"usr/local/bin/agnhost": {0o777, []byte("/agnhost")}, // a link
 		"pause":                 {0o755, []byte("#!/bin/sh\nexec /agnhost pause\n")},
 	})

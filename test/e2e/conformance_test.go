@@ -121,6 +121,9 @@ func TestE2EConformance(t *testing.T) {
 		}
 		run = append(run, s)
 	}
+	if len(run) == 0 && mode == "quick" && focus == "" {
+		t.Skip("no spec of test/conformance/specs.yaml is marked quick yet (#29): make conformance runs them all")
+	}
 	if len(run) == 0 {
 		t.Fatalf("no spec to run (mode %s, focus %q)", mode, focus)
 	}

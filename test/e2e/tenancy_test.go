@@ -99,6 +99,16 @@ func TestE2ETenancy(t *testing.T) {
 	if job.ID == 0 || job.UserName != lab.User2 {
 		t.Fatalf("the bank pod's job %+v: want one, run as %s", job, lab.User2)
 	}
+	// The Secret reaches the job as a file it reads, never as a value in
+	// its script (Slurm keeps that in its state directory; virtual-kubelet
+	// resolving env for the provider put Secrets there).
+	script, err := os.ReadFile(filepath.Join(lab.Rootfs, "var/lib/slurm/slurmctld", fmt.Sprintf("hash.%d", job.ID%10), fmt.Sprintf("job.%d", job.ID), "script"))
+	if err != nil {
+		t.Fatalf("the bank pod's job script in Slurm's state: %v", err)
+	}
+	if strings.Contains(string(script), "hunter2-bank-only") {
+		t.Error("the bank pod's Secret is in its job script, in Slurm's state directory")
+	}
 	victimDir := filepath.Join(c.root, "e2e-bank_"+victim+"_"+uid)
 	var secret string
 	filepath.WalkDir(victimDir, func(path string, d fs.DirEntry, err error) error {
