@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/slurmkube/slurm-vk/internal/testbin"
 	"github.com/slurmkube/slurm-vk/test/labenv"
 )
 
@@ -27,15 +26,7 @@ import (
 // stdin, a terminal, and RBAC's refusal for a user without pods/exec.
 func TestE2EExec(t *testing.T) {
 	lab := labenv.Require(t)
-	// The agent where compute nodes find it: the shared file system.
-	dir, err := os.MkdirTemp(lab.Shared, "agent-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	agent := filepath.Join(dir, "slurm-vk-agent")
-	testbin.Copy(t, "slurm-vk-agent", agent)
+	dir, agent := sharedAgent(t, lab)
 	// What the job serves, for port-forward.
 	web := filepath.Join(dir, "web")
 	os.Mkdir(web, 0o755)
@@ -159,7 +150,9 @@ subjects: [{kind: ServiceAccount, name: operator, namespace: default}]
 			req.Header.Set("Upgrade", "websocket")
 			req.Header.Set("Sec-WebSocket-Version", "13")
 			req.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-			req.Header.Set("Sec-WebSocket-Protocol", "v5.channel.k8s.io")
+			// A protocol the kubelet API's streams speak, so that a 403 is
+			// the authorizer's and not a refused handshake's.
+			req.Header.Set("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
 			resp, err := hc.Do(req)
 			if err != nil {
 				t.Fatalf("%s: %v", path, err)
@@ -177,8 +170,11 @@ subjects: [{kind: ServiceAccount, name: operator, namespace: default}]
 		if code := status("scraper", "/containerLogs/default/exec-me/main"); code != http.StatusOK {
 			t.Errorf("logs with get on nodes/proxy: HTTP %d, want 200", code)
 		}
-		if code := status("operator", exec); code == http.StatusForbidden || code == http.StatusUnauthorized {
-			t.Errorf("a WebSocket exec with create on nodes/proxy: HTTP %d, want it let through", code)
+		if code := status("operator", exec); code != http.StatusSwitchingProtocols {
+			t.Errorf("a WebSocket exec with create on nodes/proxy: HTTP %d, want 101 (let through, the same handshake)", code)
+		}
+		if code := status("operator", "/portForward/default/exec-me?port="+port); code != http.StatusSwitchingProtocols {
+			t.Errorf("a WebSocket port-forward with create on nodes/proxy: HTTP %d, want 101 (let through, the same handshake)", code)
 		}
 	})
 	// bench/exec.sh: kubectl exec round trips against kubectl get of the
