@@ -10,13 +10,8 @@ REPO_ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VERSION=$(sed -n 's/^VERSION=//p' "$REPO_ROOT/hack/controlplane/build.sh")
 OUT=${CONFORMANCE_CACHE:-$REPO_ROOT/.cache/conformance}
 mkdir -p "$OUT"
-major=${VERSION#v}
-minor=${major#*.}
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	ldflags+=" -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=${major%%.*} -X $pkg.gitMinor=${minor%%.*}"
-	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+. "$REPO_ROOT/hack/lib/kube-ldflags.sh"
+ldflags=$(kube_ldflags "$VERSION")
 cd "$REPO_ROOT/test/e2e/controlplane"
 stamp=$OUT/stamp
 want="$VERSION $(go version | cut -d' ' -f3) $(sha256sum go.sum conformance/*.go | sha256sum | cut -c1-16)"

@@ -14,13 +14,8 @@ if [ -z "$missing" ]; then
 	exit 0
 fi
 mkdir -p "$OUT"
-major=${VERSION#v}
-minor=${major#*.}
-ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	ldflags+=" -X $pkg.gitVersion=$VERSION -X $pkg.gitMajor=${major%%.*} -X $pkg.gitMinor=${minor%%.*}"
-	ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
-done
+. "$REPO_ROOT/hack/lib/kube-ldflags.sh"
+ldflags=$(kube_ldflags "$VERSION")
 echo "building the control plane $VERSION (cold: several minutes on 2 cores)" >&2
 cd "$REPO_ROOT/test/e2e/controlplane"
 for b in $bins; do

@@ -14,7 +14,6 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/slurmkube/slurm-vk/internal/testbin"
 	"github.com/slurmkube/slurm-vk/internal/testenv"
 )
 
@@ -144,15 +143,7 @@ func TestE2EConformance(t *testing.T) {
 	repoList := filepath.Join(t.TempDir(), "repo-list.yaml")
 	os.WriteFile(repoList, []byte(fmt.Sprintf("promoterE2eRegistry: %s/e2e-test-images\ngcRegistry: %s/k8s\n", lab.Registry, lab.Registry)), 0o644)
 
-	// The agent where jobs find it, and the node.
-	dir, err := os.MkdirTemp(lab.Shared, "agent-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	agent := filepath.Join(dir, "slurm-vk-agent")
-	testbin.Copy(t, "slurm-vk-agent", agent)
+	_, agent := sharedAgent(t, lab)
 	c := setup(t, "-runtime", "podman", "-agent", agent, "-no-provider-taint")
 	// Only this node: nodes earlier tests registered are NotReady, and the
 	// suite wants every node ready.

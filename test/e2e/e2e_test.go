@@ -673,3 +673,18 @@ func (c *cluster) slurmJob(uid string) slurmclient.Job {
 	}
 	return found[0]
 }
+
+// sharedAgent copies the exec agent where compute nodes find it, a
+// directory of its own on the shared file system (removed after the
+// test), and returns both.
+func sharedAgent(t *testing.T, lab *labenv.Lab) (dir, agent string) {
+	dir, err := os.MkdirTemp(lab.Shared, "agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755)
+	agent = filepath.Join(dir, "slurm-vk-agent")
+	testbin.Copy(t, "slurm-vk-agent", agent)
+	return dir, agent
+}
