@@ -51,7 +51,7 @@ type envList struct {
 	sizes []int
 	size  int
 	// fallback: the services' variables, which $(VAR) can refer to.
-	fallback []envVar
+	fallback *envList
 }
 
 // set defines v (size, for a file-backed one, set by the caller), within
@@ -95,10 +95,8 @@ func (l *envList) put(v envVar) {
 func (l *envList) lookup(name string) (envVar, bool) {
 	i, ok := l.index[name]
 	if !ok {
-		for _, v := range l.fallback {
-			if v.name == name {
-				return v, true
-			}
+		if l.fallback != nil {
+			return l.fallback.lookup(name)
 		}
 		return envVar{}, false
 	}
@@ -148,7 +146,7 @@ func (t *translator) env(c *corev1.Container) ([]envVar, int, error) {
 		}
 	}
 	// The services' variables where the container set none by the name.
-	for _, v := range services {
+	for _, v := range services.vars {
 		if _, ok := l.index[v.name]; !ok {
 			if err := l.set(c, v); err != nil {
 				return nil, 0, err

@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,12 +18,12 @@ import (
 //
 // They name cluster IPs, which a compute node reaches only where the
 // cluster's service network does; a kubelet gives them all the same.
-func (t *translator) serviceEnv() ([]envVar, error) {
+func (t *translator) serviceEnv() (*envList, error) {
 	if t.look.Services == nil {
-		return nil, nil
+		return &envList{}, nil
 	}
 	if t.services != nil {
-		return *t.services, nil
+		return t.services, nil
 	}
 	byName := map[string]*corev1.Service{}
 	add := func(ns string, keep func(*corev1.Service) bool) error {
@@ -57,12 +58,14 @@ func (t *translator) serviceEnv() ([]envVar, error) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	var out []envVar
+	// Indexed: $(VAR) looks them up by name (expand's cost stays linear).
+	t.services = &envList{}
 	for _, n := range names {
-		out = append(out, serviceVars(byName[n])...)
+		for _, v := range serviceVars(byName[n]) {
+			t.services.put(v)
+		}
 	}
-	t.services = &out
-	return out, nil
+	return t.services, nil
 }
 
 // serviceVars are one service's variables, as the kubelet's envvars
@@ -77,22 +80,20 @@ func serviceVars(s *corev1.Service) []envVar {
 		}
 	}
 	for i, p := range s.Spec.Ports {
-		proto := string(corev1.ProtocolTCP)
+		proto := corev1.ProtocolTCP
 		if p.Protocol != "" {
-			proto = string(p.Protocol)
+			proto = p.Protocol
 		}
-		url := strings.ToLower(proto) + "://" + s.Spec.ClusterIP + ":" + strconv.Itoa(int(p.Port))
-		if strings.Contains(s.Spec.ClusterIP, ":") {
-			url = strings.ToLower(proto) + "://[" + s.Spec.ClusterIP + "]:" + strconv.Itoa(int(p.Port))
-		}
+		port, lower := strconv.Itoa(int(p.Port)), strings.ToLower(string(proto))
+		url := lower + "://" + net.JoinHostPort(s.Spec.ClusterIP, port) // [an IPv6 address]
 		if i == 0 {
 			out = append(out, envVar{name: prefix + "_PORT", value: url})
 		}
-		pp := prefix + "_PORT_" + strconv.Itoa(int(p.Port)) + "_" + strings.ToUpper(proto)
+		pp := prefix + "_PORT_" + port + "_" + strings.ToUpper(string(proto))
 		out = append(out,
 			envVar{name: pp, value: url},
-			envVar{name: pp + "_PROTO", value: strings.ToLower(proto)},
-			envVar{name: pp + "_PORT", value: strconv.Itoa(int(p.Port))},
+			envVar{name: pp + "_PROTO", value: lower},
+			envVar{name: pp + "_PORT", value: port},
 			envVar{name: pp + "_ADDR", value: s.Spec.ClusterIP})
 	}
 	return out

@@ -48,6 +48,10 @@ svk_on_term() { # NAME: stop it as a kubelet does, TERM then KILL after the grac
 		"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}"
 	) >/dev/null 2>&1 &
 }
+svk_gone() { # PID: wait up to 2 s for it to end
+	local i
+	for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+}
 svk_podman_dir() { # the user's podman runtime directory (its pause.pid), if it is the user's own
 	local d
 	d=$(svk_podman_env; printf %s "${XDG_RUNTIME_DIR:-/tmp/podman-run-$(id -u)}")
@@ -73,7 +77,7 @@ svk_end() { # what is left of the job's containers goes, and the user's pause pr
 	[ -n "$svk_podman" ] || return 0
 	if [ -n "${svk_hold_pid:-}" ]; then
 		kill "$svk_hold_pid" 2>/dev/null
-		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 "$svk_hold_flock" 2>/dev/null || break; sleep 0.1; done
+		svk_gone "$svk_hold_flock"
 	fi
 	(
 		svk_podman_env
@@ -85,7 +89,7 @@ svk_end() { # what is left of the job's containers goes, and the user's pause pr
 		[ -z "$("$svk_podman" ps -q 2>/dev/null)" ] || exit 0
 		p="$d/libpod/tmp/pause.pid"
 		[ -f "$p" ] && pid=$(cat "$p") && kill "$pid" 2>/dev/null || exit 0
-		for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		svk_gone "$pid"
 	)
 	return 0
 }

@@ -216,7 +216,7 @@ type translator struct {
 	// hostIP: a container's env has the node's address (hostIPVar).
 	hostIP bool
 	// services: serviceEnv's variables, once listed.
-	services *[]envVar
+	services *envList
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {
