@@ -77,7 +77,7 @@ svk_end() { # what is left of the job's containers goes, and the user's pause pr
 	[ -n "$svk_podman" ] || return 0
 	if [ -n "${svk_hold_pid:-}" ]; then
 		kill "$svk_hold_pid" 2>/dev/null
-		svk_gone "$svk_hold_flock"
+		wait "$svk_hold_flock" 2>/dev/null # its flock, gone with its lock (bash 5.1 on; older returns at once: then the lock may still look held, and the pause process stays)
 	fi
 	(
 		svk_podman_env
