@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -135,7 +136,7 @@ func TestOwnerShare(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer h.Close()
-	connect := func(path string) (io.Closer, error) {
+	connect := func(path string) (net.Conn, error) {
 		u, _ := url.Parse(srv.URL + path)
 		return tunnel.Dial(context.Background(), u, "", nil)
 	}
@@ -168,11 +169,20 @@ func TestOwnerShare(t *testing.T) {
 	if _, err := connect("/alice/1"); err != nil { // a reconnect
 		t.Errorf("a reconnect of alice's first pod: %v", err)
 	}
+	// The hub registers the reconnect after its 101 reaches us, then
+	// closes the older connection: its end says the swap (and the slot
+	// it gave back) is done.
+	closed := make(chan struct{})
+	go func() { io.Copy(io.Discard, a1); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the reconnect did not replace alice's first agent")
+	}
 	h.Drop("/alice/2")
 	until(2)
 	if _, err := connect("/alice/3"); err != nil {
 		t.Errorf("alice's third agent once the second is gone: %v", err)
 	}
 	until(3)
-	a1.Close()
 }
