@@ -36,11 +36,18 @@ REGISTRY_PORT=$((PORT_BASE + 50))         # anonymous pulls
 REGISTRY_PRIVATE_PORT=$((PORT_BASE + 51)) # basic auth
 REGISTRY_USER=puller
 
+# Each suite's job users have their own uids, so that what one lab's jobs
+# leave on this host (both labs can run at once) is never counted as the
+# other's.
+case "$LAB_SUITE" in
+trixie) UID_BASE=1500 ;;
+sid) UID_BASE=1510 ;;
+esac
 JOB_USER=${LAB_JOB_USER:-jobuser}
-JOB_UID=${LAB_JOB_UID:-1500}
+JOB_UID=${LAB_JOB_UID:-$UID_BASE}
 # A second job user, so that tenancy tests put two namespaces on two users.
 JOB_USER2=${LAB_JOB_USER2:-jobuser2}
-JOB_UID2=${LAB_JOB_UID2:-1501}
+JOB_UID2=${LAB_JOB_UID2:-$((UID_BASE + 1))}
 LAB_CPUS=${LAB_CPUS:-4}
 LAB_MEM_MB=${LAB_MEM_MB:-8192}
 # The second node, smaller than the first, with GPUs (numbers only).

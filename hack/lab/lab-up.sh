@@ -122,6 +122,12 @@ configure() {
 		u=${u%%:*}
 		# useradd gives each user its own range (login.defs SUB_UID_*), so
 		# the two users' containers never share a host id.
+		# A rootfs cached before the suite's uids changed has the user
+		# under another uid: made again (its home holds only caches).
+		if in_chroot id -u "$u" >/dev/null 2>&1 && [ "$(in_chroot id -u "$u")" != "$uid" ]; then
+			in_chroot userdel -r "$u" >/dev/null 2>&1 || :
+			sed -i "/^$u:/d" "$ROOTFS/etc/subuid" "$ROOTFS/etc/subgid"
+		fi
 		in_chroot sh -c "id $u >/dev/null 2>&1 || useradd -m -u $uid -s /bin/sh $u"
 		grep -q "^$u:" "$ROOTFS/etc/subuid" && grep -q "^$u:" "$ROOTFS/etc/subgid" || {
 			log "useradd gave $u no subordinate ids"
