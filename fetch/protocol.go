@@ -41,6 +41,11 @@ type Info struct {
 	// StartedAt is when the attempt started (its start marker's mtime),
 	// where the job recorded it.
 	StartedAt *time.Time `json:"startedAt,omitempty"`
+	// Ready and Started: the running attempt's readiness probe passes,
+	// its startup probe has passed (the tunnel agent runs them; false for
+	// a container without the probe, and from endpoints older than them).
+	Ready   bool `json:"ready,omitempty"`
+	Started bool `json:"started,omitempty"`
 	// TailOffset is where the last tail_lines lines start, when asked.
 	TailOffset *int64 `json:"tailOffset,omitempty"`
 	// SinceOffset is where the first line written at or after since

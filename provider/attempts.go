@@ -30,6 +30,9 @@ func watchesContainers(pod *corev1.Pod, attempts map[string]fetchclient.Containe
 		return true
 	}
 	for _, c := range pod.Spec.Containers {
+		if hasProbes(&c) {
+			return true // readiness can change while it runs
+		}
 		if cur := attempts[c.Name].Current; cur.StartedAt == nil && !cur.Exited {
 			return true
 		}
@@ -56,7 +59,7 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 			return
 		}
 		p.mu.Lock()
-		pod, rec, seen, watch := st.pod.DeepCopy(), st.record, st.seen, watchesContainers(st.pod, st.attempts)
+		pod, rec, seen, watch, deadlined := st.pod.DeepCopy(), st.record, st.seen, watchesContainers(st.pod, st.attempts), st.deadlined
 		st.polled = time.Now()
 		p.mu.Unlock()
 		if rec == nil || rec.State != slurmclient.StateRunning || !watch {
@@ -75,7 +78,11 @@ func (p *Provider) refreshRunning(ctx context.Context, running []*podState) {
 		}
 		o := observe(rec, containers)
 		o.hostIP = p.hostIP(rec)
+		o.probed = p.probed(pod)
 		status := podStatus(pod, o, p.cfg.Now())
+		if deadlined {
+			status = deadlineExceeded(status)
+		}
 		p.mu.Lock()
 		if cur, ok := p.pods[pod.UID]; !ok || cur != st || st.final || st.record != rec {
 			p.mu.Unlock()

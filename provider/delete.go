@@ -62,12 +62,14 @@ func (p *Provider) terminate(ctx context.Context, pod *corev1.Pod, id slurmclien
 		}
 		return false, nil
 	}
-	slurm, err := p.slurmAs(pod.Namespace)
-	if err != nil {
-		return false, err
-	}
-	if err := slurm.Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
-		return false, fmt.Errorf("signal job %d: %w", id, err)
+	if !p.stopAfterPreStop(pod, id, deadline.Sub(now)) {
+		slurm, err := p.slurmAs(pod.Namespace)
+		if err != nil {
+			return false, err
+		}
+		if err := slurm.Signal(ctx, id, syscall.SIGTERM); err != nil && !errors.Is(err, slurmclient.ErrNotFound) && !errors.Is(err, slurmclient.ErrRejected) {
+			return false, fmt.Errorf("signal job %d: %w", id, err)
+		}
 	}
 	p.mu.Lock()
 	p.cancels[id] = graceCancel{at: deadline, namespace: pod.Namespace, dir: PodRef(pod)}

@@ -53,6 +53,11 @@ func (t *translator) agentLines() string {
 	if t.anyStdin() {
 		stdin = ` -stdin "$svk_pod_dir"/` + shq(layout.StdinDir)
 	}
+	// -probes too only for pods with probes or hooks (an older agent
+	// keeps serving exec for the others).
+	if t.probes {
+		stdin += ` -probes "$svk_pod_dir"/` + shq(layout.Staged(layout.StagedProbes)) + ` -pod-dir "$svk_pod_dir"`
+	}
 	ca := ""
 	if t.cfg.AgentCAFile != "" {
 		ca = " -ca-file " + shq(t.cfg.AgentCAFile)

@@ -126,14 +126,15 @@ type podState struct {
 	reason string               // pending reason last seen
 	// record is the job's full record last read, and seen its containers'
 	// attempts then, to tell when a running pod's containers change.
-	record   *slurmclient.Job
-	seen     string
-	attempts map[string]fetchclient.Container // as last read, for when a read fails
-	polled   time.Time                        // when refreshRunning last looked
-	checked  time.Time                        // when the full record was last read
-	final    bool                             // terminal status recorded
-	ran      bool                             // ran under a job Slurm has forgotten (no job ID)
-	done     chan struct{}                    // closed when the pod's containers have ended
+	record    *slurmclient.Job
+	seen      string
+	attempts  map[string]fetchclient.Container // as last read, for when a read fails
+	polled    time.Time                        // when refreshRunning last looked
+	checked   time.Time                        // when the full record was last read
+	final     bool                             // terminal status recorded
+	ran       bool                             // ran under a job Slurm has forgotten (no job ID)
+	deadlined bool                             // cancelled past its activeDeadlineSeconds
+	done      chan struct{}                    // closed when the pod's containers have ended
 	// A pod not created yet: the pod as CreatePod got it, when to try
 	// again, and the back-off.
 	orig    *corev1.Pod

@@ -251,3 +251,78 @@ func TestTerminationMessageFromTheLog(t *testing.T) {
 		})
 	}
 }
+
+// TestScriptSidecar: a sidecar (an init container with restartPolicy
+// Always) has started before the init container and containers after it,
+// runs beside them, is restarted whatever its exit, and is stopped once
+// the containers end: the job's code is theirs.
+func TestScriptSidecar(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	t.Run("started first, stopped last", func(t *testing.T) {
+		r := newRestartRig(t)
+		// What the sidecar does once started is its own: the others
+		// wait a little for its file (svk_started's own test below says
+		// they waited for its start).
+		read := `for i in $(seq 50); do [ -e "$COUNT.side" ] && break; sleep 0.1; done; cat "$COUNT.side"`
+		side := corev1.Container{Name: "side", RestartPolicy: &always, Command: []string{"sh", "-c", `echo up >"$COUNT.side"; exec sleep 1000`}}
+		pod := basePod("sidecar", corev1.Container{Name: "main", Command: []string{"sh", "-c", read}})
+		pod.Spec.InitContainers = []corev1.Container{side, {Name: "init", Command: []string{"sh", "-c", read}}}
+		if err := r.start(t, pod).Wait(); err != nil {
+			t.Fatalf("job: %v, want success (the main container's)", err)
+		}
+		for _, c := range []string{"init", "main"} {
+			if got := r.file(pod, layout.LogFile(c, 0)); got != "up\n" {
+				t.Errorf("%s's log %q: the sidecar was not running beside it", c, got)
+			}
+		}
+		st := func(c string) time.Time {
+			fi, err := os.Stat(PodRef(pod).Path(r.cfg.SharedRoot, layout.StartFile(c, 0)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return fi.ModTime()
+		}
+		if side, init := st("side"), st("init"); init.Before(side) {
+			t.Errorf("the init container started at %v, before the sidecar (%v)", init, side)
+		}
+		if got := r.file(pod, layout.ExitFile("side", 0)); got == "" || got[0] == '<' {
+			t.Errorf("the sidecar's exit marker: %q, want it stopped with one", got)
+		}
+	})
+	t.Run("restarted whatever its exit", func(t *testing.T) {
+		r := newRestartRig(t)
+		side := corev1.Container{Name: "side", RestartPolicy: &always, Command: []string{"sh", "-c", `echo x >>"$COUNT"; exit 0`}}
+		pod := basePod("sidecar-crash", corev1.Container{Name: "main", Command: []string{"sh", "-c", `sleep 2.5; exit 3`}})
+		pod.Spec.InitContainers = []corev1.Container{side}
+		if code := exitCode(r.start(t, pod).Wait()); code != 3 {
+			t.Errorf("job exit %d, want 3: the main container's code", code)
+		}
+		if b, _ := os.ReadFile(filepath.Join(r.dir, "sidecar-crash.count")); strings.Count(string(b), "x") < 2 {
+			t.Errorf("the sidecar ran %d times in 2.5 s with a 1 s back-off, want it restarted", strings.Count(string(b), "x"))
+		}
+	})
+}
+
+// TestSvkStarted: the script waits for a sidecar's start marker (or its
+// startup probe's file), and gives up with its code when its run ends.
+func TestSvkStarted(t *testing.T) {
+	dir := t.TempDir()
+	script := "svk_pod_dir=" + shq(dir) + "\n" + runFunction + `
+mkdir -p "$svk_pod_dir/side"
+began=$SECONDS
+( sleep 1.5; : >"$svk_pod_dir/side/0.started"; sleep 5 ) >/dev/null 2>&1 &
+svk_started side $! started || exit 9
+echo "started after $((SECONDS - began))"
+( exit 7 ) &
+svk_started other $! start
+echo "gave up: $?"
+`
+	out, err := exec.Command("bash", "-c", script).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	// $SECONDS counts whole seconds: 1.5 s is 1 or 2.
+	if got := string(out); got != "started after 1\ngave up: 7\n" && got != "started after 2\ngave up: 7\n" {
+		t.Errorf("output %q: want it to wait for the file (1.5 s), then give up with the run's code 7", got)
+	}
+}

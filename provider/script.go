@@ -153,6 +153,20 @@ svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$svk_dir/{REASON}"; } # REASON MESS
 svk_on_term() { :; }
 svk_begin() { :; }
 svk_end() { :; }
+svk_started() { # NAME PID KIND: wait until a sidecar has started (an attempt's KIND file), or its run ended
+	local f
+	while :; do
+		for f in "$svk_pod_dir/$1"/*."$3"; do [ -e "$f" ] && return 0; done
+		kill -0 "$2" 2>/dev/null || { wait "$2"; return; }
+		sleep 0.2
+	done
+}
+svk_stop_sidecars() { # once the containers have ended (or an init container failed): TERM, as a kubelet stops them
+	local p
+	[ "${#svk_side[@]}" -gt 0 ] || return 0
+	for p in "${svk_side[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${svk_side[@]}"; do wait "$p" 2>/dev/null; done
+}
 svk_kill_after() { # PGID: KILL the group once the grace period is over (run's svk_wd)
 	[ -z "$svk_wd" ] || return 0
 	set -m # its own group too: run ends it, sleep and all, when the container ends first
@@ -186,6 +200,12 @@ func restartPolicy(pod *corev1.Pod) corev1.RestartPolicy {
 		return corev1.RestartPolicyAlways
 	}
 	return pod.Spec.RestartPolicy
+}
+
+// sidecar says whether an init container is a sidecar: its own
+// restartPolicy Always (it runs beside the containers).
+func sidecar(c *corev1.Container) bool {
+	return c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
 }
 
 // initPolicy is how init containers restart: on failure, unless the pod
@@ -315,9 +335,21 @@ func (t *translator) script(inits, mains []string) string {
 	for _, block := range mains {
 		b.WriteString(block)
 	}
-	b.WriteString("svk_begin\n")
+	b.WriteString("svk_begin\nsvk_side=()\n")
 	for _, c := range t.pod.Spec.InitContainers {
-		fmt.Fprintf(&b, "run %s c_%s %s %s %s || { svk_status=$?; svk_end; exit \"$svk_status\"; }\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))
+		if sidecar(&c) {
+			// A sidecar runs beside what follows, restarted whatever its
+			// exit, from the moment it has started (its startup probe
+			// passed, where the agent runs one) until the containers end.
+			kind := layout.KindStart
+			if c.StartupProbe != nil && t.probes {
+				kind = layout.KindStarted
+			}
+			fmt.Fprintf(&b, "run %s c_%s Always %s %s &\nsvk_side+=($!)\nsvk_started %s \"$!\" %s || { svk_status=$?; svk_stop_sidecars; svk_end; exit \"$svk_status\"; }\n",
+				shq(c.Name), envSafe(c.Name), t.stdinArg(&c), t.msgArg(&c), shq(c.Name), kind)
+			continue
+		}
+		fmt.Fprintf(&b, "run %s c_%s %s %s %s || { svk_status=$?; svk_stop_sidecars; svk_end; exit \"$svk_status\"; }\n", shq(c.Name), envSafe(c.Name), initPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))
 	}
 	b.WriteString("svk_pids=()\n")
 	for _, c := range t.pod.Spec.Containers {
@@ -336,6 +368,7 @@ for svk_p in "${svk_pids[@]}"; do
 	if [ "$svk_status" -eq 0 ] && [ "$svk_rc" -ne 0 ]; then svk_status=$svk_rc; fi
 done
 `)
+	b.WriteString("svk_stop_sidecars\n")
 	if t.agent() {
 		b.WriteString("[ -z \"$svk_agent\" ] || kill \"$svk_agent\" 2>/dev/null\n")
 	}

@@ -55,6 +55,8 @@ type observation struct {
 	// hostIP is the address of the node the job runs on, where known: the
 	// pod's host IP and its IP (its containers share the node's network).
 	hostIP string
+	// probed: the job's agent runs the pod's probes (Provider.probed).
+	probed bool
 }
 
 // observe reads the containers' attempts, as the fetch endpoint reported
@@ -89,12 +91,13 @@ func fingerprint(containers map[string]fetchclient.Container) string {
 		Code           *int
 		Started, Ended *time.Time
 		Reason         string
+		Probes         [2]bool
 	}
 	of := func(i *fetchclient.Info) *attempt {
 		if i == nil {
 			return nil
 		}
-		return &attempt{i.Attempt, i.Exited, i.ExitCode, i.StartedAt, i.ExitedAt, i.Reason}
+		return &attempt{i.Attempt, i.Exited, i.ExitCode, i.StartedAt, i.ExitedAt, i.Reason, [2]bool{i.Started, i.Ready}}
 	}
 	sum := map[string][2]*attempt{}
 	for name, c := range containers {
@@ -191,11 +194,16 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 	var initFailed, allReady, allOK bool
 	st.InitContainerStatuses, initFailed = v.initContainers()
 	st.ContainerStatuses, allReady, allOK = v.containers(initFailed)
+	for i, c := range v.pod.Spec.InitContainers {
+		if sidecar(&c) && !st.InitContainerStatuses[i].Ready {
+			allReady = false // a sidecar counts in the pod's readiness
+		}
+	}
 	st.Phase, st.Reason, st.Message = v.phase(allOK && !initFailed)
 	if st.Phase == corev1.PodRunning && startingUp(st.ContainerStatuses) {
 		st.Phase = corev1.PodPending // the job runs, the containers not yet
 	}
-	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, !initialized(st.InitContainerStatuses), now, st.Reason, st.Message)
+	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, !initialized(pod, st.InitContainerStatuses), now, st.Reason, st.Message)
 	return st
 }
 
@@ -297,6 +305,11 @@ func (v *statusView) initContainers() (out []corev1.ContainerStatus, initFailed 
 		cs := corev1.ContainerStatus{Name: c.Name, Image: c.Image, RestartCount: int32(v.o.attempts[c.Name].Current.Attempt)}
 		cs.LastTerminationState.Terminated = previous(v.o, c.Name)
 		_, exited := v.o.exits[c.Name]
+		if sidecar(&c) {
+			initFailed = v.sidecar(&c, &cs, exited, initFailed)
+			out = append(out, cs)
+			continue
+		}
 		switch {
 		case !initFailed && v.backingOff(c.Name, policy):
 			cs.LastTerminationState.Terminated = v.terminated(c.Name, "Error")
@@ -323,6 +336,42 @@ func (v *statusView) initContainers() (out []corev1.ContainerStatus, initFailed 
 		out = append(out, cs)
 	}
 	return out, initFailed
+}
+
+// sidecar is a sidecar's status (an init container that runs beside the
+// others, restarted whatever its exit, until they end): the containers
+// after it wait until it has started; its exit code, once the job ends,
+// is not the pod's. It says whether the ones after it wait.
+func (v *statusView) sidecar(c *corev1.Container, cs *corev1.ContainerStatus, exited, waiting bool) bool {
+	switch {
+	case waiting && !v.terminal:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
+		return true
+	case v.terminal:
+		if exited || (v.started && !waiting) {
+			cs.State.Terminated = v.terminated(c.Name, "Error")
+		} else {
+			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
+		}
+		cs.Started = ptrBool(false)
+		return waiting
+	case !v.started:
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
+		return true
+	case v.backingOff(c.Name, corev1.RestartPolicyAlways):
+		cs.LastTerminationState.Terminated = v.terminated(c.Name, "Error")
+		cs.State.Waiting = backOff(v.pod, c.Name, v.o)
+		cs.Started = ptrBool(false)
+		return false // it has run: the ones after it went on
+	case !v.running(c.Name):
+		cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
+		cs.Started = ptrBool(false)
+		return true
+	}
+	cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(v.startedAt(c.Name))}
+	started, ready := probeState(c, v.o.attempts[c.Name].Current, v.o.probed)
+	cs.Started, cs.Ready = ptrBool(started), ready
+	return !started && cs.RestartCount == 0
 }
 
 // containers are the pod's regular containers, which run at once once
@@ -359,8 +408,9 @@ func (v *statusView) containers(initFailed bool) (out []corev1.ContainerStatus, 
 			cs.Started = ptrBool(false)
 		default:
 			cs.State.Running = &corev1.ContainerStateRunning{StartedAt: mt(v.startedAt(c.Name))}
-			cs.Started = ptrBool(true)
-			cs.Ready = true
+			started, ready := probeState(&c, v.o.attempts[c.Name].Current, v.o.probed)
+			cs.Started = ptrBool(started)
+			cs.Ready = ready
 		}
 		if !cs.Ready {
 			allReady = false
@@ -404,8 +454,16 @@ func startingUp(cs []corev1.ContainerStatus) bool {
 
 // initialized tells whether every init container has succeeded (true
 // without any), the pod's Initialized condition.
-func initialized(inits []corev1.ContainerStatus) bool {
-	for _, c := range inits {
+func initialized(pod *corev1.Pod, inits []corev1.ContainerStatus) bool {
+	for i, c := range inits {
+		if sidecar(&pod.Spec.InitContainers[i]) {
+			if c.Started == nil || !*c.Started {
+				if c.State.Terminated == nil { // ended with the job: it had run
+					return false
+				}
+			}
+			continue
+		}
 		if c.State.Terminated == nil || c.State.Terminated.ExitCode != 0 {
 			return false
 		}

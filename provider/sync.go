@@ -38,6 +38,7 @@ func (p *Provider) Run(ctx context.Context) {
 func (p *Provider) Sync(ctx context.Context) error {
 	p.cancelDue(ctx)
 	p.retryDue(ctx)
+	p.enforceDeadlines(ctx)
 	p.mu.Lock()
 	var ids []slurmclient.JobID
 	tracked := map[slurmclient.JobID]*podState{}
@@ -148,7 +149,7 @@ func (p *Provider) refreshPending(ctx context.Context, stale []*podState) error 
 // its containers' exit markers) and publishes the pod's new status.
 func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 	p.mu.Lock()
-	pod := st.pod.DeepCopy()
+	pod, deadlined := st.pod.DeepCopy(), st.deadlined
 	p.mu.Unlock()
 	now := p.cfg.Now()
 	job, err := p.slurm.Job(ctx, st.job)
@@ -177,9 +178,13 @@ func (p *Provider) refresh(ctx context.Context, st *podState, flags int) error {
 		}
 		o := observe(job, containers)
 		o.hostIP = p.hostIP(job)
+		o.probed = p.probed(pod)
 		seen = fingerprint(containers)
 		status = podStatus(pod, o, now)
 		final = job.State.Terminal()
+	}
+	if deadlined {
+		status = deadlineExceeded(status)
 	}
 	p.mu.Lock()
 	if cur, ok := p.pods[pod.UID]; !ok || cur != st {

@@ -353,3 +353,47 @@ func TestMissingConfigMapWaits(t *testing.T) {
 		t.Fatalf("after the retry the pod follows %+v", st)
 	}
 }
+
+// TestActiveDeadline: a pod past its activeDeadlineSeconds, counted from
+// its start (and lowered while it runs, as an update may), has its job
+// cancelled and fails with the kubelet's reason and message; before
+// that, nothing is cancelled.
+func TestActiveDeadline(t *testing.T) {
+	ctx := context.Background()
+	f := newFakeSlurm()
+	now := time.Now()
+	p := New(Config{TranslateConfig: TranslateConfig{NodeName: "n", Partition: "debug", SharedRoot: "/s", Runtime: RuntimeNone},
+		Now: func() time.Time { return now }}, f, startedFiles{}, lookups)
+	long := int64(3600)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p", UID: "u-1"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, ActiveDeadlineSeconds: &long,
+			Containers: []corev1.Container{{Name: "main", Command: []string{"sleep", "1000"}}}}}
+	if err := p.CreatePod(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := p.get("ns", "p")
+	f.set(st.job, slurmclient.StateRunning, "")
+	now = now.Add(10 * time.Second)
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := p.GetPod(ctx, "ns", "p"); got.Status.Phase != corev1.PodRunning || len(f.cancelled) != 0 {
+		t.Fatalf("within its deadline: %s, cancelled %v", got.Status.Phase, f.cancelled)
+	}
+	updated, _ := p.GetPod(ctx, "ns", "p")
+	short := int64(5)
+	updated.Spec.ActiveDeadlineSeconds = &short
+	p.UpdatePod(ctx, updated)
+	for range 2 { // the cancel, then the job's new state
+		if err := p.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(f.cancelled) != 1 || f.cancelled[0] != st.job {
+		t.Errorf("cancelled %v, want job %d", f.cancelled, st.job)
+	}
+	got, _ := p.GetPod(ctx, "ns", "p")
+	if got.Status.Phase != corev1.PodFailed || got.Status.Reason != ReasonDeadlineExceeded || got.Status.Message != messageDeadlineExceeded {
+		t.Errorf("status %s %q %q, want Failed, %s, %q", got.Status.Phase, got.Status.Reason, got.Status.Message, ReasonDeadlineExceeded, messageDeadlineExceeded)
+	}
+}

@@ -127,11 +127,6 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	if len(pod.Spec.Containers) == 0 {
 		return nil, invalid("NoContainers", "the pod has no containers")
 	}
-	for _, c := range pod.Spec.InitContainers {
-		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways {
-			return nil, invalid("SidecarNotSupported", "init container %q has restartPolicy Always (a sidecar): not supported on Slurm nodes yet; run it as a regular container", c.Name)
-		}
-	}
 	switch pod.Spec.RestartPolicy {
 	case "", corev1.RestartPolicyAlways, corev1.RestartPolicyOnFailure, corev1.RestartPolicyNever:
 	default:
@@ -187,6 +182,9 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		}
 		mains = append(mains, block)
 	}
+	if t.probes, err = t.stageProbes(); err != nil {
+		return nil, err
+	}
 	spec, err := t.jobSpec()
 	if err != nil {
 		return nil, err
@@ -217,6 +215,8 @@ type translator struct {
 	hostIP bool
 	// services: serviceEnv's variables, once listed.
 	services *envList
+	// probes: the agent runs the pod's probes and hooks (staged).
+	probes bool
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {

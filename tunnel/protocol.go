@@ -53,7 +53,8 @@ const (
 
 // Request is what a session asks of the agent.
 type Request struct {
-	// Kind is "exec", "attach" or "port-forward".
+	// Kind is "exec", "attach", "port-forward" or "hook" (a lifecycle
+	// hook's Handler, run against the container: preStop).
 	Kind string `json:"kind"`
 	// Container names the pod's container (exec, attach).
 	Container string `json:"container,omitempty"`
@@ -65,6 +66,8 @@ type Request struct {
 	// Port is port-forward's TCP port, on the job's node (or inside the
 	// container's network namespace where it has one).
 	Port int `json:"port,omitempty"`
+	// Hook is the hook's handler (kind hook).
+	Hook *Handler `json:"hook,omitempty"`
 }
 
 // TermSize is a terminal's size in characters.

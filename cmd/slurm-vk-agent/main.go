@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/slurmkube/slurm-vk/tunnel"
 	"github.com/slurmkube/slurm-vk/tunnel/agent"
 )
 
@@ -29,6 +31,8 @@ func main() {
 	flag.StringVar(&cfg.Containers.StdinDir, "stdin", "", "directory of the stdin FIFOs of containers started with stdin (kubectl attach)")
 	flag.StringVar(&cfg.Containers.Runtime, "runtime", "none", "the job's container runtime")
 	flag.IntVar(&cfg.MaxSessions, "max-sessions", 16, "sessions served at once")
+	probes := flag.String("probes", "", "the pod's probes and lifecycle hooks (JSON, package tunnel's Probes), run beside its containers")
+	podDir := flag.String("pod-dir", "", "the pod directory (with -probes: the containers' attempts)")
 	verbose := flag.Bool("v", false, "debug logging")
 	flag.Parse()
 	if cfg.URL == "" || cfg.Namespace == "" || cfg.Name == "" || cfg.UID == "" || cfg.TokenFile == "" || cfg.Containers.PIDDir == "" {
@@ -43,6 +47,20 @@ func main() {
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("agent", cfg.Namespace+"/"+cfg.Name)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *probes != "" {
+		var spec tunnel.Probes
+		data, err := os.ReadFile(*probes)
+		if err == nil {
+			err = json.Unmarshal(data, &spec)
+		}
+		if err != nil || *podDir == "" {
+			cfg.Logger.Error("the pod's probes cannot run", "err", err, "pod-dir", *podDir)
+			os.Exit(2)
+		}
+		// Probes do not wait for the fetch endpoint: they run while
+		// the tunnel reconnects.
+		go agent.RunProbes(ctx, agent.ProbeConfig{Probes: spec, PodDir: *podDir, Containers: cfg.Containers, Logger: cfg.Logger})
+	}
 	if err := agent.Run(ctx, cfg); err != nil {
 		cfg.Logger.Error("slurm-vk-agent stopped", "err", err)
 		os.Exit(1)

@@ -140,10 +140,15 @@ const (
 	KindStart = "start" // empty; its mtime is when the attempt started
 	KindTimes = "times" // the log's time index (fetch/logtime)
 	KindMsg   = "msg"   // the container's termination message file (bound at terminationMessagePath)
+	// KindReady and KindStarted are empty files the tunnel agent keeps
+	// while the attempt's readiness probe passes and once its startup
+	// probe has passed (containers without the probe have none).
+	KindReady   = "ready"
+	KindStarted = "started"
 )
 
 // AttemptKinds are every kind an attempt may have on disk.
-var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit, KindMsg}
+var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit, KindMsg, KindReady, KindStarted}
 
 // AttemptName is an attempt's file name in its container directory. The
 // job script calls it with a shell expression for the attempt ("$n"), Go
@@ -185,6 +190,16 @@ func StartFile(container string, attempt int) string {
 // to the pod directory.
 func TimesFile(container string, attempt int) string {
 	return attemptFile(container, attempt, KindTimes)
+}
+
+// ReadyFile and StartedFile are an attempt's probe flags (KindReady,
+// KindStarted).
+func ReadyFile(container string, attempt int) string {
+	return attemptFile(container, attempt, KindReady)
+}
+
+func StartedFile(container string, attempt int) string {
+	return attemptFile(container, attempt, KindStarted)
 }
 
 // ParseAttemptFile splits a file name of a container directory into its
@@ -249,6 +264,10 @@ const StdinDir = WorkDir + "/.stdin"
 
 // OnceSuffix: see StdinDir.
 const OnceSuffix = ".once"
+
+// StagedProbes is the pod's probes and lifecycle hooks (package tunnel's
+// Probes, as JSON), which the tunnel agent runs beside the containers.
+const StagedProbes = "agent/probes.json"
 
 // Staged is a staged file's path relative to the pod directory.
 func Staged(rel string) string { return path.Join(StagedDir, rel) }

@@ -52,7 +52,17 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 	if fi, err := pr.Lstat(layout.StartFile(q.container, q.attempt)); err == nil && fi.Mode().IsRegular() {
 		st.startedAt = fi.ModTime()
 	}
+	if !st.exited {
+		st.ready = plainExists(pr, layout.ReadyFile(q.container, q.attempt))
+		st.started = plainExists(pr, layout.StartedFile(q.container, q.attempt))
+	}
 	return st, nil
+}
+
+// plainExists says whether name is a regular file (a probe's flag).
+func plainExists(pr *os.Root, name string) bool {
+	fi, err := pr.Lstat(name)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // maxAttemptScan bounds the entries of a container directory read to find
@@ -184,6 +194,7 @@ func (st streamState) info(attempt int) fetch.Info {
 	if !st.startedAt.IsZero() {
 		body.StartedAt = &st.startedAt
 	}
+	body.Ready, body.Started = st.ready, st.started
 	return body
 }
 

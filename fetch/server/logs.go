@@ -52,6 +52,9 @@ type streamState struct {
 	exitedAt  time.Time // the marker's mtime: when the container ended, by the compute node's clock
 	mtime     time.Time // the log's mtime: when its last byte was written
 	startedAt time.Time // the start marker's mtime, if there is one
+	// ready and started: the attempt's readiness and startup probes
+	// passed (the agent's files).
+	ready, started bool
 	// reason and message, when the job script gave them (a pull failure).
 	reason, message string
 }

@@ -209,6 +209,8 @@ func serveStream(ctx context.Context, cfg Config, st net.Conn) {
 		tunnel.WriteJSON(st, tunnel.FrameExit, attach(cfg.Containers, st, req))
 	case "port-forward":
 		tunnel.WriteJSON(st, tunnel.FrameExit, portForward(ctx, st, req))
+	case "hook":
+		tunnel.WriteJSON(st, tunnel.FrameExit, hook(ctx, cfg.Containers, st, req))
 	default:
 		tunnel.WriteJSON(st, tunnel.FrameExit, tunnel.Exit{Code: -1, Error: fmt.Sprintf("%s is not supported by this agent", req.Kind)})
 	}
