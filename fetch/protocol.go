@@ -46,6 +46,8 @@ type Info struct {
 	// a container without the probe, and from endpoints older than them).
 	Ready   bool `json:"ready,omitempty"`
 	Started bool `json:"started,omitempty"`
+	// PostStarted: its postStart hook has run.
+	PostStarted bool `json:"postStarted,omitempty"`
 	// TailOffset is where the last tail_lines lines start, when asked.
 	TailOffset *int64 `json:"tailOffset,omitempty"`
 	// SinceOffset is where the first line written at or after since

@@ -49,7 +49,7 @@ func TestLabProbes(t *testing.T) {
 					PeriodSeconds: 1, FailureThreshold: 1},
 				// A liveness failure removes its cause, so that the
 				// restarted container lives (none's /tmp outlives it).
-				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "test ! -e " + f("die") + " || { rm -f " + f("die") + " " + f("ready") + "; exit 1; }"}}},
+				LivenessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"sh", "-c", "test ! -e " + f("die") + " || { busybox rm -f " + f("die") + " " + f("ready") + "; exit 1; }"}}},
 					PeriodSeconds: 1, FailureThreshold: 1},
 			}
 			if rt != RuntimeNone {
@@ -83,7 +83,7 @@ func TestLabProbes(t *testing.T) {
 				}
 			}
 			r.waitFor(t, pod, "running, not ready", ready(false))
-			exec("cat", f("hooked")) // the postStart hook ran in the container
+			exec("cat", f("hooked")) // running: the postStart hook has run, in the container
 			// Not ready for a while: the probe runs each second and fails.
 			time.Sleep(3 * time.Second)
 			if last := r.waitFor(t, pod, "running, not ready", ready(false)); podReady(last) {
@@ -91,7 +91,7 @@ func TestLabProbes(t *testing.T) {
 			}
 			exec("touch", f("ready"))
 			r.waitFor(t, pod, "Ready", ready(true))
-			exec("rm", f("ready"))
+			exec("busybox", "rm", f("ready"))
 			r.waitFor(t, pod, "not Ready once the probe fails", ready(false))
 			exec("touch", f("ready"))
 			r.waitFor(t, pod, "Ready again", ready(true))

@@ -192,10 +192,23 @@ func (p *Provider) probed(pod *corev1.Pod) bool {
 	return err == nil && (s == nil || s.launcher != LauncherSrun)
 }
 
+// hasPostStart says whether the pod's container (or sidecar) name has a
+// postStart hook.
+func hasPostStart(pod *corev1.Pod, name string) bool {
+	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for _, c := range cs {
+			if c.Name == name {
+				return c.Lifecycle != nil && c.Lifecycle.PostStart != nil
+			}
+		}
+	}
+	return false
+}
+
 // hasProbes says whether a container's readiness or start can change
 // while it runs.
 func hasProbes(c *corev1.Container) bool {
-	return c.ReadinessProbe != nil || c.StartupProbe != nil
+	return c.ReadinessProbe != nil || c.StartupProbe != nil || c.Lifecycle != nil && c.Lifecycle.PostStart != nil
 }
 
 // probeState is a running container's started and ready, as a kubelet

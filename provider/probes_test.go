@@ -156,6 +156,17 @@ func TestProbeStatus(t *testing.T) {
 			}
 		})
 	}
+	hooked := basePod("hooked", corev1.Container{Name: "a", Lifecycle: &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"true"}}}}})
+	for _, tc := range []struct {
+		post, probed bool
+		running      bool
+	}{{false, true, false}, {true, true, true}, {false, false, true}} {
+		o := observe(job, map[string]fetchclient.Container{"a": {Current: fetchclient.Info{StartedAt: &startedAt, PostStarted: tc.post}}})
+		o.probed = tc.probed
+		if a := podStatus(hooked, o, now).ContainerStatuses[0]; (a.State.Running != nil) != tc.running {
+			t.Errorf("postStart run %v, probed %v: state %+v, want running %v (a kubelet's container runs once its postStart hook has)", tc.post, tc.probed, a.State, tc.running)
+		}
+	}
 	if !watchesContainers(basePod("one", corev1.Container{Name: "a", ReadinessProbe: &corev1.Probe{}}), map[string]fetchclient.Container{"a": {Current: fetchclient.Info{StartedAt: &startedAt}}}) {
 		t.Error("a started single container with a readiness probe is not watched: its readiness would never be read")
 	}

@@ -91,13 +91,13 @@ func fingerprint(containers map[string]fetchclient.Container) string {
 		Code           *int
 		Started, Ended *time.Time
 		Reason         string
-		Probes         [2]bool
+		Probes         [3]bool
 	}
 	of := func(i *fetchclient.Info) *attempt {
 		if i == nil {
 			return nil
 		}
-		return &attempt{i.Attempt, i.Exited, i.ExitCode, i.StartedAt, i.ExitedAt, i.Reason, [2]bool{i.Started, i.Ready}}
+		return &attempt{i.Attempt, i.Exited, i.ExitCode, i.StartedAt, i.ExitedAt, i.Reason, [3]bool{i.Started, i.Ready, i.PostStarted}}
 	}
 	sum := map[string][2]*attempt{}
 	for name, c := range containers {
@@ -230,8 +230,12 @@ func (v *statusView) backingOff(name string, policy corev1.RestartPolicy) bool {
 // running tells whether the container's latest attempt has started its
 // process: the job script marks the start right before it execs the
 // container, after the image is pulled (its attempt exists from before).
+//
+// A container with a postStart hook is running once the hook has run
+// (where the agent runs it), as on a kubelet.
 func (v *statusView) running(name string) bool {
-	return v.o.attempts[name].Current.StartedAt != nil
+	cur := v.o.attempts[name].Current
+	return cur.StartedAt != nil && (!v.o.probed || cur.PostStarted || !hasPostStart(v.pod, name))
 }
 
 // creating is the reason of a container not started yet, as the

@@ -145,10 +145,13 @@ const (
 	// probe has passed (containers without the probe have none).
 	KindReady   = "ready"
 	KindStarted = "started"
+	// KindPostStart is an empty file the agent makes once the attempt's
+	// postStart hook has run: a kubelet's container is running from then.
+	KindPostStart = "poststart"
 )
 
 // AttemptKinds are every kind an attempt may have on disk.
-var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit, KindMsg, KindReady, KindStarted}
+var AttemptKinds = []string{KindLog, KindTimes, KindStart, KindExit, KindMsg, KindReady, KindStarted, KindPostStart}
 
 // AttemptName is an attempt's file name in its container directory. The
 // job script calls it with a shell expression for the attempt ("$n"), Go
@@ -200,6 +203,11 @@ func ReadyFile(container string, attempt int) string {
 
 func StartedFile(container string, attempt int) string {
 	return attemptFile(container, attempt, KindStarted)
+}
+
+// PostStartFile is an attempt's KindPostStart flag.
+func PostStartFile(container string, attempt int) string {
+	return attemptFile(container, attempt, KindPostStart)
 }
 
 // ParseAttemptFile splits a file name of a container directory into its

@@ -55,6 +55,7 @@ func look(pr *os.Root, q streamQuery) (streamState, error) {
 	if !st.exited {
 		st.ready = plainExists(pr, layout.ReadyFile(q.container, q.attempt))
 		st.started = plainExists(pr, layout.StartedFile(q.container, q.attempt))
+		st.postStarted = plainExists(pr, layout.PostStartFile(q.container, q.attempt))
 	}
 	return st, nil
 }
@@ -194,7 +195,7 @@ func (st streamState) info(attempt int) fetch.Info {
 	if !st.startedAt.IsZero() {
 		body.StartedAt = &st.startedAt
 	}
-	body.Ready, body.Started = st.ready, st.started
+	body.Ready, body.Started, body.PostStarted = st.ready, st.started, st.postStarted
 	return body
 }
 

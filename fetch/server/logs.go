@@ -54,7 +54,7 @@ type streamState struct {
 	startedAt time.Time // the start marker's mtime, if there is one
 	// ready and started: the attempt's readiness and startup probes
 	// passed (the agent's files).
-	ready, started bool
+	ready, started, postStarted bool
 	// reason and message, when the job script gave them (a pull failure).
 	reason, message string
 }

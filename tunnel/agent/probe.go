@@ -153,6 +153,7 @@ func (w *watcher) attempt(ctx context.Context, a attempt) {
 			}
 			return
 		}
+		w.flag(a, layout.KindPostStart, true)
 	}
 	if p := w.cp.Startup; p != nil {
 		if !w.probe(ctx, a, p, began, "startup", func(ok bool) bool { return ok }) {

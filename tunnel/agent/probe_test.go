@@ -314,6 +314,9 @@ func TestPostStartHook(t *testing.T) {
 		if !r.alive() {
 			t.Error("the container was stopped")
 		}
+		if !r.flag(0, layout.KindPostStart) {
+			t.Error("no poststart flag: the provider would never see the container running")
+		}
 	})
 	t.Run("fails", func(t *testing.T) {
 		t.Parallel()
@@ -321,5 +324,8 @@ func TestPostStartHook(t *testing.T) {
 		r.start()
 		r.run(tunnel.ContainerProbes{Grace: 30, PostStart: &tunnel.Handler{Exec: []string{"false"}}})
 		r.until("stopped", func() bool { return !r.alive() })
+		if r.flag(0, layout.KindPostStart) {
+			t.Error("a failed hook flagged as run")
+		}
 	})
 }
