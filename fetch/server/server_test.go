@@ -14,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -244,6 +245,33 @@ func TestInfo(t *testing.T) {
 	_, _, body = e.do("GET", podURL(testPod)+"/containers/main/info?attempt=3", nil)
 	if strings.Contains(string(body), "exitedAt") {
 		t.Errorf("exitedAt before the container ended: %s", body)
+	}
+}
+
+// TestProbeFlags: a running attempt's probe files (the agent's) are
+// reported; a link in their place, or an attempt that has ended, is not.
+func TestProbeFlags(t *testing.T) {
+	e := newEnv(t)
+	e.writeLog("main", 0, "running", nil)
+	dir := filepath.Join(e.root, testPod.Dir())
+	for _, f := range []string{layout.ReadyFile("main", 0), layout.StartedFile("main", 0)} {
+		must(t, os.WriteFile(filepath.Join(dir, f), nil, 0o644))
+	}
+	must(t, os.Symlink(layout.ReadyFile("main", 0), filepath.Join(dir, layout.PostStartFile("main", 0))))
+	info := func(attempt int) fetch.Info {
+		_, _, body := e.do("GET", podURL(testPod)+"/containers/main/info?attempt="+strconv.Itoa(attempt), nil)
+		var i fetch.Info
+		if err := json.Unmarshal(body, &i); err != nil {
+			t.Fatalf("%v: %s", err, body)
+		}
+		return i
+	}
+	if i := info(0); !i.Ready || !i.Started || i.PostStarted {
+		t.Errorf("ready %v started %v postStarted %v, want true, true and false (a link is not the agent's flag)", i.Ready, i.Started, i.PostStarted)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, layout.ExitFile("main", 0)), []byte("0\n"), 0o644))
+	if i := info(0); i.Ready || i.Started {
+		t.Errorf("an ended attempt: ready %v started %v", i.Ready, i.Started)
 	}
 }
 

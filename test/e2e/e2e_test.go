@@ -170,6 +170,11 @@ func (c *cluster) startFetchd(t *testing.T) {
 func setup(t *testing.T, extra ...string) *cluster {
 	c := setupSlurmSide(t)
 	c.clearNode(nodeName)
+	// Registered anew, with this test's flags: a node object an earlier
+	// test left keeps its taints (-no-provider-taint would not take).
+	if _, err := c.kubectl("delete", "node", nodeName, "--ignore-not-found"); err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"-kubeconfig", c.cp["CONTROLPLANE_PROVIDER_KUBECONFIG"], "-node-name", nodeName,
 		"-partition", c.lab.Partition, "-slurmrestd-url", c.lab.URL, "-slurm-token-file", c.lab.TokenFile, "-slurm-user", c.lab.User,
 		"-fetch-url", "http://" + c.fetchdAddr, "-fetch-token-file", c.tokenFile, "-shared-root", c.root, "-runtime", "none",
