@@ -204,7 +204,44 @@ func podStatus(pod *corev1.Pod, o observation, now time.Time) corev1.PodStatus {
 		st.Phase = corev1.PodPending // the job runs, the containers not yet
 	}
 	st.Conditions = conditions(st.Phase, allReady && st.Phase == corev1.PodRunning, !initialized(pod, st.InitContainerStatuses), now, st.Reason, st.Message)
+	explain(pod, &st)
 	return st
+}
+
+// explain gives the Initialized, ContainersReady and Ready conditions
+// that are false the kubelet's reason and message, which name the
+// containers (a pod's own reason stands where it has one).
+func explain(pod *corev1.Pod, st *corev1.PodStatus) {
+	var incomplete, unready []string
+	for i, c := range st.InitContainerStatuses {
+		side := sidecar(&pod.Spec.InitContainers[i])
+		switch {
+		case side && (c.Started == nil || !*c.Started) && c.State.Terminated == nil:
+			incomplete = append(incomplete, c.Name)
+		case !side && (c.State.Terminated == nil || c.State.Terminated.ExitCode != 0):
+			incomplete = append(incomplete, c.Name)
+		}
+		if side && !c.Ready {
+			unready = append(unready, c.Name)
+		}
+	}
+	for _, c := range st.ContainerStatuses {
+		if !c.Ready {
+			unready = append(unready, c.Name)
+		}
+	}
+	for i := range st.Conditions {
+		c := &st.Conditions[i]
+		if c.Status != corev1.ConditionFalse {
+			continue
+		}
+		switch {
+		case c.Type == corev1.PodInitialized && len(incomplete) > 0:
+			c.Reason, c.Message = "ContainersNotInitialized", fmt.Sprintf("containers with incomplete status: %v", incomplete)
+		case (c.Type == corev1.ContainersReady || c.Type == corev1.PodReady && c.Reason == "") && len(unready) > 0:
+			c.Reason, c.Message = "ContainersNotReady", fmt.Sprintf("containers with unready status: %v", unready)
+		}
+	}
 }
 
 // statusView is one observation of a pod's job, with what the parts of
@@ -334,12 +371,27 @@ func (v *statusView) initContainers() (out []corev1.ContainerStatus, initFailed 
 		case v.started && !initFailed && !v.terminal:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"} // being created
 			initFailed = true
+		case (v.j.State == slurmclient.StatePending || !v.started) && !v.terminal:
+			// As a kubelet: PodInitializing; Slurm's reason is in the
+			// message (the pod's, and its condition's).
+			cs.State.Waiting = v.pending()
+			cs.State.Waiting.Reason = "PodInitializing"
 		default:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
 		}
 		out = append(out, cs)
 	}
 	return out, initFailed
+}
+
+// pending is the state of a container whose job waits in Slurm's queue:
+// Slurm's reason, and the pending message.
+func (v *statusView) pending() *corev1.ContainerStateWaiting {
+	reason := v.j.StateReason
+	if reason == "" {
+		reason = ReasonSubmitted
+	}
+	return &corev1.ContainerStateWaiting{Reason: reason, Message: pendingMessage(v.j)}
 }
 
 // sidecar is a sidecar's status (an init container that runs beside the
@@ -389,11 +441,12 @@ func (v *statusView) containers(initFailed bool) (out []corev1.ContainerStatus, 
 		_, exited := v.o.exits[c.Name]
 		switch {
 		case j.State == slurmclient.StatePending || !v.started:
-			reason := j.StateReason
-			if reason == "" {
-				reason = ReasonSubmitted
+			cs.State.Waiting = v.pending()
+			if len(v.pod.Spec.InitContainers) > 0 {
+				// As a kubelet: the init containers come first; Slurm's
+				// reason is in the message.
+				cs.State.Waiting.Reason = "PodInitializing"
 			}
-			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: reason, Message: pendingMessage(j)}
 		case initFailed && !v.terminal:
 			cs.State.Waiting = &corev1.ContainerStateWaiting{Reason: "PodInitializing"}
 		case initFailed && v.terminal:

@@ -48,9 +48,9 @@ func TestPodStatus(t *testing.T) {
 		creating []string
 	}{
 		{"pending on priority", job("PENDING", "Priority", 0, 0), nil, nil, corev1.PodPending, ReasonPending,
-			cstate{waiting: "Priority"}, cstate{waiting: "Priority"}, nil},
+			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}, nil},
 		{"pending on resources", job("PENDING", "Resources", 0, 0), nil, nil, corev1.PodPending, ReasonPending,
-			cstate{waiting: "Resources"}, cstate{waiting: "Resources"}, nil},
+			cstate{waiting: "PodInitializing"}, cstate{waiting: "PodInitializing"}, nil},
 		{"running", job("RUNNING", "", 0, 0), map[string]int{"init": 0}, nil, corev1.PodRunning, "",
 			cstate{running: true}, cstate{running: true}, nil},
 		{"running, one container done", job("RUNNING", "", 0, 0), map[string]int{"init": 0, "b": 0}, nil, corev1.PodRunning, "",
@@ -106,6 +106,18 @@ func TestPodStatus(t *testing.T) {
 			st := podStatus(pod, observation{job: tt.job, exits: tt.exits, exitedAt: tt.exitedAt, attempts: attempts}, now)
 			if st.Phase != tt.phase || st.Reason != tt.podReason {
 				t.Errorf("phase %s reason %q, want %s %q", st.Phase, st.Reason, tt.phase, tt.podReason)
+			}
+			if tt.job.State == "PENDING" {
+				// A pod with init containers: PodInitializing everywhere,
+				// as on a kubelet, Slurm's reason in each message.
+				for _, cs := range append(st.InitContainerStatuses, st.ContainerStatuses...) {
+					if w := cs.State.Waiting; w == nil || w.Reason != "PodInitializing" {
+						t.Errorf("container %s: %+v, want waiting PodInitializing", cs.Name, cs.State)
+					}
+					if w := cs.State.Waiting; w == nil || !strings.Contains(w.Message, tt.job.StateReason) {
+						t.Errorf("container %s: %+v, want Slurm's reason in the message", cs.Name, cs.State)
+					}
+				}
 			}
 			for i, want := range []cstate{tt.a, tt.b} {
 				s := st.ContainerStatuses[i].State
@@ -234,5 +246,27 @@ func TestFingerprintIgnoresGrowth(t *testing.T) {
 	}
 	if fingerprint(a) == fingerprint(exited) || fingerprint(exited) == fingerprint(next) {
 		t.Error("an exit or a new attempt left the fingerprint as it was")
+	}
+}
+
+// TestConditionReasons: false conditions name the containers, in the
+// kubelet's words (the upstream InitContainer specs read them).
+func TestConditionReasons(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	at := now.Add(-time.Minute)
+	pod := basePod("p", corev1.Container{Name: "run1"})
+	pod.Spec.InitContainers = []corev1.Container{{Name: "init1"}, {Name: "init2"}}
+	job := &slurmclient.Job{ID: 1, State: slurmclient.StateRunning, SubmitTime: at, StartTime: at}
+	one := 1
+	st := podStatus(pod, observe(job, map[string]fetchclient.Container{"init1": {Current: fetchclient.Info{StartedAt: &at, Exited: true, ExitCode: &one}}}), now)
+	want := map[corev1.PodConditionType][2]string{
+		corev1.PodInitialized:  {"ContainersNotInitialized", "containers with incomplete status: [init1 init2]"},
+		corev1.ContainersReady: {"ContainersNotReady", "containers with unready status: [run1]"},
+		corev1.PodReady:        {"ContainersNotReady", "containers with unready status: [run1]"},
+	}
+	for _, c := range st.Conditions {
+		if w, ok := want[c.Type]; ok && (c.Status != corev1.ConditionFalse || c.Reason != w[0] || c.Message != w[1]) {
+			t.Errorf("%s: %s %q %q, want False %q %q", c.Type, c.Status, c.Reason, c.Message, w[0], w[1])
+		}
 	}
 }

@@ -71,6 +71,10 @@ func TestConformanceList(t *testing.T) {
 	}
 }
 
+// specName is a JUnit test case's spec, as the list names it: Ginkgo
+// puts the node's type first ("[It] [sig-node] ...").
+func specName(junit string) string { return strings.TrimPrefix(junit, "[It] ") }
+
 // junitSuites is the e2e suite's JUnit report, the parts read here.
 type junitSuites struct {
 	Suites []struct {
@@ -191,6 +195,7 @@ func TestE2EConformance(t *testing.T) {
 		}
 		for _, s := range j.Suites {
 			for _, tc := range s.Cases {
+				tc.Name = specName(tc.Name)
 				switch {
 				case tc.Failure != nil:
 					results[tc.Name] = "failed"
@@ -252,4 +257,12 @@ func mustLookPath(t *testing.T, name string) string {
 	p, err := exec.LookPath(name)
 	testenv.Need(t, err == nil, "%s is not installed", name)
 	return p
+}
+
+// TestSpecName: the report's names are the list's (a table of "did not
+// run" otherwise).
+func TestSpecName(t *testing.T) {
+	if got := specName("[It] [sig-node] Pods should get a host IP [Conformance]"); got != "[sig-node] Pods should get a host IP [Conformance]" {
+		t.Errorf("specName: %q", got)
+	}
 }
