@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -76,9 +77,15 @@ spec:
 		}
 	})
 	t.Run("stdin", func(t *testing.T) {
-		out, err := kubectl("shout\n", "exec", "-i", "exec-me", "--", "tr", "a-z", "A-Z")
-		if err != nil || out != "SHOUT\n" {
-			t.Errorf("kubectl exec -i: %q, %v", out, err)
+		// stdout alone: kubectl's own WebSocket client may log to stderr
+		// ("Unknown stream id 1, discarding message", seen once in CI).
+		cmd := exec.Command("kubectl", "--kubeconfig", c.kubeconfig, "exec", "-i", "exec-me", "--", "tr", "a-z", "A-Z")
+		cmd.Stdin = strings.NewReader("shout\n")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil || string(out) != "SHOUT\n" {
+			t.Errorf("kubectl exec -i: %q, %v (stderr %q)", out, err, stderr.String())
 		}
 	})
 	t.Run("a terminal (-it, through script's pty)", func(t *testing.T) {
