@@ -98,3 +98,29 @@ pid_alive() { pid_running "$STATE" "$1"; }
 lab_mounts() {
 	awk -v dir="$LAB_DIR/" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r
 }
+
+# kill_leftovers kills what the lab's jobs started and Slurm did not end:
+# the processes of the lab's job users whose root is this lab's rootfs
+# (conmon, podman's pause process; a process of the same uid elsewhere on
+# the host is not the lab's), and everything below them (the container,
+# whose root is its image).
+kill_leftovers() {
+	local root pid uid ppid want p
+	root=$(stat -c '%d %i' "$ROOTFS/" 2>/dev/null) || return 0
+	want=" "
+	for pid in $(ps -eo pid=,uid= | awk -v a="$JOB_UID" -v b="$JOB_UID2" '$2 == a || $2 == b { print $1 }'); do
+		[ "$(stat -c '%d %i' "/proc/$pid/root/" 2>/dev/null)" = "$root" ] && want="$want$pid "
+	done
+	[ "$want" != " " ] || return 0
+	# Descendants, to a fixed point (ps lists parents before children
+	# only mostly).
+	local more=1
+	while [ -n "$more" ]; do
+		more=
+		while read -r pid ppid; do
+			case $want in *" $ppid "*) case $want in *" $pid "*) ;; *) want="$want$pid " more=1 ;; esac ;; esac
+		done < <(ps -eo pid=,ppid=)
+	done
+	log "killing what the jobs left:$want"
+	for p in $want; do kill -KILL "$p" 2>/dev/null || :; done
+}

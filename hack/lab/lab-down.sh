@@ -15,6 +15,10 @@ if pid_alive slurmctld && in_chroot scancel --user="$JOB_USER" >/dev/null 2>&1 &
 	done
 fi
 
+# What the jobs left that Slurm did not track (the lab has no
+# proctrack/cgroup): podman's conmon and its container, a pause process.
+kill_leftovers
+
 # Reverse start order: clients of slurmctld first, munged last.
 # (slurmd: the one node of labs before the two-node lab.)
 for d in slurmrestd slurmd-c1 slurmd-c2 slurmd slurmctld munged registry labns; do
