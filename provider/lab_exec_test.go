@@ -28,10 +28,7 @@ import (
 // job's node, and its output and exit code come back.
 func TestLabExec(t *testing.T) {
 	r := newLabRig(t)
-	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
-	testbin.Copy(t, "slurm-vk-agent", agent)
-	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
-	r.cfg.Tunnel = tunnelclient.New(tunnelclient.Config{URL: r.fetchURL, TokenFile: r.fetchToken})
+	r.withAgent(t)
 	p := r.start()
 	ctx := r.ctx(t)
 	c := sh("main", "sleep 300")
@@ -210,6 +207,15 @@ func TestLabExec(t *testing.T) {
 			t.Error("exec into a deleted pod worked")
 		}
 	})
+}
+
+// withAgent has the rig's jobs start the real agent (built here, on the
+// shared directory the compute nodes see) and its provider reach it.
+func (r *labRig) withAgent(t *testing.T) {
+	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
+	testbin.Copy(t, "slurm-vk-agent", agent)
+	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
+	r.cfg.Tunnel = tunnelclient.New(tunnelclient.Config{URL: r.fetchURL, TokenFile: r.fetchToken})
 }
 
 // runningPod creates the pod, waits until it runs, and deletes it when

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,9 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-
-	"github.com/slurmkube/slurm-vk/internal/testbin"
-	tunnelclient "github.com/slurmkube/slurm-vk/tunnel/client"
 )
 
 // TestLabProbes (#29): readiness and liveness probes run by the real agent
@@ -28,10 +24,7 @@ import (
 // the container before anything else.
 func TestLabProbes(t *testing.T) {
 	r := newLabRig(t)
-	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
-	testbin.Copy(t, "slurm-vk-agent", agent)
-	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
-	r.cfg.Tunnel = tunnelclient.New(tunnelclient.Config{URL: r.fetchURL, TokenFile: r.fetchToken})
+	r.withAgent(t)
 	r.cfg.RestartBackoff, r.cfg.MaxRestartBackoff = time.Second, 2*time.Second
 	p := r.start()
 	for _, rt := range []string{RuntimeNone, RuntimePodman, RuntimeCharliecloud} {
@@ -125,10 +118,7 @@ func podReady(p *corev1.Pod) bool {
 // before the container's own TERM handler does.
 func TestLabPreStop(t *testing.T) {
 	r := newLabRig(t)
-	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
-	testbin.Copy(t, "slurm-vk-agent", agent)
-	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
-	r.cfg.Tunnel = tunnelclient.New(tunnelclient.Config{URL: r.fetchURL, TokenFile: r.fetchToken})
+	r.withAgent(t)
 	p := r.start()
 	var mu sync.Mutex
 	var seen []string

@@ -146,7 +146,7 @@ func (w *watcher) current() (attempt, bool) {
 func (w *watcher) attempt(ctx context.Context, a attempt) {
 	began := time.Now()
 	if h := w.cp.PostStart; h != nil {
-		if err := w.handle(ctx, a, h, 0); err != nil {
+		if err := runHandler(ctx, w.cfg.Containers, w.cp.Name, h, 0); err != nil {
 			if ctx.Err() == nil {
 				w.log.Warn("postStart hook failed: stopping the container", "err", err)
 				w.stop(ctx, a, w.cp.Grace)
@@ -186,7 +186,7 @@ func (w *watcher) probe(ctx context.Context, a attempt, p *tunnel.Probe, began t
 	var state *bool // as last reported
 	succ, fail := 0, 0
 	for {
-		err := w.handle(ctx, a, &p.Handler, time.Duration(max(p.Timeout, 1))*time.Second)
+		err := runHandler(ctx, w.cfg.Containers, w.cp.Name, &p.Handler, time.Duration(max(p.Timeout, 1))*time.Second)
 		if ctx.Err() != nil {
 			return false
 		}
@@ -238,11 +238,6 @@ func (w *watcher) flag(a attempt, kind string, on bool) {
 		return
 	}
 	f.Close()
-}
-
-// handle runs a probe's or hook's handler once; timeout 0: until ctx ends.
-func (w *watcher) handle(ctx context.Context, a attempt, h *tunnel.Handler, timeout time.Duration) error {
-	return runHandler(ctx, w.cfg.Containers, w.cp.Name, h, timeout)
 }
 
 // hook runs a lifecycle hook's handler the provider sent (preStop, before
