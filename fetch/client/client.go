@@ -37,11 +37,16 @@ var (
 	ErrForbidden = errors.New("forbidden")
 	// ErrRejected: the endpoint refused the request as malformed or too big.
 	ErrRejected = errors.New("rejected")
+	// ErrNoSpace: the shared file system (or its quota) is full (507).
+	// Not retried within a call: room comes back when someone deletes
+	// files, not in seconds; the caller's own retry (the provider's sync
+	// loop) tries again later.
+	ErrNoSpace = errors.New("no space")
 )
 
 // Error is a failed request, with the endpoint's reason.
 type Error struct {
-	Kind   error // ErrNotFound, ErrUnauthorized, ErrForbidden, ErrRejected, or nil (server/transport)
+	Kind   error // ErrNotFound, ErrUnauthorized, ErrForbidden, ErrRejected, ErrNoSpace, or nil (server/transport)
 	Status int
 	Reason string
 }
@@ -231,6 +236,8 @@ func httpError(status int, body []byte) error {
 		e.Kind = ErrUnauthorized
 	case status == http.StatusForbidden:
 		e.Kind = ErrForbidden
+	case status == http.StatusInsufficientStorage:
+		e.Kind = ErrNoSpace
 	case status == http.StatusRequestTimeout || status == http.StatusTooManyRequests:
 	case status >= 400 && status < 500:
 		e.Kind = ErrRejected
@@ -254,8 +261,14 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.RetryFor)
 	defer cancel()
 	bo := newBackoff(c.cfg, 0) // bounded by ctx
+	var last error
 	for {
 		resp, err := c.do(ctx, c.rc, method, path, query, body, false)
+		if err != nil && ctx.Err() != nil && last != nil {
+			// The deadline cut a retry short: the endpoint's last answer
+			// says more than "context deadline exceeded".
+			return nil, fmt.Errorf("%s %s: %w (last error: %w)", method, path, ctx.Err(), last)
+		}
 		if err == nil {
 			if resp.IsSuccess() {
 				return resp.Body(), nil
@@ -265,6 +278,7 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 		if permanent(err) {
 			return nil, err
 		}
+		last = err
 		if werr := sleep(ctx, bo.NextBackOff()); werr != nil {
 			return nil, fmt.Errorf("%s %s: %w (last error: %w)", method, path, werr, err)
 		}
