@@ -1,6 +1,7 @@
 package provider
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
@@ -12,7 +13,23 @@ import (
 	"github.com/slurmkube/slurm-vk/fetch/layout"
 )
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// envName is what a kubelet takes as a variable's name (its relaxed
+// validation, the default since Kubernetes 1.34): printable ASCII but '='.
+var envName = regexp.MustCompile(`^[ -<>-~]+$`)
+
+// shellName is a name bash can hold as a variable (and export).
+var shellName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// shellVar is the job script's variable for the container variable name:
+// the name itself where bash can export it, else a name of the script's
+// own (ReservedEnvPrefix, which no pod variable may use) that the runtime
+// line passes on under the real name ("data-1" from a ConfigMap's key).
+func shellVar(name string) string {
+	if shellName.MatchString(name) {
+		return name
+	}
+	return ReservedEnvPrefix + "env_" + hex.EncodeToString([]byte(name))
+}
 
 // ReservedEnvPrefix is the job script's own: every shell variable it sets
 // or reads is named so, and no container's environment may be, so a pod's
@@ -23,7 +40,7 @@ const ReservedEnvPrefix = "svk_"
 // ReservedEnvPrefix).
 func checkEnvName(c *corev1.Container, name, from string) error {
 	if !envName.MatchString(name) {
-		return invalid("InvalidEnvName", "container %q: environment variable name %q%s must be a C identifier for Slurm jobs", c.Name, name, from)
+		return invalid("InvalidEnvName", "container %q: environment variable name %q%s must be printable ASCII characters other than '='", c.Name, name, from)
 	}
 	if strings.HasPrefix(name, ReservedEnvPrefix) {
 		return invalid("InvalidEnvName", "container %q: environment variable name %q%s: names starting with %s are reserved for the Slurm job script", c.Name, name, from, ReservedEnvPrefix)
@@ -285,6 +302,17 @@ func (t *translator) valueFrom(c *corev1.Container, e corev1.EnvVar) (v envVar, 
 	}
 }
 
+// envLine is NAME=value of a variable bash cannot export, for a runtime's
+// command line: its value, or its shellVar where it is read from a file
+// (a Secret's value is then on that command line while the runtime
+// client starts; the chart README's security model says so).
+func envLine(e envVar) string {
+	if e.file != "" {
+		return e.name + "=" + refMark + shellVar(e.name) + refMark
+	}
+	return e.name + "=" + e.value
+}
+
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -364,7 +392,7 @@ func expand(s string, lookup func(string) (envVar, bool)) (string, error) {
 				if e, ok := lookup(s[2:k]); ok {
 					lit = e.value
 					if e.file != "" {
-						lit = refMark + e.name + refMark
+						lit = refMark + shellVar(e.name) + refMark
 					}
 					s = s[k+1:]
 					break
@@ -411,9 +439,16 @@ func expandAll(c *corev1.Container, what string, in []string, env []envVar, room
 // exportEnv writes the lines that export env in the container function's
 // shell (under prefix, where the runtime reads its own): literal values
 // inline; file-backed ones read at start with `read` up to a NUL (an empty
-// delimiter), which keeps trailing newlines.
+// delimiter), which keeps trailing newlines. A name bash cannot export is
+// only read into its shellVar, for the runtime line to pass on (envLine).
 func exportEnv(b *strings.Builder, env []envVar, prefix string) {
 	for _, e := range env {
+		if !shellName.MatchString(e.name) {
+			if e.file != "" {
+				fmt.Fprintf(b, "\t\tIFS= read -r -d '' %s <%s || true\n", shellVar(e.name), shq(e.file))
+			}
+			continue
+		}
 		if e.file != "" {
 			fmt.Fprintf(b, "\t\tIFS= read -r -d '' %s%s <%s || true\n\t\texport %s%s\n", prefix, e.name, shq(e.file), prefix, e.name)
 		} else {

@@ -72,3 +72,12 @@ func shqAll(ss []string) string {
 	}
 	return strings.Join(q, " ")
 }
+
+// shWord is s as one bash word: bare where it is a plain name, quoted
+// otherwise (the scripts stay readable where nothing needs quoting).
+func shWord(s string) string {
+	if shellName.MatchString(s) {
+		return s
+	}
+	return shq(s)
+}

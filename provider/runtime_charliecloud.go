@@ -94,11 +94,11 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 			if runtimeReservedName(e.name) {
 				return "", reservedSecret(c, e, t.runtime)
 			}
-			fmt.Fprintf(&b, "\t\tIFS= read -r -d '' %s <%s || true\n", e.name, shq(e.file))
-			fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s \"$%s\"\n", e.name, e.name)
+			fmt.Fprintf(&b, "\t\tIFS= read -r -d '' %s <%s || true\n", shellVar(e.name), shq(e.file))
+			fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s \"$%s\"\n", shWord(e.name), shellVar(e.name))
 			continue
 		}
-		fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s %s\n", e.name, shq(e.value))
+		fmt.Fprintf(&stream, "\t\t\tsvk_ch_env0 %s %s\n", shWord(e.name), shq(e.value))
 	}
 	stream.WriteString("\t\t}\n")
 	b.WriteString(stream.String())

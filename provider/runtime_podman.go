@@ -139,6 +139,10 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 			return "", reservedSecret(c, e, t.runtime)
 		}
 		exportEnv(&b, []envVar{e}, "")
+		if !shellName.MatchString(e.name) {
+			line = append(line, "--env", envLine(e))
+			continue
+		}
 		line = append(line, "--env", e.name)
 	}
 	for _, m := range c.mounts {

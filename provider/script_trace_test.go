@@ -120,6 +120,8 @@ type podStrings struct {
 	// evil.
 	extra []corev1.EnvVar
 	evil  string
+	// envFrom come before env, as in a container.
+	envFrom []corev1.EnvFromSource
 }
 
 // runTraced translates a pod made of ps with its pod directory under root,
@@ -136,6 +138,7 @@ func runTraced(t *testing.T, shims, root, work, runtime string, ps podStrings) (
 			{Name: "H_ANN", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['h']"}}},
 		}})
 	pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env, ps.extra...)
+	pod.Spec.Containers[0].EnvFrom = ps.envFrom
 	pod.Annotations = map[string]string{"h": ps.ann}
 	look := Lookups{
 		ConfigMap: func(_, _ string) (*corev1.ConfigMap, error) {

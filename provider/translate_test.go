@@ -208,7 +208,7 @@ func TestTranslateRejects(t *testing.T) {
 	badOption.Annotations = map[string]string{AnnotationOptions: `{"begin_time": 1}`}
 	badRuntime := basePod("badrt", corev1.Container{Name: "main", Command: []string{"true"}})
 	badRuntime.Annotations = map[string]string{AnnotationRuntime: "docker"}
-	badEnv := basePod("badenv", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "my.var", Value: "x"}}})
+	badEnv := basePod("badenv", corev1.Container{Name: "main", Command: []string{"true"}, Env: []corev1.EnvVar{{Name: "my=var", Value: "x"}}})
 	// #28: a volume name that is a path (only the API server's check
 	// stood in the way: the emptyDir was the bind /etc:/hostetc).
 	escapingVolume := basePod("escvol", corev1.Container{Name: "main", Command: []string{"true"},

@@ -52,7 +52,7 @@ func main() {
 		c.Dir, _ = os.Getwd()
 		c.Env = map[string]string{}
 		for _, kv := range os.Environ() {
-			if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "H_") {
+			if k, v, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "H_") || strings.HasPrefix(k, "H.") {
 				c.Env[k] = v
 			}
 		}
