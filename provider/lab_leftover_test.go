@@ -28,8 +28,11 @@ func TestLabNothingOutlivesAPod(t *testing.T) {
 	testbin.Copy(t, "slurm-vk-agent", agent)
 	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
 	p := r.start()
-	for _, rt := range []string{RuntimeNone, RuntimePodman, RuntimeCharliecloud} {
-		t.Run(rt, func(t *testing.T) {
+	// "podman-tasks": the container runs as a task on each of the lab's
+	// two nodes (srun); the second is not the batch host.
+	for _, name := range []string{RuntimeNone, RuntimePodman, RuntimeCharliecloud, "podman-tasks"} {
+		t.Run(name, func(t *testing.T) {
+			rt, tasks := strings.CutSuffix(name, "-tasks")
 			if rt != RuntimeNone {
 				r.lab.RequireRuntime(t, rt)
 			}
@@ -37,8 +40,14 @@ func TestLabNothingOutlivesAPod(t *testing.T) {
 			if rt != RuntimeNone {
 				c = corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sleep", "300"}}
 			}
-			pod := labPod("leftover-"+rt[:2], c)
+			pod := labPod("leftover-"+name[:2]+map[bool]string{true: "-t"}[tasks], c)
 			pod.Annotations = map[string]string{AnnotationRuntime: rt}
+			if tasks {
+				if len(r.lab.Nodes) < 2 {
+					t.Fatalf("the lab has nodes %v: jobs of tasks need two", r.lab.Nodes)
+				}
+				pod.Annotations[AnnotationNodes] = "2"
+			}
 			grace := int64(3)
 			pod.Spec.TerminationGracePeriodSeconds = &grace
 			if err := p.CreatePod(context.Background(), pod); err != nil {
@@ -59,7 +68,7 @@ func TestLabNothingOutlivesAPod(t *testing.T) {
 				}
 			}
 			if len(left) > 0 {
-				t.Errorf("after the job of a deleted %s pod ended, its user still has processes:\n%s", rt, strings.Join(left, "\n"))
+				t.Errorf("after the job of a deleted %s pod ended, its user still has processes:\n%s", name, strings.Join(left, "\n"))
 			}
 		})
 	}

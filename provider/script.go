@@ -355,7 +355,7 @@ func (t *translator) script(inits, mains []string) string {
 	for _, c := range t.pod.Spec.Containers {
 		f := "c_" + envSafe(c.Name)
 		if t.shape != nil && t.shape.launcher == LauncherSrun {
-			fmt.Fprintf(&b, "%s_tasks() { svk_tasks %s; }\n", f, f)
+			fmt.Fprintf(&b, "%s_tasks() { svk_tasks %s %s; }\n", f, f, shq(c.Name))
 			f += "_tasks"
 		}
 		fmt.Fprintf(&b, "run %s %s %s %s %s &\nsvk_pids+=($!)\n", shq(c.Name), f, restartPolicy(t.pod), t.stdinArg(&c), t.msgArg(&c))

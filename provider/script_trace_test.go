@@ -40,6 +40,7 @@ var stubbed = []string{"podman", "ch-run", "ch-image", "apptainer", "enroot"}
 type call struct {
 	Name string            `json:"name"`
 	Args []string          `json:"args"`
+	Argv []string          `json:"argv"` // all of them, where Args keeps only a runtime's verb
 	Dir  string            `json:"dir,omitempty"`
 	Env  map[string]string `json:"env,omitempty"`
 }

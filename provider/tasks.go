@@ -26,7 +26,7 @@ const ReasonTaskFailed = "TaskFailed"
 // which may be a task the failure ended (143). --kill-on-bad-exit ends the
 // other tasks when one fails.
 func (t *translator) tasksFunction() string {
-	vars := append([]string{"svk_pod_dir", "svk_job", "svk_dir", "svk_n"}, t.rt.vars...)
+	vars := append([]string{"svk_pod_dir", "svk_job", "svk_dir", "svk_n", "svk_grace"}, t.rt.vars...)
 	if t.hostIP {
 		vars = append(vars, hostIPVar)
 	}
@@ -48,16 +48,35 @@ func (t *translator) tasksFunction() string {
 	}
 	return strings.NewReplacer("{OPTS}", opts, "{VARS}", strings.Join(vars, " "), "{TASKFAILED}", ReasonTaskFailed,
 		"{LOG}", layout.AttemptName("$svk_n", layout.KindLog), "{REASON}", layout.ReasonName("$svk_n")).Replace(
-		`svk_tasks() { # FUNC: FUNC as every task of the job
+		`svk_tasks() { # FUNC NAME: FUNC as every task of the job, the container NAME
 	local svk_rc m c
 	svk_prologue="$(declare -f; declare -p {VARS} 2>/dev/null)" \
-		srun{OPTS} bash -c 'eval "$svk_prologue" && unset svk_prologue && svk_task=$SLURM_STEP_ID.$SLURM_PROCID && "$0"' "$1"
+		srun{OPTS} bash -c 'eval "$svk_prologue" && unset svk_prologue && svk_task=$SLURM_STEP_ID.$SLURM_PROCID && svk_task_run "$0" "$1"' "$1" "$2"
 	svk_rc=$?
 	if [ "$svk_rc" -ne 0 ] && [ ! -s "$svk_dir/{REASON}" ] && m=$(grep -a -m1 '^srun: error: .*task' "$svk_dir/{LOG}"); then
 		svk_reason {TASKFAILED} "${m#srun: error: }"
 		c=${m##* }
 		case $c in [1-9] | [1-9][0-9] | [1-9][0-9][0-9]) svk_rc=$c ;; esac
 	fi
+	return "$svk_rc"
+}
+svk_task_run() { # FUNC NAME: one task's container; a TERM stops it as run() stops a container on the batch host
+	# (svk_on_term: podman's container is conmon's, not the task's, and
+	# would outlive the task on a node where Slurm does not end what a
+	# step leaves, and on every node but the batch host, where svk_end
+	# never runs). The wait is cut short by the trap, then waits again.
+	local svk_tname=$2 svk_tp svk_rc
+	trap 'svk_on_term "$svk_tname"' TERM
+	{
+		trap : TERM
+		"$1"
+	} &
+	svk_tp=$!
+	while :; do
+		wait "$svk_tp"
+		svk_rc=$?
+		[ "$svk_rc" -gt 128 ] && kill -0 "$svk_tp" 2>/dev/null || break
+	done
 	return "$svk_rc"
 }
 `)

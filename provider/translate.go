@@ -168,8 +168,12 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 		}
 	}
 	var inits, mains []string
+	size := 0 // of the containers' blocks so far: each is bounded, their sum too
 	for i := range pod.Spec.InitContainers {
 		block, err := t.container(&pod.Spec.InitContainers[i])
+		if err == nil {
+			err = scriptRoom(&size, block)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -177,6 +181,9 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	}
 	for i := range pod.Spec.Containers {
 		block, err := t.container(&pod.Spec.Containers[i])
+		if err == nil {
+			err = scriptRoom(&size, block)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -191,6 +198,22 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	}
 	spec.Script = t.script(inits, mains)
 	return &Plan{Spec: spec, Staged: t.staged, Agent: t.agent()}, nil
+}
+
+// MaxScript bounds the containers' part of a job script: Slurm's own
+// default bound on a batch script (max_script_size, 4 MiB). Each
+// container is bounded by MaxContainerArgs; without a bound on their sum
+// a pod of many containers, each referring to a large value, would make
+// the provider build (and Slurm refuse) hundreds of MiB.
+const MaxScript = 4 << 20
+
+// scriptRoom adds block to the running size, or refuses the pod once the
+// sum is past MaxScript.
+func scriptRoom(size *int, block string) error {
+	if *size += len(block); *size > MaxScript {
+		return invalid("ScriptTooLarge", "the containers' environment and arguments come to more than %d MiB of job script, more than Slurm takes by default (max_script_size)", MaxScript>>20)
+	}
+	return nil
 }
 
 type translator struct {

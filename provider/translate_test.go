@@ -231,10 +231,16 @@ func TestTranslateRejects(t *testing.T) {
 		{Name: "A", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.annotations['h']"}}}}})
 	nulAnnotation.Annotations = map[string]string{"h": "a\x00b"} // a NUL would end the value at exec
 	amplifiedArgs := basePod("ampargs", corev1.Container{Name: "main", Command: []string{"true"}, Args: []string{strings.Repeat("$(A)", 3)}, Env: big[:1]})
+	// Each container within its bound, the pod not: 4 x 1.6 MiB.
+	many := basePod("many", corev1.Container{Name: "main", Command: []string{"true"}, Env: big[:16]})
+	for _, n := range []string{"b", "c", "d"} {
+		many.Spec.Containers = append(many.Spec.Containers, corev1.Container{Name: n, Command: []string{"true"}, Env: big[:16]})
+	}
 	for _, tt := range []struct {
 		pod    *corev1.Pod
 		reason string
 	}{
+		{many, "ScriptTooLarge"},
 		{pvc, "UnsupportedVolume"},
 		{hostPath, "HostPathNotAllowed"},
 		{missingSecret, "SecretKeyNotFound"},

@@ -33,13 +33,14 @@ var realDirs = []string{"/usr/bin", "/bin", "/usr/sbin", "/sbin"}
 type call struct {
 	Name string            `json:"name"`
 	Args []string          `json:"args"`
+	Argv []string          `json:"argv"` // all of them, where Args keeps only a runtime's verb
 	Dir  string            `json:"dir,omitempty"`
 	Env  map[string]string `json:"env,omitempty"`
 }
 
 func main() {
 	name := filepath.Base(os.Args[0])
-	c := call{Name: name, Args: os.Args[1:]}
+	c := call{Name: name, Args: os.Args[1:], Argv: os.Args[1:]}
 	stub, isStub := stubRuntimes[name]
 	if isStub && len(c.Args) > 0 && (name == "ch-run" && c.Args[0] != "--version" || c.Args[0] == "run" || c.Args[0] == "create" || c.Args[0] == "exec" || c.Args[0] == "start") {
 		// The rest carries the pod's strings: the payload records them.
