@@ -104,6 +104,11 @@ func (p *Provider) create(ctx context.Context, pod *corev1.Pod) error {
 	if err := p.stageFiles(ctx, pod, tenant, plan); err != nil {
 		return err
 	}
+	p.mu.Lock()
+	if st := p.pods[pod.UID]; st != nil {
+		st.volumes, st.volumesAt = digests(volumeFiles(plan.Staged)), p.cfg.Now()
+	}
+	p.mu.Unlock()
 	if uncertain {
 		// Again, right before submitting: a lost request may have made its
 		// job while the files were staged.
@@ -334,6 +339,9 @@ func (p *Provider) attach(pod *corev1.Pod, id slurmclient.JobID, keep bool) {
 	}
 	st := &podState{pod: pod, job: id, done: make(chan struct{})}
 	p.mu.Lock()
+	if old := p.pods[pod.UID]; old != nil { // what CreatePod staged
+		st.volumes, st.volumesAt = old.volumes, old.volumesAt
+	}
 	p.pods[pod.UID] = st
 	p.byName[key(pod.Namespace, pod.Name)] = pod.UID
 	delete(p.uncertain, pod.UID)

@@ -31,6 +31,8 @@ type Files interface {
 	// Unstage removes the staged files (Secrets...) once the job is over.
 	Unstage(ctx context.Context, pod layout.Pod) error
 	Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error
+	// UnstageFile removes one staged file (a volume's key that is gone).
+	UnstageFile(ctx context.Context, pod layout.Pod, rel string) error
 	Info(ctx context.Context, pod layout.Pod, container string, attempt int, tailLines int64) (fetchclient.Info, error)
 	// Containers reports each named container's latest attempt and the one
 	// before (restarts are counted by the job, in the layout's attempts).
@@ -134,7 +136,12 @@ type podState struct {
 	final     bool                             // terminal status recorded
 	ran       bool                             // ran under a job Slurm has forgotten (no job ID)
 	deadlined bool                             // cancelled past its activeDeadlineSeconds
-	done      chan struct{}                    // closed when the pod's containers have ended
+	// volumes are the digests of the volume files staged last, by path
+	// (nil after a restart: all are staged again), volumesAt when they
+	// were last compared with their sources (refreshVolumes).
+	volumes   map[string]digest
+	volumesAt time.Time
+	done      chan struct{} // closed when the pod's containers have ended
 	// A pod not created yet: the pod as CreatePod got it, when to try
 	// again, and the back-off.
 	orig    *corev1.Pod

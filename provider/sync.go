@@ -39,6 +39,7 @@ func (p *Provider) Sync(ctx context.Context) error {
 	p.cancelDue(ctx)
 	p.retryDue(ctx)
 	p.enforceDeadlines(ctx)
+	p.refreshVolumes(ctx)
 	p.mu.Lock()
 	var ids []slurmclient.JobID
 	tracked := map[slurmclient.JobID]*podState{}

@@ -172,9 +172,10 @@ func (f *fakeSlurm) reset() map[string]int {
 // noFiles is a fetch endpoint that accepts everything and knows no markers.
 type noFiles struct{}
 
-func (noFiles) CreatePod(context.Context, layout.Pod, string) error { return nil }
-func (noFiles) DeletePod(context.Context, layout.Pod) error         { return nil }
-func (noFiles) Unstage(context.Context, layout.Pod) error           { return nil }
+func (noFiles) CreatePod(context.Context, layout.Pod, string) error   { return nil }
+func (noFiles) DeletePod(context.Context, layout.Pod) error           { return nil }
+func (noFiles) Unstage(context.Context, layout.Pod) error             { return nil }
+func (noFiles) UnstageFile(context.Context, layout.Pod, string) error { return nil }
 func (noFiles) Stage(context.Context, layout.Pod, string, []byte, os.FileMode) error {
 	return nil
 }

@@ -329,15 +329,32 @@ func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []b
 		return err
 	}
 	q := url.Values{"mode": {fmt.Sprintf("%04o", mode.Perm())}}
+	if data == nil {
+		data = []byte{}
+	}
+	_, err := c.call(ctx, http.MethodPut, podPath(pod)+"/files/"+stagedPath(rel), q, data)
+	return err
+}
+
+// UnstageFile removes one staged file, rel as for Stage (idempotent).
+func (c *Client) UnstageFile(ctx context.Context, pod layout.Pod, rel string) error {
+	if err := pod.Validate(); err != nil {
+		return err
+	}
+	if err := layout.ValidateStaged(rel); err != nil {
+		return err
+	}
+	_, err := c.call(ctx, http.MethodDelete, podPath(pod)+"/files/"+stagedPath(rel), nil, nil)
+	return err
+}
+
+// stagedPath is rel in a URL: each segment escaped.
+func stagedPath(rel string) string {
 	segs := strings.Split(rel, "/")
 	for i, s := range segs {
 		segs[i] = url.PathEscape(s)
 	}
-	if data == nil {
-		data = []byte{}
-	}
-	_, err := c.call(ctx, http.MethodPut, podPath(pod)+"/files/"+strings.Join(segs, "/"), q, data)
-	return err
+	return strings.Join(segs, "/")
 }
 
 // Info is a stream's state, as the endpoint reports it.

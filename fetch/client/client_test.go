@@ -491,6 +491,36 @@ func TestStagingRoundTrip(t *testing.T) {
 	if err := c.Stage(ctx, p, "../escape", []byte("x"), 0o644); err == nil {
 		t.Fatal("escaping path accepted")
 	}
+	// One file goes; twice is no error; a link the job put in a staged
+	// file's place goes, not what it points to.
+	if err := c.UnstageFile(ctx, p, "config/app.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UnstageFile(ctx, p, "config/app.yaml"); err != nil {
+		t.Fatalf("again: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.root, p.Dir(), layout.Staged("config/app.yaml"))); !os.IsNotExist(err) {
+		t.Fatalf("unstaged file still there: %v", err)
+	}
+	outside := filepath.Join(t.TempDir(), "precious")
+	os.WriteFile(outside, []byte("keep"), 0o644)
+	link := filepath.Join(f.root, p.Dir(), layout.Staged("secret/token"))
+	os.Remove(link)
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.UnstageFile(ctx, p, "secret/token"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(link); !os.IsNotExist(err) {
+		t.Errorf("the link is still there: %v", err)
+	}
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "keep" {
+		t.Errorf("what the link pointed to: %q %v", b, err)
+	}
+	if err := c.UnstageFile(ctx, p, "../escape"); err == nil {
+		t.Fatal("escaping path accepted")
+	}
 	if err := c.DeletePod(ctx, p); err != nil {
 		t.Fatal(err)
 	}

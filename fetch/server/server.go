@@ -240,6 +240,7 @@ func (s *Server) routes(gather prometheus.Gatherer) *http.ServeMux {
 	s.handle(mux, "PUT "+pod, "pod_create", s.createPod)
 	s.handle(mux, "DELETE "+pod, "pod_delete", s.deletePod)
 	s.handle(mux, "PUT "+pod+"/files/{path...}", "stage", s.stage)
+	s.handle(mux, "DELETE "+pod+"/files/{path...}", "unstage_file", s.unstageFile)
 	s.handle(mux, "DELETE "+pod+"/files", "unstage", s.unstage)
 	s.handle(mux, "GET "+pod+"/containers/{container}/log", "log", s.readLog)
 	s.handle(mux, "GET "+pod+"/containers/{container}/info", "info", s.info)

@@ -92,3 +92,26 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 	s.log.Info("file staged", "pod", pod.String(), "path", rel, "bytes", n, "mode", fmt.Sprintf("%04o", mode))
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// unstageFile removes one staged file, as a volume's key goes when its
+// ConfigMap or Secret loses it; a missing file is no error (idempotent).
+// Only the name goes (os.Root: a link the job left there is removed, not
+// followed).
+func (s *Server) unstageFile(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
+	rel := r.PathValue("path")
+	if err := layout.ValidateStaged(rel); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	pr, ok := s.podDir(w, r, pod)
+	if !ok {
+		return
+	}
+	defer pr.Close()
+	if err := pr.Remove(layout.Staged(rel)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.fsError(w, "staged file", err)
+		return
+	}
+	s.log.Info("staged file removed", "pod", pod.String(), "path", rel)
+	w.WriteHeader(http.StatusNoContent)
+}
