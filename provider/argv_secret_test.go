@@ -38,7 +38,7 @@ func TestSecretsOffCommandLines(t *testing.T) {
 				p.envFrom = []corev1.EnvFromSource{{Prefix: "H_p-", SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "s"}}}}
 				p.args = append(p.args, "$(H_p-v)")
 			}
-			calls, err := runTraced(t, shims, t.TempDir(), t.TempDir(), rt, p)
+			calls, err := runTraced(t, shims, traceRoot(t), t.TempDir(), rt, p)
 			if err != nil {
 				t.Fatal(err)
 			}

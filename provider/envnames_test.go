@@ -28,7 +28,7 @@ func TestEnvNamesThatAreNotShellNames(t *testing.T) {
 	wantArgs := []string{ps.secret, ps.cm, "$(H_my var.x)"} // a name with a blank is not a reference (see expand)
 	for _, rt := range allRuntimes {
 		t.Run(rt, func(t *testing.T) {
-			calls, err := runTraced(t, shims, t.TempDir(), t.TempDir(), rt, ps)
+			calls, err := runTraced(t, shims, traceRoot(t), t.TempDir(), rt, ps)
 			if rt == RuntimeApptainer || rt == RuntimeEnroot {
 				var bad *InvalidPodError
 				if !errors.As(err, &bad) || bad.Reason != "InvalidEnvName" {

@@ -324,6 +324,7 @@ func (t *translator) script(inits, mains []string) string {
 	if t.hostIP {
 		b.WriteString(hostIPFunction)
 	}
+	b.WriteString(t.hostsLines)
 	b.WriteString(t.agentLines())
 	b.WriteString(t.rt.helpers)
 	if t.shape != nil && t.shape.launcher == LauncherSrun {

@@ -52,6 +52,18 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// traceRoot is a shared root for a traced pod: a fresh directory whose
+// path has no '#' or blank (a subtest's t.TempDir() has its name, and a
+// fuzz seed's has '#', which enroot's fstab lines cannot hold).
+func traceRoot(t testing.TB) string {
+	d, err := os.MkdirTemp("", "svk-trace-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
 // shimDir links every program name to the shim.
 func shimDir(t testing.TB) string {
 	shim := testbin.Path(t, "testshim")
@@ -123,6 +135,8 @@ type podStrings struct {
 	evil  string
 	// envFrom come before env, as in a container.
 	envFrom []corev1.EnvFromSource
+	// pod, when set, changes the pod before it is translated.
+	pod func(*corev1.Pod)
 }
 
 // runTraced translates a pod made of ps with its pod directory under root,
@@ -140,6 +154,9 @@ func runTraced(t *testing.T, shims, root, work, runtime string, ps podStrings) (
 		}})
 	pod.Spec.Containers[0].Env = append(pod.Spec.Containers[0].Env, ps.extra...)
 	pod.Spec.Containers[0].EnvFrom = ps.envFrom
+	if ps.pod != nil {
+		ps.pod(pod)
+	}
 	pod.Annotations = map[string]string{"h": ps.ann}
 	look := Lookups{
 		ConfigMap: func(_, _ string) (*corev1.ConfigMap, error) {
@@ -211,7 +228,7 @@ func programs(calls []call, root string) []string {
 // payload got exactly those strings and nothing else ran: the programs
 // (and their arguments) of a harmless pod, want, and no canary file.
 func checkTraced(t *testing.T, shims, runtime string, want []string, ps podStrings) {
-	root, work := t.TempDir(), t.TempDir()
+	root, work := traceRoot(t), t.TempDir()
 	wd := filepath.Join(work, ps.workingDir)
 	if err := os.Mkdir(wd, 0o755); err != nil {
 		t.Skipf("working directory %q: %v", ps.workingDir, err)
@@ -297,7 +314,7 @@ func FuzzHostilePodStrings(f *testing.F) {
 		}
 		for _, rt := range allRuntimes {
 			if want[rt] == nil {
-				root := t.TempDir()
+				root := traceRoot(t)
 				calls, err := runTraced(t, shims, root, t.TempDir(), rt, podStrings{args: []string{"a"}, lit: "l", cm: "c", secret: "s", ann: "n", workingDir: t.TempDir()})
 				if err != nil || len(calls) < 2 {
 					t.Fatalf("%s: a harmless pod: %v, calls %v", rt, err, calls)
@@ -405,7 +422,7 @@ func TestPodEnvCannotSteerTheScript(t *testing.T) {
 		for _, from := range []string{"literal", "secret"} {
 			t.Run(rt+"/"+from, func(t *testing.T) {
 				base := podStrings{args: []string{"a"}, lit: "l", cm: "c", secret: "s", ann: "n", workingDir: t.TempDir(), evil: evil}
-				root := t.TempDir()
+				root := traceRoot(t)
 				calls, err := runTraced(t, shims, root, t.TempDir(), rt, base)
 				if err != nil {
 					t.Fatal(err)
@@ -423,7 +440,7 @@ func TestPodEnvCannotSteerTheScript(t *testing.T) {
 						}
 						ps.extra = append(ps.extra, e)
 					}
-					root := t.TempDir()
+					root := traceRoot(t)
 					calls, err := runTraced(t, shims, root, t.TempDir(), rt, ps)
 					var bad *InvalidPodError
 					if errors.As(err, &bad) {

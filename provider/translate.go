@@ -162,6 +162,9 @@ func Translate(pod *corev1.Pod, cfg TranslateConfig, look Lookups) (*Plan, error
 	if err := t.volumes(); err != nil {
 		return nil, err
 	}
+	if t.hostsLines, err = t.etcHosts(); err != nil {
+		return nil, err
+	}
 	if rt.image {
 		if err := t.pullSecrets(); err != nil {
 			return nil, err
@@ -240,6 +243,9 @@ type translator struct {
 	services *envList
 	// probes: the agent runs the pod's probes and hooks (staged).
 	probes bool
+	// hosts is the pod's /etc/hosts file as jobs see it, "" where it is
+	// the node's; hostsLines the script's lines that write it (hosts.go).
+	hosts, hostsLines string
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {
@@ -296,6 +302,9 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 		if err := rc.validateForContainer(); err != nil {
 			return "", err
 		}
+	}
+	if t.hosts != "" && !mountsEtcHosts(c) {
+		rc.mounts = append(rc.mounts, mount{host: t.hosts, path: "/etc/hosts"})
 	}
 	if t.rt.messageFile && c.TerminationMessagePath != "" {
 		// The attempt's message file (run names it in svk_msg) at the

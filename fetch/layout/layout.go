@@ -262,6 +262,12 @@ const StagedAgentToken = "agent/token"
 // which is never served; ".pids" cannot be a volume's name.
 const PIDsDir = WorkDir + "/.pids"
 
+// HostsFile, relative to the pod directory, is the pod's /etc/hosts as a
+// kubelet writes it (its own, or the node's with the pod's hostAliases):
+// the job script writes it when the job starts, the runtimes bind it at
+// /etc/hosts in each container that does not mount its own.
+const HostsFile = WorkDir + "/.hosts"
+
 // StdinDir, relative to the pod directory, holds a FIFO per container
 // started with stdin (kubectl attach), named for it: the container reads
 // it, the tunnel agent writes what attach sends. Beside each, while the

@@ -1,0 +1,33 @@
+package provider
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// TestLabEtcHosts: with each real container runtime, a container's
+// /etc/hosts is the pod's, as a kubelet writes it: the kubelet's header,
+// the pod's address and name, and its hostAliases.
+func TestLabEtcHosts(t *testing.T) {
+	r := newLabRig(t)
+	p := r.start()
+	for _, rt := range []string{RuntimePodman, RuntimeCharliecloud} {
+		t.Run(rt, func(t *testing.T) {
+			r.lab.RequireRuntime(t, rt)
+			pod := labPod("hosts-"+rt[:2], corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"cat", "/etc/hosts"}})
+			pod.Annotations = map[string]string{AnnotationRuntime: rt}
+			pod.Spec.HostAliases = []corev1.HostAlias{{IP: "123.45.67.89", Hostnames: []string{"foo", "bar"}}}
+			if err := p.CreatePod(context.Background(), pod); err != nil {
+				t.Fatal(err)
+			}
+			r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
+			got := logsOf(t, p, pod, "main", apiOpts())
+			if !strings.HasPrefix(got, managedHostsHeader) || !strings.Contains(got, "\t"+pod.Name+"\n") || !strings.Contains(got, "123.45.67.89\tfoo\tbar\n") {
+				t.Errorf("the container's /etc/hosts:\n%s\nwant the kubelet's header, the pod's name and 123.45.67.89\\tfoo\\tbar", got)
+			}
+		})
+	}
+}
