@@ -148,7 +148,10 @@ func TestE2EConformance(t *testing.T) {
 	os.WriteFile(repoList, []byte(fmt.Sprintf("promoterE2eRegistry: %s/e2e-test-images\ngcRegistry: %s/k8s\n", lab.Registry, lab.Registry)), 0o644)
 
 	_, agent := sharedAgent(t, lab)
-	c := setup(t, "-runtime", "podman", "-agent", agent, "-no-provider-taint")
+	// hostPath /etc/hosts: the KubeletManagedEtcHosts spec compares a
+	// container's /etc/hosts with the node's (the job's user can only read
+	// it; a site would list no such prefix).
+	c := setup(t, "-runtime", "podman", "-agent", agent, "-no-provider-taint", "-hostpath-prefixes", "/etc/hosts")
 	// Only this node: nodes earlier tests registered are NotReady, and the
 	// suite wants every node ready.
 	for _, n := range strings.Fields(c.must("get", "nodes", "-o", "jsonpath={.items[*].metadata.name}")) {
