@@ -26,6 +26,31 @@ type resolved struct {
 	mounts        []mount
 	stdin, tty    bool   // the container's stdin is the attach FIFO; podman gives it a terminal
 	uid, gid      *int64 // securityContext's runAsUser and runAsGroup (the container's over the pod's)
+	// securityContext's readOnlyRootFilesystem, and allowPrivilegeEscalation
+	// false (no_new_privs), each runtime's to honour or refuse.
+	readOnlyRoot, noNewPrivs bool
+}
+
+// securityContext reads what of the container's securityContext a runtime
+// honours (runAs aside); a privileged container is refused: jobs run as
+// their Slurm user, and running one unprivileged would not be what it
+// asked for.
+func (rc *resolved) securityContext(c *corev1.Container) error {
+	sc := c.SecurityContext
+	if sc == nil {
+		return nil
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		return invalid("PrivilegedNotSupported", "container %q: privileged containers cannot run here: jobs run as their Slurm user, with no more privilege than it has", c.Name)
+	}
+	rc.readOnlyRoot = sc.ReadOnlyRootFilesystem != nil && *sc.ReadOnlyRootFilesystem
+	rc.noNewPrivs = sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation
+	return nil
+}
+
+// readOnlyRootRefused is a runtime's refusal of readOnlyRootFilesystem.
+func readOnlyRootRefused(c resolved, runtime, why string) error {
+	return invalid("ReadOnlyRootNotSupported", "container %q: readOnlyRootFilesystem: with runtime %s %s; use podman, apptainer or enroot", c.name, runtime, why)
 }
 
 // mount is a volume at its mountPath.

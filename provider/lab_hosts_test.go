@@ -31,3 +31,37 @@ func TestLabEtcHosts(t *testing.T) {
 		})
 	}
 }
+
+// TestLabSecurityContext: readOnlyRootFilesystem with real podman (the
+// container cannot write its root, as in the upstream spec), and
+// allowPrivilegeEscalation false with runtime none (the process runs
+// with no_new_privs).
+func TestLabSecurityContext(t *testing.T) {
+	r := newLabRig(t)
+	p := r.start()
+	yes, no := true, false
+	t.Run("podman: read-only root", func(t *testing.T) {
+		r.lab.RequireRuntime(t, RuntimePodman)
+		pod := labPod("ro-root", corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sh", "-c", "echo test > /file; echo rc=$?"},
+			SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: &yes}})
+		pod.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
+		if err := p.CreatePod(context.Background(), pod); err != nil {
+			t.Fatal(err)
+		}
+		r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
+		if got := logsOf(t, p, pod, "main", apiOpts()); !strings.Contains(got, "Read-only file system") || !strings.Contains(got, "rc=1") {
+			t.Errorf("log %q, want the write refused: Read-only file system", got)
+		}
+	})
+	t.Run("none: no_new_privs", func(t *testing.T) {
+		pod := labPod("nnp", sh("main", "grep NoNewPrivs /proc/self/status"))
+		pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: &no}
+		if err := p.CreatePod(context.Background(), pod); err != nil {
+			t.Fatal(err)
+		}
+		r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
+		if got := logsOf(t, p, pod, "main", apiOpts()); !strings.Contains(got, "NoNewPrivs:\t1") {
+			t.Errorf("log %q, want NoNewPrivs: 1", got)
+		}
+	})
+}

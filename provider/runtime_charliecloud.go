@@ -119,6 +119,9 @@ func (t *translator) launchCharliecloud(c resolved) (string, error) {
 	} else {
 		fmt.Fprintf(&b, "\t\tsvk_wd=$(svk_ch_config %s workdir | tr -d '\\0')\n", shq(c.image))
 	}
+	if c.readOnlyRoot {
+		return "", readOnlyRootRefused(c, t.runtime, "the image is written through a tmpfs overlay (ch-run -W), which the pod's mount points need")
+	}
 	line := []string{"--unset-env=*", "--set-env", "--set-env0=/dev/fd/3", "--write-fake"}
 	for _, m := range c.mounts {
 		line = append(line, "--bind="+m.spec("")) // read-only cannot be asked for

@@ -48,6 +48,9 @@ func (t *translator) launchEnroot(c resolved) (string, error) {
 	fmt.Fprintf(&b, "\t\t%s \"$svk_sqsh\" %s || exit $?\n", shqAll([]string{"svk_pull_file", pullPolicyOf(c.pullPolicy), c.image}), shqAll(fetch))
 	fmt.Fprintf(&b, "\t\tenroot create -f -n \"%s\" \"$svk_sqsh\" >/dev/null || exit 125\n", name)
 	line := []string{"enroot", "start", "--rw"}
+	if c.readOnlyRoot {
+		line = line[:2] // enroot's root is read-only without --rw
+	}
 	for _, m := range c.mounts {
 		// enroot turns the colons into the blanks of an fstab line, whose
 		// fields are split at blanks (and \ begins an escape): a blank in a

@@ -21,12 +21,20 @@ func launchNone(c resolved) (string, error) {
 			envArgs = append(envArgs, envLine(e))
 		}
 	}
+	if c.readOnlyRoot {
+		return "", readOnlyRootRefused(c, RuntimeNone, "the command runs on the node itself, whose file system is the job user's to write")
+	}
 	argv := append(append([]string{}, c.command...), c.args...)
 	if len(envArgs) > 0 {
 		if strings.Contains(argv[0], "=") {
 			return "", invalid("InvalidContainer", "container %q: with runtime none and variable names that are not shell names, the command may not contain '=' (env(1) would take it for a variable)", c.name)
 		}
 		argv = append(append([]string{"env", "--"}, envArgs...), argv...)
+	}
+	if c.noNewPrivs {
+		// A setuid program on the node would otherwise gain its owner's
+		// rights (util-linux's setpriv, on every Debian-like node).
+		argv = append([]string{"setpriv", "--no-new-privs", "--"}, argv...)
 	}
 	var b strings.Builder
 	exportEnv(&b, append(c.volEnv, c.env...), "")

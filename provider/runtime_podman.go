@@ -123,6 +123,14 @@ func (t *translator) launchPodman(c resolved) (string, error) {
 	fmt.Fprintf(&b, "\t\t%s || exit $?\n", shqAll(pull))
 
 	line := []string{"--rm", "--pull=never", "--userns=keep-id", "--network=host", "--env", "SLURM_JOB_ID", "--env", "SLURM_JOB_NODELIST"}
+	if c.readOnlyRoot {
+		// As a kubelet: the root read-only, and no tmpfs of podman's own
+		// on /tmp, /run and /var/tmp (volumes are where a pod writes).
+		line = append(line, "--read-only", "--read-only-tmpfs=false")
+	}
+	if c.noNewPrivs {
+		line = append(line, "--security-opt=no-new-privileges")
+	}
 	if t.shape != nil {
 		// A task of a job with a shape: Slurm's task variables and the
 		// PMI ones that MPI ranks wire up with. (Not --ipc=host: it needs

@@ -271,6 +271,9 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 	if rc.uid, rc.gid, err = runAs(t.pod, c); err != nil {
 		return "", err
 	}
+	if err := rc.securityContext(c); err != nil {
+		return "", err
+	}
 	for _, m := range c.VolumeMounts {
 		v, ok := t.vols[m.Name]
 		if !ok {
