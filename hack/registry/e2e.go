@@ -35,6 +35,7 @@ var e2eImages = map[string]string{
 	"prev":    "e2e-test-images/agnhost:2.55",
 	"nginx":   "e2e-test-images/nginx:1.27.0-2",
 	"pause":   "k8s/pause:3.10.2",
+	"nnp":     "e2e-test-images/nonewprivs:1.4",
 }
 
 // pushE2EImages builds the e2e suite's images from a static busybox (all
@@ -44,10 +45,11 @@ var e2eImages = map[string]string{
 //   - agnhost (and its previous version, the same binary): busybox and
 //     /agnhost, ENTRYPOINT ["/agnhost"], CMD ["pause"], as upstream's;
 //   - nginx: busybox's httpd serving /usr/share/nginx/html on port 80;
-//   - pause: /pause, which waits for a signal (agnhost pause).
-func pushE2EImages(registry, tlsDir, busybox, agnhost string) error {
-	if busybox == "" || agnhost == "" || tlsDir == "" {
-		return fmt.Errorf("-push-e2e needs -busybox, -agnhost and -tls-dir")
+//   - pause: /pause, which waits for a signal (agnhost pause);
+//   - nonewprivs: busybox and /usr/local/bin/nnp, setuid root, CMD ["nnp"].
+func pushE2EImages(registry, tlsDir, busybox, agnhost, nnp string) error {
+	if busybox == "" || agnhost == "" || nnp == "" || tlsDir == "" {
+		return fmt.Errorf("-push-e2e needs -busybox, -agnhost, -nnp and -tls-dir")
 	}
 	bb, err := os.ReadFile(busybox)
 	if err != nil {
@@ -72,6 +74,14 @@ func pushE2EImages(registry, tlsDir, busybox, agnhost string) error {
 		"usr/local/bin/agnhost": {0o777, []byte("/agnhost")}, // a link
 		"pause":                 {0o755, []byte("#!/bin/sh\nexec /agnhost pause\n")},
 	})
+	if err != nil {
+		return err
+	}
+	nb, err := os.ReadFile(nnp)
+	if err != nil {
+		return err
+	}
+	nnpLayer, err := filesLayer(map[string]file{"usr/local/bin/nnp": {0o4755, nb}})
 	if err != nil {
 		return err
 	}
@@ -106,6 +116,7 @@ func pushE2EImages(registry, tlsDir, busybox, agnhost string) error {
 	add("prev", v1.Config{Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}}, base, agLayer)
 	add("nginx", v1.Config{Cmd: []string{"httpd", "-f", "-p", "80", "-h", "/usr/share/nginx/html"}}, base, htmlLayer)
 	add("pause", v1.Config{Entrypoint: []string{"/pause"}}, base, agLayer)
+	add("nnp", v1.Config{Cmd: []string{"nnp"}}, base, nnpLayer)
 	if err != nil {
 		return err
 	}

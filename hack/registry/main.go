@@ -65,9 +65,10 @@ func main() {
 	tlsDir := flag.String("tls-dir", "", "where the lab CA and the serving certificate are kept (made when missing; required)")
 	pushE2E := flag.String("push-e2e", "", "instead of serving: push the upstream e2e suite's images (e2e.go) to the registry at this host:port, trusting -tls-dir's CA, and exit")
 	agnhost := flag.String("agnhost", "", "with -push-e2e: the agnhost binary (static)")
+	nnp := flag.String("nnp", "", "with -push-e2e: the nonewprivs image's program (static; test/conformance/nnp)")
 	flag.Parse()
 	if *pushE2E != "" {
-		if err := pushE2EImages(*pushE2E, *tlsDir, *busybox, *agnhost); err != nil {
+		if err := pushE2EImages(*pushE2E, *tlsDir, *busybox, *agnhost, *nnp); err != nil {
 			log.Fatalf("registry: %v", err)
 		}
 		return

@@ -140,7 +140,7 @@ func TestE2EConformance(t *testing.T) {
 	// The suite's images, into the lab's registry.
 	state := filepath.Dir(lab.TokenFile)
 	push := exec.Command(filepath.Join(state, "registry"), "-push-e2e", lab.Registry, "-tls-dir", filepath.Join(state, "registry-tls"),
-		"-busybox", filepath.Join(lab.Rootfs, "bin/busybox"), "-agnhost", filepath.Join(bin, "agnhost"))
+		"-busybox", filepath.Join(lab.Rootfs, "bin/busybox"), "-agnhost", filepath.Join(bin, "agnhost"), "-nnp", filepath.Join(bin, "nnp"))
 	if b, err := push.CombinedOutput(); err != nil {
 		t.Fatalf("push the e2e images: %v\n%s", err, b)
 	}
