@@ -122,5 +122,6 @@ kill_leftovers() {
 		done < <(ps -eo pid=,ppid=)
 	done
 	log "killing what the jobs left:$want"
+	for p in $want; do log "  $p: $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -c1-200)"; done
 	for p in $want; do kill -KILL "$p" 2>/dev/null || :; done
 }
