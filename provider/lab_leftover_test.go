@@ -10,6 +10,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/slurmkube/slurm-vk/internal/testbin"
 )
@@ -47,6 +48,7 @@ func TestLabNothingOutlivesAPod(t *testing.T) {
 					t.Fatalf("the lab has nodes %v: jobs of tasks need two", r.lab.Nodes)
 				}
 				pod.Annotations[AnnotationNodes] = "2"
+				pod.Spec.Containers[0].Resources.Requests = corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("2")}
 			}
 			grace := int64(3)
 			pod.Spec.TerminationGracePeriodSeconds = &grace
