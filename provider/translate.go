@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path"
 	"strings"
 	"time"
@@ -246,6 +247,11 @@ type translator struct {
 	// hosts is the pod's /etc/hosts file as jobs see it, "" where it is
 	// the node's; hostsLines the script's lines that write it (hosts.go).
 	hosts, hostsLines string
+}
+
+// stagedDir stages the directory rel (Mode has os.ModeDir, Data is nil).
+func (t *translator) stagedDir(rel string) {
+	t.stage(rel, nil, uint32(os.ModeDir|0o755))
 }
 
 func (t *translator) stage(rel string, data []byte, mode uint32) string {

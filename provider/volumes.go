@@ -31,6 +31,11 @@ func (t *translator) volumes() error {
 			return invalid("InvalidVolumeName", "%w", err)
 		}
 		dir := layout.StagedVolume(v.Name)
+		if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
+			// The directory first: it is what containers bind, also while
+			// an optional source has no files (yet).
+			t.stagedDir(dir)
+		}
 		switch {
 		case v.EmptyDir != nil:
 			t.vols[v.Name] = volume{hostPath: t.ref.Path(t.cfg.SharedRoot, layout.WorkDir, v.Name), emptyDir: true}

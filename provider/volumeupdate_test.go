@@ -101,6 +101,9 @@ func TestVolumesFollowTheirSources(t *testing.T) {
 	if got, _ := read("cfg", "a"); got != "1" {
 		t.Fatalf("staged at create: a = %q", got)
 	}
+	if fi, err := os.Stat(vol("later")); err != nil || !fi.IsDir() {
+		t.Fatalf("the volume of an optional ConfigMap that does not exist: %v, want an empty directory (containers bind it)", err)
+	}
 	keepIno := inode("cfg", "keep")
 	sync := func() {
 		t.Helper()

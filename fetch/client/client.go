@@ -320,7 +320,8 @@ func (c *Client) Unstage(ctx context.Context, pod layout.Pod) error {
 }
 
 // Stage writes data to the pod's staging directory at rel with mode,
-// atomically (readers never see a partial file).
+// atomically (readers never see a partial file); with os.ModeDir in mode
+// it makes the directory rel instead (data unused).
 func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []byte, mode os.FileMode) error {
 	if err := pod.Validate(); err != nil {
 		return err
@@ -329,6 +330,9 @@ func (c *Client) Stage(ctx context.Context, pod layout.Pod, rel string, data []b
 		return err
 	}
 	q := url.Values{"mode": {fmt.Sprintf("%04o", mode.Perm())}}
+	if mode.IsDir() {
+		q, data = url.Values{"dir": {"1"}}, nil
+	}
 	if data == nil {
 		data = []byte{}
 	}

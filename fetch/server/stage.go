@@ -22,6 +22,10 @@ func (s *Server) stage(w http.ResponseWriter, r *http.Request, pod layout.Pod) {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
+	if r.URL.Query().Get("dir") == "1" {
+		s.stageDir(w, r, pod, rel)
+		return
+	}
 	mode := os.FileMode(0o644)
 	if m := r.URL.Query().Get("mode"); m != "" {
 		v, err := strconv.ParseUint(m, 8, 32)
@@ -113,5 +117,21 @@ func (s *Server) unstageFile(w http.ResponseWriter, r *http.Request, pod layout.
 		return
 	}
 	s.log.Info("staged file removed", "pod", pod.String(), "path", rel)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// stageDir makes a staged directory (and its parents), empty until files
+// come: a volume whose optional source does not exist yet is an empty
+// directory, as on a kubelet, which containers bind (idempotent).
+func (s *Server) stageDir(w http.ResponseWriter, r *http.Request, pod layout.Pod, rel string) {
+	pr, ok := s.podDir(w, r, pod)
+	if !ok {
+		return
+	}
+	defer pr.Close()
+	if err := pr.MkdirAll(layout.Staged(rel), 0o755); err != nil {
+		s.fsError(w, "staging directory", err)
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
