@@ -65,3 +65,30 @@ func TestLabSecurityContext(t *testing.T) {
 		}
 	})
 }
+
+// TestLabEnvNames: names a shell cannot hold (envFrom's data-1, with a
+// prefix like "$_-") reach the container's process with real podman and
+// Charliecloud (env run directly: a shell in between, busybox's ash or
+// dash, drops them from what it passes on, as it would on any node).
+func TestLabEnvNames(t *testing.T) {
+	r := newLabRig(t)
+	p := r.start()
+	for _, rt := range []string{RuntimePodman, RuntimeCharliecloud} {
+		t.Run(rt, func(t *testing.T) {
+			r.lab.RequireRuntime(t, rt)
+			pod := labPod("envnames-"+rt[:2], corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"env"},
+				Env: []corev1.EnvVar{{Name: "data-1", Value: "value-1"}, {Name: "$_-data.2", Value: "value 2"}}})
+			pod.Annotations = map[string]string{AnnotationRuntime: rt}
+			if err := p.CreatePod(context.Background(), pod); err != nil {
+				t.Fatal(err)
+			}
+			r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
+			got := logsOf(t, p, pod, "main", apiOpts())
+			for _, want := range []string{"data-1=value-1\n", "$_-data.2=value 2\n"} {
+				if !strings.Contains(got, want) {
+					t.Errorf("the container's environment:\n%s\nwant %q", got, want)
+				}
+			}
+		})
+	}
+}

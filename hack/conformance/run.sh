@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # make conformance: the upstream e2e specs of test/conformance/specs.yaml
 # (all of them) against a Slurm virtual node. Builds the suite and its
-# images, brings up the lab (LAB_SUITE, default trixie) and the control
+# images, brings up the lab (LAB_SUITE, default sid: its busybox, 1.38,
+# of which the suite's busybox image is made, passes environment names
+# that are not shell names on to what sh starts, as the suite's own image
+# does; trixie's 1.37 drops them) and the control
 # plane if they are not up (and stops what it started), runs
 # TestE2EConformance with SLURM_VK_CONFORMANCE=all and prints the table
 # (spec, result, seconds, reason), also written with the suite's JUnit to
 # .cache/conformance/report. SLURM_VK_CONFORMANCE_FOCUS=regexp narrows it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-LAB_SUITE=${LAB_SUITE:-trixie}
+LAB_SUITE=${LAB_SUITE:-sid}
 env_file=.cache/lab/$LAB_SUITE/lab.env
 lab_started= controlplane_started=
 cleanup() {
