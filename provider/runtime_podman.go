@@ -41,11 +41,16 @@ svk_podman_env() {
 	if [ -f "$svk_p" ] && ! kill -0 "$(cat "$svk_p" 2>/dev/null)" 2>/dev/null; then rm -f "$svk_p"; fi
 	export PODMAN_IGNORE_CGROUPSV1_WARNING=1 # or podman writes it into every container's log
 }
-svk_on_term() { # NAME: stop it as a kubelet does, TERM then KILL after the grace period (conmon, not the job, runs it)
+svk_on_term() { # NAME PID: stop it as a kubelet does, TERM then KILL after the grace period (conmon, not the job, runs it)
+	# Again each second while PID, what starts and attaches to it, lives:
+	# a container the TERM found still being created starts after it.
 	[ -n "$svk_podman" ] || return 0
 	(
 		svk_podman_env
-		"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}"
+		while kill -0 "$2"; do
+			"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}"
+			sleep 1
+		done
 	) >/dev/null 2>&1 &
 }
 svk_gone() { # PID: wait up to 2 s for it to end

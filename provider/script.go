@@ -41,7 +41,7 @@ var runFunction = func() string {
 	# to it (Slurm may signal only the job's), and once the grace period
 	# is over, what still runs there is killed, as a kubelet kills a
 	# container's cgroup.
-	trap 'svk_stop=1; [ -z "$svk_cpid" ] || { kill -TERM -- "-$svk_cpid" 2>/dev/null; svk_on_term "$svk_name"; svk_kill_after "$svk_cpid"; }' TERM
+	trap 'svk_stop=1; [ -z "$svk_cpid" ] || { kill -TERM -- "-$svk_cpid" 2>/dev/null; svk_on_term "$svk_name" "$svk_cpid"; svk_kill_after "$svk_cpid"; }' TERM
 	local svk_dir="$svk_pod_dir/$1" svk_n=0 svk_rc svk_began svk_sampler svk_delay=$svk_backoff svk_fifo= svk_holder= svk_in=
 	mkdir -p "$svk_dir" && cd "$svk_dir" || return 125
 	# stdin: only with an agent on this node to write it (else /dev/null,

@@ -65,13 +65,14 @@ svk_task_run() { # FUNC NAME: one task's container; a TERM stops it as run() sto
 	# would outlive the task on a node where Slurm does not end what a
 	# step leaves, and on every node but the batch host, where svk_end
 	# never runs). The wait is cut short by the trap, then waits again.
-	local svk_tname=$2 svk_tp svk_rc
-	trap 'svk_on_term "$svk_tname"' TERM
+	local svk_tname=$2 svk_tp= svk_rc svk_termed=
+	trap 'svk_termed=1; [ -z "$svk_tp" ] || svk_on_term "$svk_tname" "$svk_tp"' TERM
 	{
 		trap : TERM
 		"$1"
 	} &
 	svk_tp=$!
+	[ -z "$svk_termed" ] || svk_on_term "$svk_tname" "$svk_tp" # a TERM before the line above
 	while :; do
 		wait "$svk_tp"
 		svk_rc=$?
