@@ -46,12 +46,16 @@ svk_on_term() { # NAME PID: stop it as a kubelet does, TERM then KILL after the 
 	# a container the TERM found still being created starts after it.
 	[ -n "$svk_podman" ] || return 0
 	(
+		cd / # the pod's directory may be gone (a delete removes it): podman needs a working directory
 		svk_podman_env
 		while kill -0 "$2"; do
 			"$svk_podman" stop --time="$svk_grace" "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}"
 			sleep 1
 		done
 	) >/dev/null 2>&1 &
+}
+svk_task_gone() { # NAME: the task's container goes, whatever state the TERM left it in (created, starting: runc init and conmon wait)
+	( cd / && svk_podman_env && "$svk_podman" rm -f --time 0 "slurm-vk-${svk_job}-$1${svk_task:+.$svk_task}" ) >/dev/null 2>&1
 }
 svk_gone() { # PID: wait up to 2 s for it to end
 	local i
@@ -85,6 +89,7 @@ svk_end() { # what is left of the job's containers goes, and the user's pause pr
 		wait "$svk_hold_flock" 2>/dev/null # its flock, gone with its lock (bash 5.1 on; older returns at once: then the lock may still look held, and the pause process stays)
 	fi
 	(
+		cd / # a delete may have removed the job's working directory, without which podman fails
 		svk_podman_env
 		ids=$("$svk_podman" ps -aq --filter "name=^slurm-vk-${svk_job}-" 2>/dev/null) || exit 0
 		[ -z "$ids" ] || "$svk_podman" rm -f $ids >/dev/null 2>&1

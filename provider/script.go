@@ -41,7 +41,10 @@ var runFunction = func() string {
 	# to it (Slurm may signal only the job's), and once the grace period
 	# is over, what still runs there is killed, as a kubelet kills a
 	# container's cgroup.
-	trap 'svk_stop=1; [ -z "$svk_cpid" ] || { kill -TERM -- "-$svk_cpid" 2>/dev/null; svk_on_term "$svk_name" "$svk_cpid"; svk_kill_after "$svk_cpid"; }' TERM
+	# A job's tasks (FUNC *_tasks: srun) get Slurm's TERM themselves and
+	# stop their containers (svk_task_run); a TERM to srun would end the
+	# step, killing them at once.
+	trap 'svk_stop=1; [ -z "$svk_cpid" ] || { [[ $2 == *_tasks ]] || kill -TERM -- "-$svk_cpid" 2>/dev/null; svk_on_term "$svk_name" "$svk_cpid"; svk_kill_after "$svk_cpid"; }' TERM
 	local svk_dir="$svk_pod_dir/$1" svk_n=0 svk_rc svk_began svk_sampler svk_delay=$svk_backoff svk_fifo= svk_holder= svk_in=
 	mkdir -p "$svk_dir" && cd "$svk_dir" || return 125
 	# stdin: only with an agent on this node to write it (else /dev/null,
@@ -148,9 +151,12 @@ var runFunction = func() string {
 }
 svk_reason() { printf '%s\n%s\n' "$1" "$2" >"$svk_dir/{REASON}"; } # REASON MESSAGE, for run's marker
 # A runtime whose containers are not the job's own processes (podman's
-# are conmon's) stops them itself: on TERM (NAME), and at the job's end;
-# svk_begin runs before the first container.
+# are conmon's) stops them itself: on TERM (NAME PID), when a task
+# stopped by a TERM is over (svk_task_gone NAME: what a TERM cut short
+# while it was being started), and at the job's end; svk_begin runs
+# before the first container.
 svk_on_term() { :; }
+svk_task_gone() { :; }
 svk_begin() { :; }
 svk_end() { :; }
 svk_started() { # NAME PID KIND: wait until a sidecar has started (an attempt's KIND file), or its run ended
@@ -170,7 +176,7 @@ svk_stop_sidecars() { # once the containers have ended (or an init container fai
 svk_kill_after() { # PGID: KILL the group once the grace period is over (run's svk_wd)
 	[ -z "$svk_wd" ] || return 0
 	set -m # its own group too: run ends it, sleep and all, when the container ends first
-	{ trap "" TERM; sleep "$svk_grace"; kill -KILL -- "-$1"; } >/dev/null 2>&1 &
+	{ trap "" TERM; sleep "$((svk_grace + ${svk_kill_late:-0}))"; kill -KILL -- "-$1"; } >/dev/null 2>&1 &
 	svk_wd=$!
 	set +m
 }

@@ -48,7 +48,11 @@ func (t *translator) tasksFunction() string {
 	}
 	return strings.NewReplacer("{OPTS}", opts, "{VARS}", strings.Join(vars, " "), "{TASKFAILED}", ReasonTaskFailed,
 		"{LOG}", layout.AttemptName("$svk_n", layout.KindLog), "{REASON}", layout.ReasonName("$svk_n")).Replace(
-		`svk_tasks() { # FUNC NAME: FUNC as every task of the job, the container NAME
+		`# Each task stops its own container on TERM (svk_task_run), KILL at
+# the grace period's end included; srun, whose end kills the tasks at
+# once, is killed that much later, so they can (svk_kill_after).
+svk_kill_late=5
+svk_tasks() { # FUNC NAME: FUNC as every task of the job, the container NAME
 	local svk_rc m c
 	svk_prologue="$(declare -f; declare -p {VARS} 2>/dev/null)" \
 		srun{OPTS} bash -c 'eval "$svk_prologue" && unset svk_prologue && svk_task=$SLURM_STEP_ID.$SLURM_PROCID && svk_task_run "$0" "$1"' "$1" "$2"
@@ -78,6 +82,7 @@ svk_task_run() { # FUNC NAME: one task's container; a TERM stops it as run() sto
 		svk_rc=$?
 		[ "$svk_rc" -gt 128 ] && kill -0 "$svk_tp" 2>/dev/null || break
 	done
+	[ -z "$svk_termed" ] || svk_task_gone "$svk_tname"
 	return "$svk_rc"
 }
 `)
