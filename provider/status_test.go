@@ -264,9 +264,22 @@ func TestConditionReasons(t *testing.T) {
 		corev1.ContainersReady: {"ContainersNotReady", "containers with unready status: [run1]"},
 		corev1.PodReady:        {"ContainersNotReady", "containers with unready status: [run1]"},
 	}
-	for _, c := range st.Conditions {
-		if w, ok := want[c.Type]; ok && (c.Status != corev1.ConditionFalse || c.Reason != w[0] || c.Message != w[1]) {
-			t.Errorf("%s: %s %q %q, want False %q %q", c.Type, c.Status, c.Reason, c.Message, w[0], w[1])
+	check := func(st corev1.PodStatus, want map[corev1.PodConditionType][2]string) {
+		t.Helper()
+		for _, c := range st.Conditions {
+			if w, ok := want[c.Type]; ok && (c.Status != corev1.ConditionFalse || c.Reason != w[0] || c.Message != w[1]) {
+				t.Errorf("%s: %s %q %q, want False %q %q", c.Type, c.Status, c.Reason, c.Message, w[0], w[1])
+			}
 		}
 	}
+	check(st, want)
+	// A sidecar that has not started is both: not initialized, and not
+	// ready (named before the containers, as a kubelet does).
+	always := corev1.ContainerRestartPolicyAlways
+	side := basePod("p", corev1.Container{Name: "run1"})
+	side.Spec.InitContainers = []corev1.Container{{Name: "side", RestartPolicy: &always}}
+	check(podStatus(side, observe(job, nil), now), map[corev1.PodConditionType][2]string{
+		corev1.PodInitialized:  {"ContainersNotInitialized", "containers with incomplete status: [side]"},
+		corev1.ContainersReady: {"ContainersNotReady", "containers with unready status: [side run1]"},
+	})
 }
