@@ -257,7 +257,7 @@ func TestProbeFlags(t *testing.T) {
 	for _, f := range []string{layout.ReadyFile("main", 0), layout.StartedFile("main", 0)} {
 		must(t, os.WriteFile(filepath.Join(dir, f), nil, 0o644))
 	}
-	must(t, os.Symlink(layout.ReadyFile("main", 0), filepath.Join(dir, layout.PostStartFile("main", 0))))
+	must(t, os.Symlink(filepath.Base(layout.ReadyFile("main", 0)), filepath.Join(dir, layout.PostStartFile("main", 0)))) // to a flag that exists
 	info := func(attempt int) fetch.Info {
 		_, _, body := e.do("GET", podURL(testPod)+"/containers/main/info?attempt="+strconv.Itoa(attempt), nil)
 		var i fetch.Info
