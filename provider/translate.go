@@ -264,6 +264,38 @@ func (t *translator) stage(rel string, data []byte, mode uint32) string {
 	return t.ref.Path(t.cfg.SharedRoot, layout.Staged(rel))
 }
 
+// subPath is a mount's subPath, or its subPathExpr expanded with the
+// container's environment as a kubelet expands it. An expansion that is
+// absolute or climbs out (a value of "..", "/tmp") leaves the container
+// waiting with CreateContainerConfigError, as on a kubelet, and the pod is
+// tried again (its env may change: an annotation); a reference to a
+// Secret-backed variable is refused (the Secret is read only in the job).
+func subPath(c *corev1.Container, m corev1.VolumeMount, env []envVar) (string, error) {
+	sub := m.SubPath
+	if m.SubPathExpr != "" {
+		if m.SubPath != "" {
+			return "", invalid("InvalidSubPath", "container %q mount %q: subPath and subPathExpr are exclusive", c.Name, m.Name)
+		}
+		v, err := expand(m.SubPathExpr, lookup(env))
+		if err == nil && strings.Contains(v, refMark) {
+			err = errors.New("it refers to a Secret-backed variable")
+		}
+		if err != nil {
+			return "", invalid("InvalidSubPath", "container %q mount %q: subPathExpr %q: %w", c.Name, m.Name, m.SubPathExpr, err)
+		}
+		if err := layout.ValidateStaged(v); err != nil {
+			return "", missing("CreateContainerConfigError", "container %q mount %q: subPathExpr %q expands to %q: %w", c.Name, m.Name, m.SubPathExpr, v, err)
+		}
+		return v, nil
+	}
+	if sub != "" {
+		if err := layout.ValidateStaged(sub); err != nil {
+			return "", invalid("InvalidSubPath", "container %q mount %q: %w", c.Name, m.Name, err)
+		}
+	}
+	return sub, nil
+}
+
 // container renders one container's shell function body.
 func (t *translator) container(c *corev1.Container) (string, error) {
 	if err := layout.ValidateContainer(c.Name); err != nil {
@@ -286,11 +318,12 @@ func (t *translator) container(c *corev1.Container) (string, error) {
 			return "", invalid("VolumeNotFound", "container %q mounts unknown volume %q", c.Name, m.Name)
 		}
 		host := v.hostPath
-		if m.SubPath != "" {
-			if err := layout.ValidateStaged(m.SubPath); err != nil {
-				return "", invalid("InvalidSubPath", "container %q mount %q: %w", c.Name, m.Name, err)
-			}
-			host = path.Join(host, m.SubPath)
+		sub, err := subPath(c, m, env)
+		if err != nil {
+			return "", err
+		}
+		if sub != "" {
+			host = path.Join(host, sub)
 		}
 		rc.mounts = append(rc.mounts, mount{host: host, path: m.MountPath, readOnly: v.readOnly || m.ReadOnly, create: v.emptyDir, root: v.hostPath})
 		rc.volEnv = append(rc.volEnv, envVar{name: "SLURM_VK_MOUNT_" + strings.ToUpper(envSafe(m.Name)), value: host})
