@@ -137,6 +137,16 @@ func (p *Provider) removeEarlier(ctx context.Context, pod *corev1.Pod, old *podS
 	return nil
 }
 
+// translateConfig is the translation's configuration as of now (the
+// node's allocatable changes).
+func (p *Provider) translateConfig() TranslateConfig {
+	cfg := p.cfg.TranslateConfig
+	if p.cfg.Allocatable != nil {
+		cfg.Allocatable = p.cfg.Allocatable()
+	}
+	return cfg
+}
+
 // plan translates the pod for its tenant. A nil plan with a nil error
 // means the pod failed for good (its status says why); with an error, it
 // waits and is tried again.
@@ -150,11 +160,7 @@ func (p *Provider) plan(ctx context.Context, pod *corev1.Pod) (*Plan, Tenant, er
 	}
 	var plan *Plan
 	if err == nil {
-		cfg := p.cfg.TranslateConfig
-		if p.cfg.Allocatable != nil {
-			cfg.Allocatable = p.cfg.Allocatable()
-		}
-		plan, err = Translate(pod, cfg, p.look)
+		plan, err = Translate(pod, p.translateConfig(), p.look)
 	}
 	var bad *InvalidPodError
 	switch {

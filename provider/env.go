@@ -302,6 +302,17 @@ func (t *translator) valueFrom(c *corev1.Container, e corev1.EnvVar) (v envVar, 
 	}
 }
 
+// shellNamesOnly refuses the container's env names bash cannot hold, for
+// a runtime that passes the environment through a shell (why says how).
+func shellNamesOnly(c resolved, runtime, why string) error {
+	for _, e := range c.env {
+		if !shellName.MatchString(e.name) {
+			return invalid("InvalidEnvName", "container %q: environment variable name %q: with runtime %s a name must be a C identifier (%s)", c.name, e.name, runtime, why)
+		}
+	}
+	return nil
+}
+
 // envLine is NAME=value of a variable bash cannot export, for a runtime's
 // command line: its value, or its shellVar where it is read from a file
 // (a Secret's value is then on that command line while the runtime

@@ -1,7 +1,6 @@
 package provider
 
 import (
-	"context"
 	"strings"
 	"testing"
 
@@ -20,11 +19,7 @@ func TestLabEtcHosts(t *testing.T) {
 			pod := labPod("hosts-"+rt[:2], corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"cat", "/etc/hosts"}})
 			pod.Annotations = map[string]string{AnnotationRuntime: rt}
 			pod.Spec.HostAliases = []corev1.HostAlias{{IP: "123.45.67.89", Hostnames: []string{"foo", "bar"}}}
-			if err := p.CreatePod(context.Background(), pod); err != nil {
-				t.Fatal(err)
-			}
-			r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
-			got := logsOf(t, p, pod, "main", apiOpts())
+			got := r.succeeded(t, p, pod)
 			if !strings.HasPrefix(got, managedHostsHeader) || !strings.Contains(got, "\t"+pod.Name+"\n") || !strings.Contains(got, "123.45.67.89\tfoo\tbar\n") {
 				t.Errorf("the container's /etc/hosts:\n%s\nwant the kubelet's header, the pod's name and 123.45.67.89\\tfoo\\tbar", got)
 			}
@@ -45,22 +40,14 @@ func TestLabSecurityContext(t *testing.T) {
 		pod := labPod("ro-root", corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"sh", "-c", "echo test > /file; echo rc=$?"},
 			SecurityContext: &corev1.SecurityContext{ReadOnlyRootFilesystem: &yes}})
 		pod.Annotations = map[string]string{AnnotationRuntime: RuntimePodman}
-		if err := p.CreatePod(context.Background(), pod); err != nil {
-			t.Fatal(err)
-		}
-		r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
-		if got := logsOf(t, p, pod, "main", apiOpts()); !strings.Contains(got, "Read-only file system") || !strings.Contains(got, "rc=1") {
+		if got := r.succeeded(t, p, pod); !strings.Contains(got, "Read-only file system") || !strings.Contains(got, "rc=1") {
 			t.Errorf("log %q, want the write refused: Read-only file system", got)
 		}
 	})
 	t.Run("none: no_new_privs", func(t *testing.T) {
 		pod := labPod("nnp", sh("main", "grep NoNewPrivs /proc/self/status"))
 		pod.Spec.Containers[0].SecurityContext = &corev1.SecurityContext{AllowPrivilegeEscalation: &no}
-		if err := p.CreatePod(context.Background(), pod); err != nil {
-			t.Fatal(err)
-		}
-		r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
-		if got := logsOf(t, p, pod, "main", apiOpts()); !strings.Contains(got, "NoNewPrivs:\t1") {
+		if got := r.succeeded(t, p, pod); !strings.Contains(got, "NoNewPrivs:\t1") {
 			t.Errorf("log %q, want NoNewPrivs: 1", got)
 		}
 	})
@@ -79,11 +66,7 @@ func TestLabEnvNames(t *testing.T) {
 			pod := labPod("envnames-"+rt[:2], corev1.Container{Name: "main", Image: r.lab.Registry + "/lab/busybox:1", Command: []string{"env"},
 				Env: []corev1.EnvVar{{Name: "data-1", Value: "value-1"}, {Name: "$_-data.2", Value: "value 2"}}})
 			pod.Annotations = map[string]string{AnnotationRuntime: rt}
-			if err := p.CreatePod(context.Background(), pod); err != nil {
-				t.Fatal(err)
-			}
-			r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
-			got := logsOf(t, p, pod, "main", apiOpts())
+			got := r.succeeded(t, p, pod)
 			for _, want := range []string{"data-1=value-1\n", "$_-data.2=value 2\n"} {
 				if !strings.Contains(got, want) {
 					t.Errorf("the container's environment:\n%s\nwant %q", got, want)

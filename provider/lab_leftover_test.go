@@ -11,8 +11,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-
-	"github.com/slurmkube/slurm-vk/internal/testbin"
 )
 
 // TestLabNothingOutlivesAPod (#28): for each runtime, a pod whose
@@ -25,9 +23,7 @@ import (
 // process, agent or helper.
 func TestLabNothingOutlivesAPod(t *testing.T) {
 	r := newLabRig(t)
-	agent := filepath.Join(r.cfg.SharedRoot, "slurm-vk-agent")
-	testbin.Copy(t, "slurm-vk-agent", agent)
-	r.cfg.Agent, r.cfg.AgentURL = agent, r.fetchURL
+	r.withAgent(t)
 	p := r.start()
 	// "podman-tasks": the container runs as a task on each of the lab's
 	// two nodes (srun); the second is not the batch host.

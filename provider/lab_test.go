@@ -147,6 +147,17 @@ func (r *labRig) waitFor(t *testing.T, pod *corev1.Pod, what string, ok func(*co
 	return nil
 }
 
+// succeeded creates the pod, waits until it has succeeded, and returns
+// its container main's log.
+func (r *labRig) succeeded(t *testing.T, p *Provider, pod *corev1.Pod) string {
+	t.Helper()
+	if err := p.CreatePod(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, pod, "Succeeded", phase(corev1.PodSucceeded))
+	return logsOf(t, p, pod, "main", apiOpts())
+}
+
 func phase(ph corev1.PodPhase) func(*corev1.Pod) bool {
 	return func(p *corev1.Pod) bool { return p.Status.Phase == ph }
 }

@@ -75,10 +75,8 @@ func (t *translator) launchApptainer(c resolved) (string, error) {
 		fetch = append(fetch, user, pass)
 	}
 	fmt.Fprintf(&b, "\t\t%s \"$svk_sif\" %s || exit $?\n", shqAll(pull), shqAll(fetch))
-	for _, e := range c.env {
-		if !shellName.MatchString(e.name) {
-			return "", invalid("InvalidEnvName", "container %q: environment variable name %q: with runtime apptainer a name must be a C identifier (apptainer takes the environment as %sNAME)", c.name, e.name, apptainerEnvPrefix)
-		}
+	if err := shellNamesOnly(c, RuntimeApptainer, "apptainer takes the environment as "+apptainerEnvPrefix+"NAME"); err != nil {
+		return "", err
 	}
 	exportEnv(&b, c.env, apptainerEnvPrefix)
 	line := []string{"apptainer", "run"}

@@ -63,10 +63,10 @@ func (t *translator) launchEnroot(c resolved) (string, error) {
 		}
 		line = append(line, "--mount", m.spec(":none:x-create=auto,rbind,ro"))
 	}
+	if err := shellNamesOnly(c, RuntimeEnroot, "enroot starts the container through its /bin/sh, which drops other names"); err != nil {
+		return "", err
+	}
 	for _, e := range c.env {
-		if !shellName.MatchString(e.name) {
-			return "", invalid("InvalidEnvName", "container %q: environment variable name %q: with runtime enroot a name must be a C identifier (enroot starts the container through its /bin/sh, which drops other names)", c.name, e.name)
-		}
 		if e.file == "" && !strings.Contains(e.value, refMark) {
 			if strings.Contains(e.value, "\n") {
 				return "", invalid("InvalidEnvValue", "container %q env %s: with runtime enroot a value may not contain a newline", c.name, e.name)

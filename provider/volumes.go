@@ -22,6 +22,12 @@ type volume struct {
 
 // volumes stages every volume's files and records where each is on the
 // compute node.
+// fromSources tells a volume staged from API objects (configMap, secret,
+// downwardAPI, projected): a directory of files that follow them.
+func fromSources(v corev1.Volume) bool {
+	return v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil
+}
+
 func (t *translator) volumes() error {
 	t.vols = map[string]volume{}
 	for _, v := range t.pod.Spec.Volumes {
@@ -31,7 +37,7 @@ func (t *translator) volumes() error {
 			return invalid("InvalidVolumeName", "%w", err)
 		}
 		dir := layout.StagedVolume(v.Name)
-		if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
+		if fromSources(v) {
 			// The directory first: it is what containers bind, also while
 			// an optional source has no files (yet).
 			t.stagedDir(dir)

@@ -61,7 +61,7 @@ func digests(files map[string]StagedFile) map[string]digest {
 // change under it.
 func followsSources(pod *corev1.Pod) bool {
 	for _, v := range pod.Spec.Volumes {
-		if v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil {
+		if fromSources(v) {
 			return true
 		}
 	}
@@ -88,11 +88,7 @@ func (p *Provider) refreshVolumes(ctx context.Context) {
 	}
 	p.mu.Unlock()
 	for _, d := range list {
-		cfg := p.cfg.TranslateConfig
-		if p.cfg.Allocatable != nil {
-			cfg.Allocatable = p.cfg.Allocatable()
-		}
-		plan, err := Translate(d.pod, cfg, p.look)
+		plan, err := Translate(d.pod, p.translateConfig(), p.look)
 		if err != nil {
 			log.G(ctx).WithField("pod", key(d.pod.Namespace, d.pod.Name)).WithError(err).Debug("volumes not refreshed: the pod does not translate now; its files stay")
 			continue
